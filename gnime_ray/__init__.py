@@ -1,0 +1,14 @@
+"""gnime_ray: GNIME (Jeong et al., NeurIPS 2022) and explanation-aware model inversion, on Ray.
+
+Layers, imported top to bottom only (see the project's design notes):
+config -> data -> models -> explain -> defenses -> attacks -> metrics -> pipeline -> tune -> store -> cli.
+"""
+
+__version__ = "0.1.0"
+
+
+class GnimeRayError(Exception):
+    """An error caused by the user's input (a bad name, path or value).
+
+    The CLI prints its message on one line and exits non-zero, without a traceback.
+    """

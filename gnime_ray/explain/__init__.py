@@ -1,0 +1,76 @@
+"""Explainers: pure, batched functions ``(model, x) -> maps``.
+
+``x: (N, C, H, W) float32 in [0, 1]``; ``maps: (N, C', H', W') float32 in [0, 1]``, computed for
+the model's predicted class (LRP 'paper': for the whole logit vector). Two variants each:
+
+- ``paper``: the release's behaviour, quirks included (official-code-notes.md);
+- ``standard``: the textbook definitions (per-sample Grad-CAM with ReLU and bilinear upsampling;
+  single-class LRP through Zennit's EpsilonPlusFlat composite).
+
+The model is put in eval mode for the call and restored afterwards; no parameter gradient is
+accumulated.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import GnimeRayError
+from .grad import grad_map
+from .gradcam import gradcam_paper, gradcam_standard
+from .lrp import lrp_paper, lrp_paper_relevance, lrp_standard
+
+Explainer = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+EXPLAINERS: dict[tuple[str, str], Explainer] = {
+    ("grad", "paper"): grad_map,
+    ("grad", "standard"): grad_map,
+    ("gradcam", "paper"): gradcam_paper,
+    ("gradcam", "standard"): gradcam_standard,
+    ("lrp", "paper"): lrp_paper,
+    ("lrp", "standard"): lrp_standard,
+}
+EXPLAINER_NAMES = ("grad", "gradcam", "lrp")
+VARIANTS = ("paper", "standard")
+
+
+def _pure(fn: Explainer) -> Explainer:
+    def explain(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        try:
+            return fn(model, x).detach()
+        finally:
+            model.train(was_training)
+    explain.__name__ = fn.__name__
+    explain.__doc__ = fn.__doc__
+    return explain
+
+
+def get_explainer(name: str, variant: str = "paper") -> Explainer:
+    """The explainer ``name`` ('grad', 'gradcam', 'lrp') in ``variant`` ('paper', 'standard')."""
+    if name not in EXPLAINER_NAMES:
+        raise GnimeRayError(f"unknown explainer {name!r}; expected one of {', '.join(EXPLAINER_NAMES)}")
+    if variant not in VARIANTS:
+        raise GnimeRayError(f"unknown explainer variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    return _pure(EXPLAINERS[(name, variant)])
+
+
+def map_shape(name: str, variant: str, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The (C', H', W') of the maps an explainer gives for images of ``image_shape`` (C, H, W)
+    on the paper's classifiers: Grad and LRP keep the image's shape; the paper Grad-CAM is one
+    channel at the last conv's resolution (H/2 for the 32x32 nets, H/4 for CelebA); the standard
+    Grad-CAM is one channel at the input size."""
+    c, h, w = image_shape
+    if name in ("grad", "lrp"):
+        return (c, h, w)
+    if variant == "standard":
+        return (1, h, w)
+    n_pool_before_last_conv = {32: 1, 128: 2, 256: 3}.get(h, 1)
+    return (1, h >> n_pool_before_last_conv, w >> n_pool_before_last_conv)
+
+
+__all__ = ["EXPLAINERS", "EXPLAINER_NAMES", "VARIANTS", "get_explainer", "map_shape", "lrp_paper_relevance"]

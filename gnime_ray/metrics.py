@@ -1,0 +1,137 @@
+"""Reconstruction, privacy and utility metrics (paper Sec. 5.2 and the release's definitions).
+
+Images and maps are float tensors in [0, 1]. Per-image metrics return ``(N,)`` tensors; set
+metrics return floats.
+
+- ``ssim``: Wang et al. with a Gaussian window of 11 taps, sigma 1.5, K1 0.01, K2 0.03, data range
+  1, VALID window (no padding), population (co)variances; averaged over the valid window and the
+  channels of each image. Equals ``skimage.metrics.structural_similarity(..., gaussian_weights=True,
+  sigma=1.5, use_sample_covariance=False, data_range=1)``.
+- ``deepsim``: the release's DeePSiM, exp(-||A - B||_F / N) for the N x d feature matrices A, B
+  (higher = more similar; it depends on N). ``feature_distance`` is its N-independent companion,
+  the mean per-sample Euclidean feature distance (lower = more similar).
+  Deviation from the paper's text, following the release: the features are the TARGET model's
+  penultimate features (the paper says f_E).
+- ``tca``: top-1 accuracy of f_E on the reconstructions.
+- ``utility_deepsim`` (Table 3): DeePSiM between the target model's penultimate features of x*e
+  and x*e_hat; maps smaller than the image are upsampled bilinearly, one-channel maps broadcast
+  over colour channels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device) -> torch.Tensor:
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
+    return (g / g.sum()).to(dtype=dtype, device=device)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """x, y: (N, C, H, W) float in [0, data_range], H, W >= 11 -> (N,) per-image SSIM."""
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"ssim needs two (N, C, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if min(x.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {tuple(x.shape[-2:])}")
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    x, y = x.to(dtype), y.to(dtype)
+    c = x.shape[1]
+    g = _gaussian_1d(SSIM_WINDOW, SSIM_SIGMA, dtype, x.device)
+    gh = g.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    gv = g.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(t, gh, groups=c), gv, groups=c)
+
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.mean(dim=(1, 2, 3))
+
+
+def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N, ...) -> (N,) per-image mean squared error."""
+    return (x.float() - y.float()).pow(2).flatten(1).mean(1)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """(N, ...) -> (N,) per-image PSNR in dB (inf where the images are equal)."""
+    return 10.0 * torch.log10(data_range ** 2 / mse(x, y))
+
+
+def perturbation_mse(e: torch.Tensor, e_hat: torch.Tensor) -> torch.Tensor:
+    """Clean maps e and released maps e_hat (N, C, H, W) -> (N,) mean((e - e_hat)^2) per map."""
+    return mse(e, e_hat)
+
+
+def deepsim(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
+    """Release DeePSiM: exp(-||A - B||_F / N) for (N, d) feature matrices."""
+    if feats_a.shape != feats_b.shape or feats_a.ndim != 2:
+        raise ValueError(f"deepsim needs two (N, d) feature matrices, got {tuple(feats_a.shape)} and {tuple(feats_b.shape)}")
+    n = feats_a.shape[0]
+    return math.exp(-torch.linalg.norm((feats_a - feats_b).double()).item() / n)
+
+
+def feature_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
+    """N-independent DeePSiM companion: mean_i ||a_i - b_i||_2 for (N, d) feature matrices."""
+    if feats_a.shape != feats_b.shape or feats_a.ndim != 2:
+        raise ValueError(f"feature_distance needs two (N, d) matrices, got {tuple(feats_a.shape)} and {tuple(feats_b.shape)}")
+    return torch.linalg.norm((feats_a - feats_b).double(), dim=1).mean().item()
+
+
+@torch.no_grad()
+def batched(fn, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """fn applied to x in chunks along dim 0, concatenated."""
+    return torch.cat([fn(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model`` on x (N, C, H, W) float in [0, 1] against labels (N,)."""
+    was = model.training
+    model.eval()
+    try:
+        pred = batched(lambda b: model(b).argmax(1), x, batch_size)
+    finally:
+        model.train(was)
+    return (pred.cpu() == labels.cpu()).float().mean().item()
+
+
+def tca(eval_model: nn.Module, reconstructions: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+    """Transferable classification accuracy: f_E's top-1 accuracy on the reconstructions."""
+    return accuracy(eval_model, reconstructions, labels, batch_size)
+
+
+def _masked(x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    if maps.shape[-2:] != x.shape[-2:]:
+        maps = F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return x * maps
+
+
+@torch.no_grad()
+def utility_deepsim(target_model: nn.Module, x: torch.Tensor, e: torch.Tensor, e_hat: torch.Tensor,
+                    batch_size: int = 256) -> float:
+    """Table 3: DeePSiM between the target's penultimate features of x*e and x*e_hat.
+
+    x: (N, C, H, W) in [0, 1]; e, e_hat: (N, C' in {1, C}, H', W') in [0, 1]."""
+    was = target_model.training
+    target_model.eval()
+    try:
+        fa = batched(lambda i: target_model.features(_masked(x[i], e[i])), torch.arange(x.shape[0]), batch_size)
+        fb = batched(lambda i: target_model.features(_masked(x[i], e_hat[i])), torch.arange(x.shape[0]), batch_size)
+    finally:
+        target_model.train(was)
+    return deepsim(fa, fb)

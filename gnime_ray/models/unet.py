@@ -1,0 +1,88 @@
+"""The one U-Net-like builder used for NG, INV and the ExpMI attacker (release; B = 2048).
+
+Encoder, at each resolution r > 2 of the input map: Conv3x3 with B/r filters + ReLU (kept as a
+skip), MaxPool 2x2. It ends at 2x2x512.
+Bottleneck: Flatten -> Dense64-ReLU; concatenate [that, the whole flattened input map, the
+logits y_hat]; Dense512-ReLU; reshape 1x1x512; nearest upsample x4 -> 4x4.
+Decoder, at r = 4, 8, ... below the output size: concatenate the skip of resolution r if there
+is one ([decoder, skip]), Conv3x3 with 1024/r filters + ReLU, nearest upsample x2. At the output
+resolution: concatenate the skip if there is one, then a final *linear* Conv3x3 to C_out.
+
+This reproduces the release's parameter counts exactly at width 1: 5,341,825 for
+32x32x1 -> 32x32x1 with 10 classes, 30,559,027 for 128x128x3 -> 128x128x3 with 1,000 classes.
+``width`` multiplies every filter count and both dense widths (the NG-capacity knob).
+The input map may be smaller than the output (the release's 16x16 Grad-CAM maps for 32x32
+images); sizes must be powers of two. Flattening is NCHW (Keras: NHWC), a permutation that
+changes nothing learnable.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .init import keras_init_, scaled
+
+B = 2048
+
+
+def _pow2(n: int) -> bool:
+    return n >= 4 and (n & (n - 1)) == 0
+
+
+class UNet(nn.Module):
+    """(map (N, C_in, h, h), logits (N, K)) -> (N, C_out, H, H), linear output."""
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], num_classes: int, width: float = 1.0) -> None:
+        super().__init__()
+        c_in, h_in, w_in = in_shape
+        c_out, h_out, w_out = out_shape
+        if h_in != w_in or h_out != w_out or not _pow2(h_in) or not _pow2(h_out) or h_in > h_out:
+            raise ValueError(f"UNet needs square power-of-two sizes with input <= output, got {tuple(in_shape)} -> "
+                             f"{tuple(out_shape)}")
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        self.enc = nn.ModuleList()
+        skip_channels: dict[int, int] = {}
+        c, r = c_in, h_in
+        while r > 2:
+            ch = scaled(B // r, width)
+            self.enc.append(nn.Conv2d(c, ch, 3, padding=1))
+            skip_channels[r] = ch
+            c, r = ch, r // 2
+        self.fc_bottleneck = nn.Linear(c * 2 * 2, scaled(64, width))
+        n_mix = scaled(512, width)
+        self.fc_mix = nn.Linear(scaled(64, width) + c_in * h_in * w_in + num_classes, n_mix)
+        self.dec = nn.ModuleList()
+        c, r = n_mix, 4
+        self.dec_resolutions: list[int] = []
+        while r < h_out:
+            c_cat = c + skip_channels.get(r, 0)
+            ch = scaled(1024 // r, width) if r <= 1024 else 1
+            self.dec.append(nn.Conv2d(c_cat, ch, 3, padding=1))
+            self.dec_resolutions.append(r)
+            c, r = ch, r * 2
+        self.out = nn.Conv2d(c + skip_channels.get(h_out, 0), c_out, 3, padding=1)
+        self._skip_res = set(skip_channels)
+        keras_init_(self)
+
+    def forward(self, e: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        skips: dict[int, torch.Tensor] = {}
+        h = e
+        for conv in self.enc:
+            h = F.relu(conv(h))
+            skips[h.shape[-1]] = h
+            h = F.max_pool2d(h, 2)
+        b = F.relu(self.fc_bottleneck(h.flatten(1)))
+        z = F.relu(self.fc_mix(torch.cat([b, e.flatten(1), y], dim=1)))
+        h = z[:, :, None, None].expand(-1, -1, 4, 4)
+        for conv, r in zip(self.dec, self.dec_resolutions):
+            if r in skips:
+                h = torch.cat([h, skips[r]], dim=1)
+            h = F.interpolate(F.relu(conv(h)), scale_factor=2, mode="nearest")
+        r = h.shape[-1]
+        if r in skips:
+            h = torch.cat([h, skips[r]], dim=1)
+        return self.out(h)

@@ -1,0 +1,78 @@
+"""The on-disk cache of prepared artefacts (trained classifiers, maps; later GNIME weights).
+
+Location: ``--cache-dir``, else the ``GNIME_RAY_CACHE`` environment variable, else
+``~/.cache/gnime_ray``. Entries are keyed by a content hash of everything that determines them.
+Every file is written to a temporary name in the same directory and renamed into place, so a
+crash never leaves a half-written entry and concurrent writers never see one. Tensors are saved
+with ``torch.save`` as plain tensors and types and loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .. import GnimeRayError
+
+ENV_VAR = "GNIME_RAY_CACHE"
+
+
+def resolve_cache_dir(cache_dir: Optional[str] = None) -> Path:
+    """The absolute cache directory, created if needed; raises GnimeRayError if not writable."""
+    raw = cache_dir or os.environ.get(ENV_VAR) or str(Path.home() / ".cache" / "gnime_ray")
+    path = Path(raw).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise GnimeRayError(f"cache dir {path} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GnimeRayError(f"cache dir {path} cannot be created: {exc.strerror or exc}") from None
+    try:  # a real write: os.access says yes to root even on read-only directories and mounts
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise GnimeRayError(f"cache dir {path} is not writable: {exc.strerror or exc}") from None
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_tensors(path: Path, obj: Any) -> None:
+    """torch.save ``obj`` (tensors, dicts, lists, numbers, strings) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def save_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(path.read_text())

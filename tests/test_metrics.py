@@ -1,0 +1,74 @@
+"""Metrics against scikit-image and closed forms."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from gnime_ray.metrics import (deepsim, feature_distance, mse, perturbation_mse, psnr, ssim, tca,
+                               utility_deepsim)
+from gnime_ray.models.classifiers import Classifier
+
+
+@pytest.mark.parametrize("channels,size", [(1, 32), (3, 16), (3, 128)])
+def test_ssim_matches_scikit_image(channels, size):
+    g = torch.Generator().manual_seed(channels * size)
+    x = torch.rand(3, channels, size, size, generator=g, dtype=torch.float64)
+    y = (x + 0.2 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    got = ssim(x, y)
+    ref = [structural_similarity(x[i].numpy(), y[i].numpy(), channel_axis=0, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False, data_range=1.0) for i in range(3)]
+    np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-10)
+    assert torch.allclose(ssim(x.float(), y.float()).double(), got, atol=1e-5)
+
+
+def test_ssim_identity_and_bad_shapes():
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.allclose(ssim(x, x), torch.ones(2))
+    with pytest.raises(ValueError, match="at least 11x11"):
+        ssim(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8))
+
+
+def test_mse_psnr_perturbation():
+    x = torch.zeros(2, 1, 4, 4)
+    y = torch.full((2, 1, 4, 4), 0.1)
+    assert torch.allclose(mse(x, y), torch.full((2,), 0.01))
+    assert torch.allclose(psnr(x, y), torch.full((2,), 20.0))
+    assert torch.allclose(perturbation_mse(x, y), torch.full((2,), 0.01))
+
+
+def test_deepsim_release_definition_and_companion():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g)
+    fro = np.linalg.norm((a - b).numpy())
+    assert deepsim(a, b) == pytest.approx(math.exp(-fro / 5), rel=1e-6)
+    assert deepsim(a, a) == 1.0
+    per = np.linalg.norm((a - b).numpy(), axis=1).mean()
+    assert feature_distance(a, b) == pytest.approx(per, rel=1e-6)
+    # the release DeePSiM depends on N, its companion does not
+    a2, b2 = torch.cat([a, a]), torch.cat([b, b])
+    assert deepsim(a2, b2) != pytest.approx(deepsim(a, b))
+    assert feature_distance(a2, b2) == pytest.approx(feature_distance(a, b))
+
+
+def test_tca_counts_top1():
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :3]
+    x = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]]).view(4, 1, 1, 3)
+    assert tca(Fixed(), x, torch.tensor([0, 1, 0, 0])) == 0.75
+
+
+def test_utility_deepsim():
+    torch.manual_seed(0)
+    m = Classifier((1, 32, 32), 10, conv=(4, 8), dense=16).eval()
+    x = torch.rand(6, 1, 32, 32)
+    e = torch.rand(6, 1, 16, 16)
+    assert utility_deepsim(m, x, e, e) == 1.0
+    e_hat = (e + 0.1 * torch.randn_like(e)).clamp(0, 1)
+    up = lambda t: torch.nn.functional.interpolate(t, size=(32, 32), mode="bilinear", align_corners=False)
+    ref = deepsim(m.features(x * up(e)), m.features(x * up(e_hat)))
+    assert utility_deepsim(m, x, e, e_hat, batch_size=4) == pytest.approx(ref, rel=1e-5)
+    assert utility_deepsim(m, x, e, e_hat) < 1.0
