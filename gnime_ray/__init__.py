@@ -12,3 +12,8 @@ class GnimeRayError(Exception):
 
     The CLI prints its message on one line and exits non-zero, without a traceback.
     """
+
+
+def echo(message: str) -> None:
+    """The default progress log: print and flush, so progress shows through pipes and Ray logs."""
+    print(message, flush=True)

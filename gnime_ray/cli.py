@@ -42,6 +42,23 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
+def _positive(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _add_gnime_knobs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lambda", dest="lam", type=_positive, default=None,
+                   help="GNIME's lambda (default: 100; 500 for CelebA)")
+    p.add_argument("--width", type=_positive, default=1.0, help="NG capacity, relative to the release (default: 1)")
+    p.add_argument("--gamma", type=_positive, default=None, help="Eq. 3 noise variance bound (default: none)")
+    p.add_argument("--variant", default="paper", help="explainer variant: paper or standard (default: paper)")
+    p.add_argument("--study-seed", type=_seed, default=0, help="seed of prepare and GNIME (default: 0)")
+    p.add_argument("--out", default="results", help="Parquet results root, a path or a URI (default: results)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gnime-ray", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -49,6 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated (default: grad,gradcam,lrp)")
     p.add_argument("--variant", default="paper", help="explainer variant: paper or standard (default: paper)")
+
+    p = sub.add_parser("cell", help="one Table 1 cell: prepare, defence, one attacker, metrics -> one Parquet row")
+    _add_common(p)
+    p.set_defaults(seed=0)
+    p.add_argument("--explainer", default="lrp", help="grad, gradcam or lrp (default: lrp)")
+    p.add_argument("--defense", default="gnime", help="none, rnd, ond or gnime (default: gnime)")
+    p.add_argument("--attack", default="expmi", help="expmi or predmi (default: expmi)")
+    p.add_argument("--study", default="cells", help="study name of the row (default: cells)")
+    _add_gnime_knobs(p)
+
+    p = sub.add_parser("matrix", help="the Table 1 matrix of one dataset, without Ray, then the table")
+    _add_common(p)
+    p.add_argument("--seeds", type=_seed, default=3, help="attack seeds per cell (default: 3)")
+    p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated (default: grad,gradcam,lrp)")
+    p.add_argument("--study", default=None, help="study name (default: matrix-DATASET-PRESET)")
+    _add_gnime_knobs(p)
     return parser
 
 
@@ -75,7 +108,62 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"prepare": cmd_prepare}
+def cmd_cell(args: argparse.Namespace) -> int:
+    from .config import CellSpec
+    from .pipeline.cell import run_cell
+    from .store import resolve_out, write_rows
+
+    preset = get_preset(args.preset, **parse_overrides(args.overrides))
+    spec = CellSpec(args.dataset, explainer=args.explainer, defense=args.defense, attack=args.attack, seed=args.seed,
+                    lam=args.lam, width=args.width, gamma=args.gamma, variant=args.variant, study_seed=args.study_seed)
+    _check_dataset(args.dataset)
+    resolve_out(args.out)
+    row = run_cell(spec, preset, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device,
+                   study=args.study)
+    path = write_rows([row], args.out)[0]
+    width = max(len(k) for k in row)
+    for k, v in row.items():
+        print(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    print(f"row written to {path}")
+    return 0
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
+    from .config import CellSpec
+    from .pipeline.matrix import run_matrix
+    from .store import paper_table, resolve_out, table1
+
+    preset = get_preset(args.preset, **parse_overrides(args.overrides))
+    explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]
+    for e in explainers:  # validate every cell's configuration before any work
+        CellSpec(args.dataset, explainer=e, lam=args.lam, width=args.width, gamma=args.gamma, variant=args.variant)
+    if args.seeds < 1:
+        raise GnimeRayError("--seeds must be >= 1")
+    _check_dataset(args.dataset)
+    resolve_out(args.out)
+    study = args.study or f"matrix-{args.dataset}-{preset.name}"
+    t0 = time.perf_counter()
+    rows = run_matrix(args.dataset, preset, seeds=args.seeds, out=args.out, study=study, explainers=explainers,
+                      study_seed=args.study_seed, variant=args.variant, lam=args.lam, width=args.width,
+                      gamma=args.gamma, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device)
+    print()
+    print(table1(pa.Table.from_pylist(rows), args.dataset, explainers))
+    print()
+    print(paper_table(args.dataset, explainers))
+    print(f"\nstudy {study}: {len(rows)} rows under {args.out} ({time.perf_counter() - t0:.0f}s)")
+    return 0
+
+
+def _check_dataset(name: str) -> None:
+    from .data import DATASETS
+
+    if name not in DATASETS:
+        raise GnimeRayError(f"unknown dataset {name!r}; expected one of {', '.join(sorted(DATASETS))}")
+
+
+COMMANDS = {"prepare": cmd_prepare, "cell": cmd_cell, "matrix": cmd_matrix}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

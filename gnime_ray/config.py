@@ -47,14 +47,33 @@ class Preset:
     explain_batch_size: int = 256
     # use only the first max_images images of the dataset (None = all); for tests
     max_images: Optional[int] = None
+    # width multiplier of INV, the attackers and PredMI (1 = the release); the NG's width is a
+    # cell's ``width`` knob times this
+    net_width: float = 1.0
+    # GNIME (release: 500 epochs of one batch of 1024 each, Adam 1e-4, eps 1e-7)
+    gnime_epochs: int = 500
+    gnime_batch_size: int = 1024
+    gnime_lr: float = 1e-4
+    # attackers (release: MSE, Adam 1e-4, <= 300 epochs, patience 10; batch size not given)
+    attack_epochs: int = 300
+    attack_batch_size: int = 128
+    attack_patience: int = 10
+    attack_lr: float = 1e-4
+    # OND: PGD steps (not given by the paper)
+    ond_steps: int = 20
+    # bf16 autocast in the GNIME step (CPU and GPU)
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         _check(isinstance(self.name, str) and bool(self.name), "name", "a non-empty string", self.name)
-        for f in ("classifier_epochs", "classifier_batch_size", "classifier_patience", "explain_batch_size"):
+        for f in ("classifier_epochs", "classifier_batch_size", "classifier_patience", "explain_batch_size",
+                  "gnime_epochs", "gnime_batch_size", "attack_epochs", "attack_batch_size", "attack_patience",
+                  "ond_steps"):
             v = getattr(self, f)
             _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f, "an integer >= 1", v)
-        _check(self.classifier_lr > 0, "classifier_lr", "> 0", self.classifier_lr)
-        _check(self.classifier_width > 0, "classifier_width", "> 0", self.classifier_width)
+        for f in ("classifier_lr", "classifier_width", "net_width", "gnime_lr", "attack_lr"):
+            _check(getattr(self, f) > 0, f, "> 0", getattr(self, f))
+        _check(isinstance(self.bf16, bool), "bf16", "true or false", self.bf16)
         _check(0 < self.val_fraction < 0.5, "val_fraction", "in (0, 0.5)", self.val_fraction)
         if self.max_images is not None:
             _check(isinstance(self.max_images, int) and self.max_images >= 40, "max_images",
@@ -75,9 +94,13 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "paper": Preset(name="paper"),
-    "quick": Preset(name="quick", classifier_epochs=40, classifier_batch_size=64, classifier_patience=6),
+    "quick": Preset(name="quick", classifier_epochs=30, classifier_batch_size=32, classifier_patience=8,
+                    classifier_width=0.5, net_width=0.25, gnime_epochs=300, gnime_batch_size=128,
+                    attack_epochs=40, attack_batch_size=32, attack_patience=6, attack_lr=1e-3, ond_steps=10),
     "smoke": Preset(name="smoke", classifier_epochs=2, classifier_batch_size=32, classifier_patience=1,
-                    classifier_width=0.125, max_images=120, explain_batch_size=64),
+                    classifier_width=0.125, max_images=120, explain_batch_size=64, net_width=0.0625,
+                    gnime_epochs=3, gnime_batch_size=32, attack_epochs=2, attack_batch_size=32,
+                    attack_patience=1, ond_steps=2),
 }
 
 
@@ -107,6 +130,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         try:
             if raw.lower() == "none" and "Optional" in kind:
                 out[key] = None
+            elif "bool" in kind:
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                out[key] = raw.lower() in ("true", "1")
             elif "int" in kind:
                 out[key] = int(raw)
             elif "float" in kind:
@@ -114,7 +141,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             else:
                 out[key] = raw
         except ValueError:
-            raise GnimeRayError(f"--set {key}: expected a number, got {raw!r}") from None
+            raise GnimeRayError(f"--set {key}: expected a {kind.replace('Optional[', '').rstrip(']')}, got {raw!r}") from None
     return out
 
 
@@ -127,3 +154,76 @@ def content_hash(obj: Any, length: int = 16) -> str:
 def derive_seed(seed: int, *key: Any) -> int:
     """A per-purpose seed derived from a study seed and a key, stable across runs and machines."""
     return int(content_hash([seed, *key], length=8), 16) & 0x7FFFFFFF
+
+
+# Canonical names; the registries in data/, explain/, defenses/ and attacks/ use these keys.
+EXPLAINERS = ("grad", "gradcam", "lrp")
+VARIANTS = ("paper", "standard")
+DEFENSES = ("none", "rnd", "ond", "gnime")
+ATTACKS = ("expmi", "predmi")
+# lambda of L_NG (paper Sec. 4): 500 for CelebA models, 100 for MNIST, CIFAR-10 and ImageNet-100
+DEFAULT_LAMBDA = {"celeba": 500.0, "facescrub": 500.0}
+
+
+def default_lambda(dataset: str) -> float:
+    return DEFAULT_LAMBDA.get(dataset, 100.0)
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell of the Table 1 matrix: (dataset, explainer, defence, attack) at one attack seed.
+
+    ``study_seed`` seeds prepare (split, f, f_E) and GNIME; ``seed`` is the attack seed (the
+    attacker's initialisation and batches, and RND's noise). ``lam``, ``width`` (NG capacity,
+    relative to the release) and ``gamma`` (Eq. 3; None = unbounded) configure GNIME; they apply to
+    the gnime, rnd and ond cells (rnd and ond are matched to GNIME's perturbation). PredMI ignores
+    the explainer and the defence (both recorded as 'none').
+    """
+
+    dataset: str
+    explainer: str = "lrp"
+    defense: str = "gnime"
+    attack: str = "expmi"
+    seed: int = 0
+    lam: Optional[float] = None
+    width: float = 1.0
+    gamma: Optional[float] = None
+    variant: str = "paper"
+    study_seed: int = 0
+    aux_dataset: str = "same"
+
+    def __post_init__(self) -> None:
+        _check(self.attack in ATTACKS, "attack", f"one of {', '.join(ATTACKS)}", self.attack)
+        if self.attack == "predmi":
+            object.__setattr__(self, "explainer", "none")
+            object.__setattr__(self, "defense", "none")
+        else:
+            _check(self.explainer in EXPLAINERS, "explainer", f"one of {', '.join(EXPLAINERS)}", self.explainer)
+            _check(self.defense in DEFENSES, "defense", f"one of {', '.join(DEFENSES)}", self.defense)
+        _check(self.variant in VARIANTS, "variant", f"one of {', '.join(VARIANTS)}", self.variant)
+        for f in ("seed", "study_seed"):
+            v = getattr(self, f)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f, "an integer >= 0", v)
+        if self.lam is None:
+            object.__setattr__(self, "lam", default_lambda(self.dataset))
+        _check(isinstance(self.lam, (int, float)) and self.lam > 0, "lambda", "> 0", self.lam)
+        _check(isinstance(self.width, (int, float)) and self.width > 0, "width", "> 0", self.width)
+        _check(self.gamma is None or (isinstance(self.gamma, (int, float)) and self.gamma > 0), "gamma",
+               "> 0 (or unset)", self.gamma)
+        if not self.uses_gnime:  # the GNIME knobs do not apply: one canonical cell
+            object.__setattr__(self, "lam", default_lambda(self.dataset))
+            object.__setattr__(self, "width", 1.0)
+            object.__setattr__(self, "gamma", None)
+
+    @property
+    def uses_gnime(self) -> bool:
+        return self.defense in ("gnime", "rnd", "ond")
+
+    def key(self) -> str:
+        """A stable identifier of the cell (without the attack seed)."""
+        g = "none" if self.gamma is None else f"{self.gamma:g}"
+        return (f"{self.dataset}/{self.aux_dataset}/{self.explainer}-{self.variant}/{self.defense}/{self.attack}/"
+                f"lam{self.lam:g}-w{self.width:g}-g{g}/s{self.study_seed}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import GnimeRayError
+from ..config import EXPLAINERS as EXPLAINER_NAMES, VARIANTS
 from .grad import grad_map
 from .gradcam import gradcam_paper, gradcam_standard
 from .lrp import lrp_paper, lrp_paper_relevance, lrp_standard
@@ -33,8 +34,6 @@ EXPLAINERS: dict[tuple[str, str], Explainer] = {
     ("lrp", "paper"): lrp_paper,
     ("lrp", "standard"): lrp_standard,
 }
-EXPLAINER_NAMES = ("grad", "gradcam", "lrp")
-VARIANTS = ("paper", "standard")
 
 
 def _pure(fn: Explainer) -> Explainer:

@@ -44,6 +44,7 @@ class UNet(nn.Module):
             raise ValueError(f"UNet needs square power-of-two sizes with input <= output, got {tuple(in_shape)} -> "
                              f"{tuple(out_shape)}")
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        self.num_classes = num_classes
         self.enc = nn.ModuleList()
         skip_channels: dict[int, int] = {}
         c, r = c_in, h_in

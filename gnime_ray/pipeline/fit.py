@@ -2,50 +2,26 @@
 
 Classifiers (release): Adam(lr 1e-4, betas 0.5/0.999, eps 1e-7 as Keras), cross-entropy on
 logits, shuffled mini-batches, early stopping on held-out accuracy with patience, restoring the
-best weights.
+best weights. Deviation: equal held-out accuracies (frequent on small validation slices) are
+ranked by held-out loss, where Keras keeps the first epoch that reached the accuracy.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import echo
 from ..data.registry import to_float
-from ..metrics import accuracy
+from ..early_stopping import EarlyStopping
+from ..metrics import batched
 
 Log = Callable[[str], None]
-
-
-@dataclass
-class EarlyStopping:
-    """Tracks the best score (``mode`` 'max' or 'min') and a copy of the best weights."""
-
-    patience: int
-    mode: str = "max"
-    best: Optional[float] = None
-    best_epoch: int = -1
-    best_state: Optional[dict] = None
-    bad_epochs: int = 0
-
-    def step(self, score: float, epoch: int, model: nn.Module) -> bool:
-        """Record an epoch's score; returns True when training should stop."""
-        better = self.best is None or (score > self.best if self.mode == "max" else score < self.best)
-        if better:
-            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
-            self.best_state = copy.deepcopy(model.state_dict())
-        else:
-            self.bad_epochs += 1
-        return self.bad_epochs >= self.patience
-
-    def restore(self, model: nn.Module) -> None:
-        if self.best_state is not None:
-            model.load_state_dict(self.best_state)
 
 
 @dataclass
@@ -63,7 +39,7 @@ def adam(params, lr: float, betas=(0.9, 0.999)) -> torch.optim.Adam:
 
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, val_images: torch.Tensor,
                      val_labels: torch.Tensor, *, epochs: int, batch_size: int, patience: int, lr: float,
-                     seed: int, device: torch.device, log: Log = print, name: str = "classifier") -> FitHistory:
+                     seed: int, device: torch.device, log: Log = echo, name: str = "classifier") -> FitHistory:
     """Fit ``model`` in place. images: (N, C, H, W) uint8; labels: (N,) int64. Returns the history;
     the model ends with its best-validation-accuracy weights, in eval mode."""
     model.to(device)
@@ -86,12 +62,16 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             opt.step()
             total += loss.item() * idx.numel()
             count += idx.numel()
-        val_acc = accuracy(model, x_val, val_labels)
+        model.eval()
+        with torch.no_grad():
+            val_logits = batched(model, x_val)
+        val_acc = (val_logits.argmax(1).cpu() == val_labels).float().mean().item()
+        val_loss = F.cross_entropy(val_logits, val_labels.to(device)).item()
         hist.train_loss.append(total / count)
         hist.val_score.append(val_acc)
-        log(f"  {name} epoch {epoch}/{epochs}: loss {total / count:.4f}, val acc {val_acc:.4f}")
-        if stopper.step(val_acc, epoch, model) and epoch < epochs:
-            log(f"  {name}: early stop at epoch {epoch} (best {stopper.best:.4f} at epoch {stopper.best_epoch})")
+        log(f"  {name} epoch {epoch}/{epochs}: loss {total / count:.4f}, val acc {val_acc:.4f}, val loss {val_loss:.4f}")
+        if stopper.step((val_acc, -val_loss), epoch, model) and epoch < epochs:
+            log(f"  {name}: early stop at epoch {epoch} (best val acc {stopper.best[0]:.4f} at epoch {stopper.best_epoch})")
             break
     stopper.restore(model)
     model.eval()

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .. import GnimeRayError, __version__
+from .. import GnimeRayError, __version__, echo
 from ..config import Preset, content_hash, derive_seed
 from ..data import DATASETS, DataSplit, ImageDataset, load_dataset, make_split
 from ..data.registry import to_float
@@ -37,7 +37,8 @@ CACHE_SCHEMA = 1
 class Prepared:
     """Everything a cell needs: data, split, the two classifiers and the clean maps.
 
-    maps[(explainer, variant)]: (N, C', H', W') float32 in [0, 1] for every image of ``dataset``.
+    maps[(explainer, variant)]: (N, C', H', W') float32 in [0, 1] for every image of ``dataset``;
+    logits: (N, K) float32, the target's raw logits (the y_hat every network takes).
     """
 
     dataset: ImageDataset
@@ -45,6 +46,7 @@ class Prepared:
     target: Classifier
     eval_model: Classifier
     maps: dict[tuple[str, str], torch.Tensor]
+    logits: torch.Tensor
     accuracies: dict[str, float]
     cache_path: Path
     key: str
@@ -75,7 +77,7 @@ def compute_maps(model: torch.nn.Module, images: torch.Tensor, explainer: str, v
 
 def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence[str] = EXPLAINER_NAMES,
             variant: str = "paper", cache_dir: Optional[str] = None, data_root: Optional[str] = None,
-            device: Optional[str] = None, log: Log = print) -> Prepared:
+            device: Optional[str] = None, log: Log = echo) -> Prepared:
     if dataset not in DATASETS:  # validate every name before touching the disk
         raise GnimeRayError(f"unknown dataset {dataset!r}; expected one of {', '.join(sorted(DATASETS))}")
     for name in explainers:
@@ -132,6 +134,14 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
         save_json(meta_file, meta)
     target.to(dev).eval()
     eval_model.to(dev).eval()
+    logits_file = entry / "logits.pt"
+    if logits_file.exists():
+        logits = load_tensors(logits_file)
+    else:
+        with torch.no_grad():
+            logits = torch.cat([target(to_float(data.images[i:i + 512]).to(dev)).cpu()
+                                for i in range(0, len(data), 512)])
+        save_tensors(logits_file, logits)
 
     maps: dict[tuple[str, str], torch.Tensor] = {}
     for name in explainers:
@@ -145,4 +155,4 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
         save_tensors(f, maps[(name, variant)])
         log(f"prepare: computed {name} ({variant}) maps {tuple(maps[(name, variant)].shape)} "
             f"in {seconds[f'maps_{name}']:.1f}s")
-    return Prepared(data, split, target, eval_model, maps, accuracies, entry, key, from_cache, seconds)
+    return Prepared(data, split, target, eval_model, maps, logits, accuracies, entry, key, from_cache, seconds)

@@ -1,0 +1,197 @@
+"""GNIME training (Phase I, Algorithm 1) and deployment (Phase II), following the release.
+
+Per step (one "epoch" of the paper and the release = one batch drawn without replacement,
+drawn independently between steps):
+
+    e~     = (e - mu) / sigma                      mu, sigma: global mean and std of the target-half maps
+    n      = NG(e~, y_hat)                         the NG outputs the whole map, not a residual
+    L_dist = mean((n - e~)^2)                      standardised units, before clipping
+    e_hat  = clip(sigma * n + mu, 0, 1)            the released map
+    L_adv  = mean((INV(e_hat, y_hat) - x)^2)
+    L_INV  = L_adv + mean((INV(e~, y_hat) - x)^2)
+    L_NG   = L_dist - lambda * L_adv
+
+Both gradients come from ONE forward pass (one NG forward, two INV forwards) and ONE backward:
+a gradient-scaling function between e_hat and INV multiplies the gradient reaching the NG
+through L_adv by -lambda, so backpropagating L_adv + L_clean + L_dist gives INV exactly
+grad L_INV and NG exactly grad L_NG. INV steps first, then NG (the gradients were both taken
+before either step: simultaneous updates). Two Adam optimisers, lr 1e-4, default betas, eps 1e-7.
+y_hat is the target's raw logit vector.
+
+Deviation (a release bug, fixed): the release feeds INV the clean map standardised but the
+noisy map in [0, 1]. Here INV sees both on the standardised scale: INV((e_hat - mu)/sigma).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .. import echo
+from ..models import UNet
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class GnimeConfig:
+    """GNIME training knobs. ``ng_width`` is the NG capacity (1 = the release); ``inv_width``
+    scales INV (1 = the release). ``epochs`` are the paper's epochs: one sampled batch each."""
+
+    lam: float = 100.0
+    ng_width: float = 1.0
+    inv_width: float = 1.0
+    epochs: int = 500
+    batch_size: int = 1024
+    lr: float = 1e-4
+    seed: int = 0
+    bf16: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("lam", "ng_width", "inv_width", "lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0):
+                raise ValueError(f"{'lambda' if name == 'lam' else name} must be > 0, got {v!r}")
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the incoming gradient by ``scale`` backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+@dataclass
+class GnimeModel:
+    """A trained (or training) GNIME: NG, INV and the standardisation constants."""
+
+    ng: UNet
+    inv: UNet
+    mu: float
+    sigma: float
+    config: GnimeConfig
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def standardise(self, e: torch.Tensor) -> torch.Tensor:
+        return (e - self.mu) / self.sigma
+
+    @torch.no_grad()
+    def release(self, e: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Phase II. e: (N, C', H', W') clean maps in [0, 1]; y: (N, K) logits -> e_hat, same shape, in [0, 1]."""
+        self.ng.eval()
+        dev = next(self.ng.parameters()).device
+        out = []
+        for i in range(0, e.shape[0], batch_size):
+            eb, yb = e[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
+            n = self.ng(self.standardise(eb), yb)
+            out.append((self.sigma * n + self.mu).clamp(0, 1).to(e.device))
+        return torch.cat(out)
+
+    def state(self) -> dict[str, Any]:
+        """A checkpoint of tensors and plain types (loadable with weights_only=True)."""
+        return {"ng": {k: v.detach().cpu() for k, v in self.ng.state_dict().items()},
+                "inv": {k: v.detach().cpu() for k, v in self.inv.state_dict().items()},
+                "mu": float(self.mu), "sigma": float(self.sigma), "config": asdict(self.config),
+                "history": {k: list(map(float, v)) for k, v in self.history.items()},
+                "map_shape": list(self.ng.in_shape), "image_shape": list(self.inv.out_shape),
+                "num_classes": self.ng.num_classes}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> "GnimeModel":
+        cfg = GnimeConfig(**state["config"])
+        ng, inv = build_networks(tuple(state["map_shape"]), tuple(state["image_shape"]), state["num_classes"], cfg)
+        ng.load_state_dict(state["ng"])
+        inv.load_state_dict(state["inv"])
+        return cls(ng.to(device).eval(), inv.to(device).eval(), state["mu"], state["sigma"], cfg,
+                   {k: list(v) for k, v in state["history"].items()})
+
+
+def build_networks(map_shape: tuple[int, int, int], image_shape: tuple[int, int, int], num_classes: int,
+                   cfg: GnimeConfig) -> tuple[UNet, UNet]:
+    """NG = builder(map -> map) at ``ng_width``; INV = builder(map -> image) at ``inv_width``."""
+    return (UNet(map_shape, map_shape, num_classes, width=cfg.ng_width),
+            UNet(map_shape, image_shape, num_classes, width=cfg.inv_width))
+
+
+def gnime_step(model: GnimeModel, opt_ng: torch.optim.Optimizer, opt_inv: torch.optim.Optimizer,
+               e_std: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
+    """One simultaneous GNIME update on a batch. e_std: standardised clean maps (B, C', H', W');
+    y: logits (B, K); x: images (B, C, H, W) in [0, 1]. Returns the batch's losses."""
+    cfg = model.config
+    dev_type = x.device.type
+    amp = torch.autocast(dev_type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+    with amp:
+        n = model.ng(e_std, y)
+        l_dist = F.mse_loss(n.float(), e_std)
+        e_hat = (model.sigma * n.float() + model.mu).clamp(0, 1)
+        x_adv = model.inv(_ScaleGrad.apply(model.standardise(e_hat), -cfg.lam), y)
+        x_clean = model.inv(e_std, y)
+        l_adv = F.mse_loss(x_adv.float(), x)
+        l_clean = F.mse_loss(x_clean.float(), x)
+    opt_inv.zero_grad(set_to_none=True)
+    opt_ng.zero_grad(set_to_none=True)
+    (l_adv + l_clean + l_dist).backward()
+    opt_inv.step()
+    opt_ng.step()
+    l_adv_v, l_dist_v = l_adv.item(), l_dist.item()
+    return {"l_adv": l_adv_v, "l_clean": l_clean.item(), "l_dist": l_dist_v,
+            "l_inv": l_adv_v + l_clean.item(), "l_ng": l_dist_v - cfg.lam * l_adv_v}
+
+
+def make_optimisers(model: GnimeModel) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """(opt_ng, opt_inv): Adam, lr from the config, default betas, Keras eps 1e-7."""
+    lr = model.config.lr
+    return (torch.optim.Adam(model.ng.parameters(), lr=lr, eps=1e-7),
+            torch.optim.Adam(model.inv.parameters(), lr=lr, eps=1e-7))
+
+
+def train_gnime(maps: torch.Tensor, logits: torch.Tensor, images: torch.Tensor, cfg: GnimeConfig,
+                device: torch.device | str = "cpu", log: Log = echo, log_every: int = 10,
+                on_epoch: Optional[Callable[[int, dict[str, float]], None]] = None) -> GnimeModel:
+    """Phase I on the target half.
+
+    maps: (N, C', H', W') float32 in [0, 1], the target model's clean maps; logits: (N, K) float32;
+    images: (N, C, H, W) float32 in [0, 1]. Returns the trained GnimeModel with per-epoch losses
+    in ``history``. ``on_epoch(epoch, losses)`` is called after every epoch (for Tune reports)."""
+    device = torch.device(device)
+    mu, sigma = maps.mean().item(), maps.std().item()
+    if not sigma > 0:
+        raise ValueError("the maps are constant: GNIME needs maps with a non-zero standard deviation")
+    torch.manual_seed(cfg.seed)
+    ng, inv = build_networks(tuple(maps.shape[1:]), tuple(images.shape[1:]), logits.shape[1], cfg)
+    model = GnimeModel(ng.to(device).train(), inv.to(device).train(), mu, sigma, cfg,
+                       {k: [] for k in ("l_adv", "l_clean", "l_dist", "l_inv", "l_ng")})
+    opt_ng, opt_inv = make_optimisers(model)
+    e_std = model.standardise(maps).to(device)
+    y, x = logits.to(device), images.to(device)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    b = min(cfg.batch_size, maps.shape[0])
+    t0 = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        idx = torch.randperm(maps.shape[0], generator=gen)[:b].to(device)
+        losses = gnime_step(model, opt_ng, opt_inv, e_std[idx], y[idx], x[idx])
+        for k, v in losses.items():
+            model.history[k].append(v)
+        if on_epoch is not None:
+            on_epoch(epoch, losses)
+        if epoch % log_every == 0 or epoch in (1, cfg.epochs):
+            log(f"  gnime epoch {epoch}/{cfg.epochs}: L_adv {losses['l_adv']:.4f} L_clean {losses['l_clean']:.4f} "
+                f"L_dist {losses['l_dist']:.4f} ({time.perf_counter() - t0:.0f}s)")
+    model.ng.eval()
+    model.inv.eval()
+    return model
