@@ -95,8 +95,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "paper": Preset(name="paper"),
     "quick": Preset(name="quick", classifier_epochs=30, classifier_batch_size=32, classifier_patience=8,
-                    classifier_width=0.5, net_width=0.25, gnime_epochs=300, gnime_batch_size=128,
-                    attack_epochs=40, attack_batch_size=32, attack_patience=6, attack_lr=1e-3, ond_steps=10),
+                    classifier_width=0.5, net_width=0.125, gnime_epochs=300, gnime_batch_size=128, gnime_lr=1e-3,
+                    attack_epochs=20, attack_batch_size=32, attack_patience=4, attack_lr=1e-3, ond_steps=10),
     "smoke": Preset(name="smoke", classifier_epochs=2, classifier_batch_size=32, classifier_patience=1,
                     classifier_width=0.125, max_images=120, explain_batch_size=64, net_width=0.0625,
                     gnime_epochs=3, gnime_batch_size=32, attack_epochs=2, attack_batch_size=32,
