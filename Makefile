@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/gnime-ray prepare --dataset digits --preset quick
+	$(VENV)/bin/gnime-ray matrix --dataset digits --preset quick --seeds 3 --explainers lrp
 
 test: setup
 	$(PY) -m pytest -q
