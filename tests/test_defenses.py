@@ -128,3 +128,20 @@ def test_ond_projection_matches_target_and_beats_random_noise():
     loss = lambda m: F.mse_loss(model.inv(model.standardise(m), y), x).item()
     with torch.no_grad():
         assert loss(out) > loss(rnd_release(e, target, seed=0))
+
+
+def test_resumed_training_ends_where_uninterrupted_training_does():
+    g = torch.Generator().manual_seed(5)
+    maps, logits, images = torch.rand(10, 1, 8, 8, generator=g), torch.randn(10, 3, generator=g), torch.rand(10, 1, 8, 8, generator=g)
+    cfg = GnimeConfig(lam=5.0, ng_width=0.05, inv_width=0.05, epochs=6, batch_size=4, seed=1)
+    full = train_gnime(maps, logits, images, cfg, log=lambda _: None)
+    saved = {}
+
+    def keep(epoch, losses, state):
+        if epoch == 3:
+            saved["state"] = state()
+    train_gnime(maps, logits, images, cfg, log=lambda _: None, on_epoch=keep)
+    resumed = train_gnime(maps, logits, images, cfg, log=lambda _: None, resume=saved["state"])
+    assert resumed.history == full.history
+    for a, b in zip(full.ng.state_dict().values(), resumed.ng.state_dict().values()):
+        assert torch.equal(a, b)

@@ -24,6 +24,7 @@ noisy map in [0, 1]. Here INV sees both on the standardised scale: INV((e_hat - 
 
 from __future__ import annotations
 
+import copy
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -104,8 +105,8 @@ class GnimeModel:
 
     def state(self) -> dict[str, Any]:
         """A checkpoint of tensors and plain types (loadable with weights_only=True)."""
-        return {"ng": {k: v.detach().cpu() for k, v in self.ng.state_dict().items()},
-                "inv": {k: v.detach().cpu() for k, v in self.inv.state_dict().items()},
+        return {"ng": {k: v.detach().cpu().clone() for k, v in self.ng.state_dict().items()},
+                "inv": {k: v.detach().cpu().clone() for k, v in self.inv.state_dict().items()},
                 "mu": float(self.mu), "sigma": float(self.sigma), "config": asdict(self.config),
                 "history": {k: list(map(float, v)) for k, v in self.history.items()},
                 "map_shape": list(self.ng.in_shape), "image_shape": list(self.inv.out_shape),
@@ -162,12 +163,16 @@ def make_optimisers(model: GnimeModel) -> tuple[torch.optim.Optimizer, torch.opt
 
 def train_gnime(maps: torch.Tensor, logits: torch.Tensor, images: torch.Tensor, cfg: GnimeConfig,
                 device: torch.device | str = "cpu", log: Log = echo, log_every: int = 10,
-                on_epoch: Optional[Callable[[int, dict[str, float]], None]] = None) -> GnimeModel:
+                on_epoch: Optional[Callable[[int, dict[str, float], Callable[[], dict]], None]] = None,
+                resume: Optional[dict[str, Any]] = None) -> GnimeModel:
     """Phase I on the target half.
 
     maps: (N, C', H', W') float32 in [0, 1], the target model's clean maps; logits: (N, K) float32;
     images: (N, C, H, W) float32 in [0, 1]. Returns the trained GnimeModel with per-epoch losses
-    in ``history``. ``on_epoch(epoch, losses)`` is called after every epoch (for Tune reports)."""
+    in ``history``. ``on_epoch(epoch, losses, training_state)`` is called after every epoch;
+    ``training_state()`` returns everything needed to continue (weights, both optimisers, the
+    batch sampler, the history), which ``resume`` accepts: a resumed run ends exactly where an
+    uninterrupted one would."""
     device = torch.device(device)
     mu, sigma = maps.mean().item(), maps.std().item()
     if not sigma > 0:
@@ -177,19 +182,35 @@ def train_gnime(maps: torch.Tensor, logits: torch.Tensor, images: torch.Tensor, 
     model = GnimeModel(ng.to(device).train(), inv.to(device).train(), mu, sigma, cfg,
                        {k: [] for k in ("l_adv", "l_clean", "l_dist", "l_inv", "l_ng")})
     opt_ng, opt_inv = make_optimisers(model)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    start = 1
+    if resume is not None:
+        if resume["config"] != asdict(cfg):
+            raise ValueError("the resume state was made with another GNIME configuration")
+        model.ng.load_state_dict(resume["ng"])
+        model.inv.load_state_dict(resume["inv"])
+        opt_ng.load_state_dict(resume["opt_ng"])
+        opt_inv.load_state_dict(resume["opt_inv"])
+        gen.set_state(resume["sampler"])
+        model.history = {k: list(v) for k, v in resume["history"].items()}
+        start = int(resume["epoch"]) + 1
+
+    def training_state(epoch: int) -> dict[str, Any]:
+        return {**model.state(), "epoch": epoch, "sampler": gen.get_state(),
+                "opt_ng": copy.deepcopy(opt_ng.state_dict()), "opt_inv": copy.deepcopy(opt_inv.state_dict())}
+
     e_std = model.standardise(maps).to(device)
     y, x = logits.to(device), images.to(device)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
     b = min(cfg.batch_size, maps.shape[0])
     t0 = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(start, cfg.epochs + 1):
         idx = torch.randperm(maps.shape[0], generator=gen)[:b].to(device)
         losses = gnime_step(model, opt_ng, opt_inv, e_std[idx], y[idx], x[idx])
         for k, v in losses.items():
             model.history[k].append(v)
         if on_epoch is not None:
-            on_epoch(epoch, losses)
-        if epoch % log_every == 0 or epoch in (1, cfg.epochs):
+            on_epoch(epoch, losses, lambda: training_state(epoch))
+        if epoch % log_every == 0 or epoch in (start, cfg.epochs):
             log(f"  gnime epoch {epoch}/{cfg.epochs}: L_adv {losses['l_adv']:.4f} L_clean {losses['l_clean']:.4f} "
                 f"L_dist {losses['l_dist']:.4f} ({time.perf_counter() - t0:.0f}s)")
     model.ng.eval()

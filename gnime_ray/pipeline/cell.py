@@ -17,6 +17,7 @@ import torch
 from .. import __version__, echo
 from ..attacks import build_attacker, reconstruct, train_attacker
 from ..config import CellSpec, Preset, derive_seed
+from ..defenses import GnimeModel
 from ..metrics import deepsim, feature_distance, mse, perturbation_mse, psnr, ssim, tca, utility_deepsim
 from .defend import fit_defense
 from .device import pick_device
@@ -27,7 +28,9 @@ Log = Callable[[str], None]
 
 def run_cell(spec: CellSpec, preset: Preset, *, cache_dir: Optional[str] = None, data_root: Optional[str] = None,
              device: Optional[str] = None, study: str = "cells", trial: str = "", log: Log = echo,
-             prep: Optional[Prepared] = None) -> dict:
+             prep: Optional[Prepared] = None, gnime: Optional[GnimeModel] = None) -> dict:
+    """Run one cell and return its row. ``prep`` and ``gnime`` pass in already prepared inputs
+    (the matrix and the Ray engine share them between cells)."""
     t0 = time.perf_counter()
     dev = pick_device(device)
     explainers = [] if spec.attack == "predmi" else [spec.explainer]
@@ -38,7 +41,7 @@ def run_cell(spec: CellSpec, preset: Preset, *, cache_dir: Optional[str] = None,
     x = {k: prep.images(getattr(split, k)) for k in ("attack_train", "attack_val", "eval")}
     y = {k: prep.logits[getattr(split, k)] for k in x}
     if spec.attack == "expmi":
-        defense, matched = fit_defense(prep, spec, preset, dev, log)
+        defense, matched = fit_defense(prep, spec, preset, dev, log, gnime=gnime)
         clean = {k: prep.maps[(spec.explainer, spec.variant)][getattr(split, k)] for k in x}
         released = {k: defense.release(clean[k], y[k], x[k], seed=derive_seed(spec.study_seed, "release", spec.key(),
                                                                               spec.seed, k)) for k in x}

@@ -50,12 +50,13 @@ def train_or_load_gnime(prep: Prepared, spec: CellSpec, preset: Preset, device: 
     return model
 
 
-def fit_defense(prep: Prepared, spec: CellSpec, preset: Preset, device: torch.device,
-                log: Log = echo) -> tuple[Defense, float]:
-    """The cell's defence and GNIME's measured perturbation MSE on the evaluation split (0 for none)."""
+def fit_defense(prep: Prepared, spec: CellSpec, preset: Preset, device: torch.device, log: Log = echo,
+                gnime: GnimeModel | None = None) -> tuple[Defense, float]:
+    """The cell's defence and GNIME's measured perturbation MSE on the evaluation split (0 for
+    none). ``gnime``: an already trained GNIME of this cell's configuration (else cached/trained)."""
     if not spec.uses_gnime:
         return NoDefense(), 0.0
-    model = train_or_load_gnime(prep, spec, preset, device, log)
+    model = gnime if gnime is not None else train_or_load_gnime(prep, spec, preset, device, log)
     gnime = GnimeDefense(model, spec.gamma)
     ev = prep.split.eval
     e = prep.maps[(spec.explainer, spec.variant)][ev]

@@ -84,6 +84,19 @@ def write_rows(rows: Iterable[dict], out: str) -> list[str]:
     return written
 
 
+def write_table(rows: list[dict], out: str, relpath: str) -> str:
+    """Write (replace) one Parquet file ``out/relpath`` atomically; returns its path."""
+    fs, root = resolve_out(out)
+    final = f"{root}/{relpath}"
+    folder = final.rsplit("/", 1)[0]
+    fs.create_dir(folder, recursive=True)
+    tmp = f"{folder}/.{final.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+    with fs.open_output_stream(tmp) as fh:
+        pq.write_table(pa.Table.from_pylist(rows), fh)
+    fs.move(tmp, final)
+    return final
+
+
 def read_rows(out: str) -> pa.Table:
     """Every row under ``out`` as one table, partition columns included (empty if none)."""
     fs, root = resolve_out(out)
