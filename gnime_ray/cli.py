@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated (default: grad,gradcam,lrp)")
     p.add_argument("--study", default=None, help="study name (default: matrix-DATASET-PRESET)")
     _add_gnime_knobs(p)
+
+    p = sub.add_parser("validate-cluster", help="check Ray cluster files with Ray's own validation")
+    p.add_argument("files", nargs="+", metavar="FILE", help="cluster YAML files (e.g. cluster.yaml)")
     return parser
 
 
@@ -156,6 +159,21 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate_cluster(args: argparse.Namespace) -> int:
+    from .tune.cluster import validate_cluster_file
+
+    failed = 0
+    for f in args.files:
+        problems = validate_cluster_file(f)
+        for line in problems:
+            print(line, file=sys.stderr)
+        if problems:
+            failed += 1
+        else:
+            print(f"{f}: valid")
+    return 1 if failed else 0
+
+
 def _check_dataset(name: str) -> None:
     from .data import DATASETS
 
@@ -163,7 +181,7 @@ def _check_dataset(name: str) -> None:
         raise GnimeRayError(f"unknown dataset {name!r}; expected one of {', '.join(sorted(DATASETS))}")
 
 
-COMMANDS = {"prepare": cmd_prepare, "cell": cmd_cell, "matrix": cmd_matrix}
+COMMANDS = {"prepare": cmd_prepare, "cell": cmd_cell, "matrix": cmd_matrix, "validate-cluster": cmd_validate_cluster}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -60,3 +60,16 @@ def test_none_and_predmi_cells(smoke_prep):
     assert none["perturbation_mse"] == 0 and none["utility_deepsim"] == 1 and none["matched_mse"] == 0
     pred = _run(CellSpec("digits", attack="predmi", explainer="grad", defense="gnime"), smoke_prep)
     assert pred["explainer"] == "none" and pred["defense"] == "none" and math.isnan(pred["perturbation_mse"])
+
+
+def test_read_rows_ignores_other_files_in_the_results_root(smoke_prep, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "README.md").write_text("# results\n")
+    (out / "paper_tables.csv").write_text("table,dataset\n1,mnist\n")
+    (out / "_tune").mkdir()
+    (out / "_tune" / "state.parquet").write_bytes(b"not parquet")
+    assert read_rows(str(out)).num_rows == 0
+    row = _run(CellSpec("digits", explainer="grad", defense="none"), smoke_prep)
+    write_rows([row], str(out))
+    assert read_rows(str(out)).num_rows == 1

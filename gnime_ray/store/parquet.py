@@ -103,6 +103,14 @@ def read_rows(out: str) -> pa.Table:
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         return SCHEMA.empty_table()
+    # only the row files: the root may also hold other files (README.md, paper_tables.csv, Tune's _tune/)
+    files = [f.path for f in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+             if f.type == pafs.FileType.File and f.path.endswith(".parquet")
+             and f.path[len(root):].lstrip("/").startswith("study=")
+             and not any(part.startswith((".", "_")) for part in f.path[len(root):].split("/"))]
+    if not files:
+        return SCHEMA.empty_table()
     partitioning = ds.partitioning(pa.schema([SCHEMA.field(c) for c in PARTITION_COLUMNS]), flavor="hive")
-    dataset = ds.dataset(root, filesystem=fs, format="parquet", partitioning=partitioning, schema=SCHEMA)
+    dataset = ds.dataset(files, filesystem=fs, format="parquet", partitioning=partitioning, schema=SCHEMA,
+                         partition_base_dir=root)
     return dataset.to_table()

@@ -3,6 +3,7 @@ with Ray's own autoscaler validation (prepare_config + validate_config)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Optional
@@ -50,12 +51,17 @@ def validate_cluster_file(path: str) -> list[str]:
             problems.append(f"{p}: missing required field '{key}'")
     if problems:
         return problems
+    quiet = logging.getLogger("ray.autoscaler")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # prepare_config logs its defaults at INFO
     try:
         validate_config(prepare_config(config))
     except Exception as exc:  # jsonschema.ValidationError, ValueError, KeyError, ...
         message = getattr(exc, "message", None) or str(exc)
         where = "/".join(str(x) for x in getattr(exc, "absolute_path", []) or [])
         problems.append(f"{p}: {type(exc).__name__}{' at ' + where if where else ''}: {message.splitlines()[0]}")
+    finally:
+        quiet.setLevel(level)
     dashboard = " ".join(str(c) for c in config.get("head_start_ray_commands", []))
     if "--dashboard-host=0.0.0.0" in dashboard:
         problems.append(f"{p}: head_start_ray_commands expose the dashboard on 0.0.0.0; use 127.0.0.1 and "

@@ -1,0 +1,54 @@
+"""cluster.yaml and the on-prem example pass Ray's validation; broken copies are rejected clearly."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gnime_ray.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = [ROOT / "cluster.yaml", ROOT / "studies" / "cluster-onprem.yaml"]
+
+
+def test_shipped_cluster_files_are_valid(capsys):
+    assert main(["validate-cluster", *map(str, FILES)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": valid") == 2
+
+
+def test_shipped_cluster_files_keep_the_dashboard_private():
+    for f in FILES:
+        cfg = yaml.safe_load(f.read_text())
+        assert "--dashboard-host=127.0.0.1" in " ".join(cfg["head_start_ray_commands"])
+
+
+def _broken(tmp_path, mutate, name="broken.yaml"):
+    cfg = yaml.safe_load(FILES[0].read_text())
+    mutate(cfg)
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda c: c.pop("provider"), "missing required field 'provider'"),
+    (lambda c: c.__setitem__("max_workers", "many"), "max_workers"),
+    (lambda c: c.__setitem__("head_node_type", "nope"), "head_node_type"),
+    (lambda c: c.__setitem__("unknown_field", 1), "unknown_field"),
+    (lambda c: c.__setitem__("head_start_ray_commands", ["ray start --head --dashboard-host=0.0.0.0"]), "0.0.0.0"),
+])
+def test_broken_copies_are_rejected(tmp_path, capsys, mutate, needle):
+    p = _broken(tmp_path, mutate)
+    assert main(["validate-cluster", str(p)]) == 1
+    err = capsys.readouterr().err
+    assert needle in err and str(p) in err and "Traceback" not in err
+
+
+def test_not_yaml_and_missing_file(tmp_path, capsys):
+    p = tmp_path / "bad.yaml"
+    p.write_text("cluster_name: [unclosed\n")
+    assert main(["validate-cluster", str(p)]) == 1
+    assert "not valid YAML" in capsys.readouterr().err
+    assert main(["validate-cluster", str(tmp_path / "none.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
