@@ -155,4 +155,5 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
         save_tensors(f, maps[(name, variant)])
         log(f"prepare: computed {name} ({variant}) maps {tuple(maps[(name, variant)].shape)} "
             f"in {seconds[f'maps_{name}']:.1f}s")
+    log(f"prepare: f accuracy {accuracies['target']:.4f}, f_E accuracy {accuracies['eval']:.4f} on the eval split")
     return Prepared(data, split, target, eval_model, maps, logits, accuracies, entry, key, from_cache, seconds)

@@ -30,6 +30,7 @@ import dataclasses
 import math
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -43,7 +44,7 @@ from ..config import DEFENSES, EXPLAINERS, CellSpec, Preset, get_preset
 from ..defenses import GnimeModel
 from ..defenses.gnime import train_gnime
 from ..pipeline.cell import run_cell
-from ..pipeline.cache import save_tensors
+from ..pipeline.cache import load_tensors, save_tensors
 from ..pipeline.defend import gnime_config, gnime_path
 from ..pipeline.prepare import Prepared, prepare
 from ..store import read_rows, resolve_out, write_rows
@@ -179,10 +180,18 @@ def gnime_trial(config: dict, prep_ref: Any = None, study: Optional[StudySpec] =
         else:
             tune.report(metrics)
 
-    model = train_gnime(prep.maps[(base.explainer, base.variant)][t], prep.logits[t], prep.images(t), cfg,
-                        device=device, log=echo, log_every=max(1, cfg.epochs // 5), on_epoch=on_epoch, resume=resume)
-    state = model.state()
-    save_tensors(gnime_path(prep, base, study.preset), state)  # `gnime-ray cell` reproduces this trial's cells
+    t_gnime = time.perf_counter()
+    cached = gnime_path(prep, base, study.preset)
+    if resume is None and cached.exists():  # same training config (e.g. another gamma): never retrain
+        state = load_tensors(cached)
+        echo(f"gnime: loaded from cache {cached}")
+    else:
+        model = train_gnime(prep.maps[(base.explainer, base.variant)][t], prep.logits[t], prep.images(t), cfg,
+                            device=device, log=echo, log_every=max(1, cfg.epochs // 5), on_epoch=on_epoch,
+                            resume=resume)
+        state = model.state()
+        save_tensors(cached, state)  # `gnime-ray cell` reproduces this trial's cells without retraining
+    gnime_seconds = time.perf_counter() - t_gnime
     gnime_ref = ray.put(state)
     opts = task_options(study.attacker_gpu, study.cpus_per_task, cluster_has_gpus())
     task = ray.remote(_attack_task).options(**opts)
@@ -200,7 +209,8 @@ def gnime_trial(config: dict, prep_ref: Any = None, study: Optional[StudySpec] =
     assigned = ray.get_runtime_context().get_assigned_resources()
     result = {**_objective(main, study.utility_floor), "epoch": cfg.epochs, "attackers": len(rows),
               "attackers_in_trial_pg": in_pg, "gamma": -1.0 if gammas[0] is None else gammas[0],
-              "trial_gpu_assigned": float(assigned.get("GPU", 0.0))}
+              "trial_gpu_assigned": float(assigned.get("GPU", 0.0)), "gnime_seconds": gnime_seconds,
+              "attack_seconds": float(sum(r["wall_seconds"] for _, _, r in rows if not r["skipped"]))}
     for d in study.defenses:
         sel = [r["ssim"] for dd, g, r in rows if dd == d and g == gammas[0]]
         result[f"ssim_{d}"] = sum(sel) / len(sel)
@@ -296,7 +306,8 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
                            "attack_tca": float(m["attack_tca"]), "utility": float(m["utility"]),
                            "perturbation_mse": float(m["perturbation_mse"]), "objective": float(m["objective"]),
                            "attackers_in_trial_pg": bool(m["attackers_in_trial_pg"]),
-                           "trial_gpu_assigned": float(m["trial_gpu_assigned"])})
+                           "trial_gpu_assigned": float(m["trial_gpu_assigned"]),
+                           "gnime_seconds": float(m["gnime_seconds"]), "attack_seconds": float(m["attack_seconds"])})
     ray.get(baselines)
     for t, flag in zip(trials, pareto_flags([(t["attack_ssim"], t["utility"]) for t in trials])):
         t["pareto"] = flag

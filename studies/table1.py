@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""The Table 1 matrix on Ray: for each dataset and explainer one GNIME trial at the paper's lambda
+(grid mode), attacked by ExpMI against GNIME, RND and OND, plus ExpMI without defence and PredMI;
+then Table 1 beside the paper's numbers."""
+
+from gnime_ray.tune.scripts import common_spec_kwargs, run_script, study_parser
+
+
+def main() -> int:
+    p = study_parser(__doc__, name="table1", num_samples=1, seeds=5)
+    p.add_argument("--datasets", default="digits", help="comma-separated datasets")
+    p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated explainers")
+    p.add_argument("--lambda", dest="lam", type=float, default=None, help="GNIME's lambda (default: the paper's)")
+    args = p.parse_args()
+    import pyarrow as pa
+
+    from gnime_ray.config import default_lambda
+    from gnime_ray.store import paper_table, table1
+    from gnime_ray.tune import StudySpec, connect, run_study
+
+    explainers = tuple(e.strip() for e in args.explainers.split(",") if e.strip())
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    specs = []
+    for d in datasets:
+        lam = args.lam or default_lambda(d)
+        specs.append(StudySpec(name=f"{args.name}-{d}", dataset=d, explainers=explainers, search="grid",
+                               lam_range=(lam, lam), widths=(1.0,), defenses=("gnime", "rnd", "ond"),
+                               **{**common_spec_kwargs(args), "num_samples": 1}))
+    print(connect(args.address, num_cpus=args.num_cpus), flush=True)
+    for spec in specs:
+        result = run_study(spec)
+        print(f"\n{table1(pa.Table.from_pylist(result['rows']), spec.dataset, explainers)}\n")
+        print(paper_table(spec.dataset, explainers))
+    return 0
+
+
+if __name__ == "__main__":
+    run_script(main)
