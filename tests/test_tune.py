@@ -49,6 +49,15 @@ def test_study_spec_validation(tmp_path):
         _spec(tmp_path, "x", attacker_gpu=1.5)
 
 
+def test_fit_to_cluster_keeps_concurrent_trials_schedulable(tmp_path):
+    from gnime_ray.tune.study import fit_to_cluster
+
+    spec = _spec(tmp_path, "x", attackers_per_trial=3, max_concurrent_trials=2)
+    assert fit_to_cluster(spec, 8).cpus_per_task == 1.0  # 2 x (1 + 3) bundles of 1 CPU fit
+    assert fit_to_cluster(spec, 2, log=lambda _: None).cpus_per_task == 0.25
+    assert fit_to_cluster(spec, 1, log=lambda _: None).cpus_per_task == 0.125
+
+
 def test_pareto_flags():
     assert pareto_flags([(0.5, 0.9), (0.6, 0.8), (0.4, 0.7), (0.5, 0.95)]) == [False, False, True, True]
 
@@ -83,3 +92,16 @@ def test_study_scripts_help_and_missing_celeba(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "studies" / "celeba_lambda.py"), "--data-root", str(tmp_path / "no")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "CelebA not found at" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_multi_objective_and_grid_studies(local_ray, tmp_path):
+    multi = run_study(_spec(tmp_path, "multi", objective="multi", attack_seeds=1, baselines=False,
+                            gamma_range=(1e-3, 1e-2)), log=lambda _: None)
+    assert len(multi["trials"]) == 2 and any(t["pareto"] for t in multi["trials"])
+    assert all(1e-3 <= t["gamma"] <= 1e-2 for t in multi["trials"])  # gamma searched on a log scale
+    assert len(multi["rows"]) == 2
+    grid = run_study(_spec(tmp_path, "grid", search="grid", lam_range=(50.0, 50.0), widths=(1.0, 0.5),
+                           attack_seeds=1, baselines=False, defenses=("gnime", "rnd")), log=lambda _: None)
+    assert sorted(t["ng_width"] for t in grid["trials"]) == [0.5, 1.0]
+    assert sorted(r["defense"] for r in grid["rows"]) == ["gnime", "gnime", "rnd", "rnd"]
+    assert {r["lambda"] for r in grid["rows"]} == {50.0}

@@ -110,6 +110,7 @@ class StudySpec:
         check(0 < self.trial_gpu <= 1, "trial_gpu", "in (0, 1]")
         check(0 < self.attacker_gpu <= 1, "attacker_gpu", "in (0, 1]")
         check(self.attackers_per_trial >= 1, "attackers_per_trial", ">= 1")
+        check(self.cpus_per_task > 0, "cpus_per_task", "> 0")
         check(self.checkpoint_every >= 1, "checkpoint_every", ">= 1")
         check(0 <= self.utility_floor <= 1, "utility_floor", "in [0, 1]")
 
@@ -169,7 +170,11 @@ def gnime_trial(config: dict, prep_ref: Any = None, study: Optional[StudySpec] =
         with checkpoint.as_directory() as d:
             resume = torch.load(Path(d) / "gnime.pt", map_location="cpu", weights_only=True)
     t = prep.split.target
-    pending = {"objective": 1.0 + study.utility_floor} if study.objective == "single" else {}
+    # Tune requires the searched metrics in every report: the per-epoch reports carry worst-case
+    # placeholders (flagged by final=False); the objective itself is reported after the attackers.
+    pending = ({"objective": 1.0 + study.utility_floor} if study.objective == "single"
+               else {"attack_ssim": 1.0, "utility": 0.0})
+    pending["final"] = False
 
     def on_epoch(epoch: int, losses: dict, state: Callable[[], dict]) -> None:
         metrics = {**losses, "epoch": epoch, **pending}
@@ -209,7 +214,7 @@ def gnime_trial(config: dict, prep_ref: Any = None, study: Optional[StudySpec] =
     assigned = ray.get_runtime_context().get_assigned_resources()
     result = {**_objective(main, study.utility_floor), "epoch": cfg.epochs, "attackers": len(rows),
               "attackers_in_trial_pg": in_pg, "gamma": -1.0 if gammas[0] is None else gammas[0],
-              "trial_gpu_assigned": float(assigned.get("GPU", 0.0)), "gnime_seconds": gnime_seconds,
+              "trial_gpu_assigned": float(assigned.get("GPU", 0.0)), "gnime_seconds": gnime_seconds, "final": True,
               "attack_seconds": float(sum(r["wall_seconds"] for _, _, r in rows if not r["skipped"]))}
     for d in study.defenses:
         sel = [r["ssim"] for dd, g, r in rows if dd == d and g == gammas[0]]
@@ -265,6 +270,18 @@ def pareto_flags(points: list[tuple[float, float]]) -> list[bool]:
     return flags
 
 
+def fit_to_cluster(spec: StudySpec, cpus: float, log: Log = echo) -> StudySpec:
+    """On a small cluster, give each bundle a fraction of a CPU so that ``max_concurrent_trials``
+    placement groups fit at once (a trial idles while its attackers run, and a 1- or 2-CPU laptop
+    would otherwise run one bundle at a time or none at all). Ray gives such a worker one thread."""
+    k, mc = spec.attackers_per_trial, spec.max_concurrent_trials
+    c = min(spec.cpus_per_task, cpus / ((1 + k) * mc)) if cpus > 0 else spec.cpus_per_task
+    if c != spec.cpus_per_task:
+        log(f"study {spec.name}: {cpus:g} CPUs: {c:.3g} CPU per bundle so that {mc} trials of 1 + {k} bundles fit")
+        spec = dataclasses.replace(spec, cpus_per_task=c)
+    return spec
+
+
 def run_study(spec: StudySpec, log: Log = echo) -> dict:
     """Run (or resume) a study on the connected Ray cluster; returns the trials' summaries and
     the study's rows."""
@@ -274,6 +291,7 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
     spec = dataclasses.replace(spec, out=root if "://" not in spec.out else spec.out,
                                cache_dir=os.path.abspath(spec.cache_dir) if spec.cache_dir else None,
                                data_root=os.path.abspath(spec.data_root) if spec.data_root else None)
+    spec = fit_to_cluster(spec, ray.cluster_resources().get("CPU", 0), log)
     storage = f"{spec.out.rstrip('/')}/_tune"
     log(f"study {spec.name}: {spec.dataset}, explainers {', '.join(spec.explainers)}, preset {spec.preset.name}, "
         f"{spec.search} search, results under {spec.out}")
@@ -300,6 +318,9 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
                 log(f"study {spec.name}: trial {r.path} failed: {r.error}")
                 continue
             m = r.metrics
+            if not m.get("final"):
+                log(f"study {spec.name}: trial {r.path} has no final result")
+                continue
             trials.append({"study": spec.name, "explainer": explainer, "trial": m.get("trial_id", ""),
                            "lambda": float(r.config["lam"]), "ng_width": float(r.config["width"]),
                            "gamma": float(m.get("gamma", -1.0)), "attack_ssim": float(m["attack_ssim"]),
