@@ -4,11 +4,13 @@ default) on local Ray with 1 CPU and with 2 CPUs. Prints each wall time, the spe
 share of the study's CPU time (wall x CPUs) not spent in trial work (GNIME training and attacker
 cells): the orchestration overhead (Ray and Tune start-up, scheduling, idle bundles).
 
-The prepare step (f, f_E, maps) is run once before timing, so both runs measure the search itself.
+The prepare step (f, f_E, maps) is run once before timing and copied into each run's own cache, so
+both runs measure the search itself and neither reuses the other's trained GNIMEs.
 """
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,14 +42,16 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=1)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cache = str(Path(tmp) / "cache")
+        base = str(Path(tmp) / "cache")
         from gnime_ray.config import get_preset
         from gnime_ray.pipeline.prepare import prepare
 
-        prepare("digits", get_preset(args.preset), 0, explainers=["lrp"], cache_dir=cache, log=lambda _: None)
+        prepare("digits", get_preset(args.preset), 0, explainers=["lrp"], cache_dir=base, log=lambda _: None)
         results = {}
         for ncpu in (1, 2):
             out = str(Path(tmp) / f"out{ncpu}")
+            cache = str(Path(tmp) / f"cache{ncpu}")
+            shutil.copytree(base, cache)
             proc = subprocess.run([sys.executable, "-c", RUN, str(ncpu), out, cache, args.preset,
                                    str(args.num_samples), str(args.seeds)], capture_output=True, text=True)
             if proc.returncode != 0:
