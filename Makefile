@@ -1,4 +1,5 @@
-# The two entry points of the README: `make demo` and `make test`.
+# The entry points of the README: `make demo`, `make test`, and `make matrix` (the same Table 1 row
+# without Ray).
 # Both create .venv when it is missing and install the project into it.
 PYTHON ?= python3
 VENV   := .venv
@@ -7,7 +8,7 @@ PY     := $(VENV)/bin/python
 # (on the project machines pip takes them from local disk).
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test clean
+.PHONY: setup demo matrix test clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +20,9 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
+	$(PY) studies/quickstart.py
+
+matrix: setup
 	$(VENV)/bin/gnime-ray matrix --dataset digits --preset quick --seeds 3 --explainers lrp
 
 test: setup

@@ -12,7 +12,7 @@ from gnime_ray.tune.scripts import common_spec_kwargs, run_script, study_parser
 
 
 def main() -> int:
-    args = study_parser(__doc__, name="quickstart", num_samples=4, seeds=2).parse_args()
+    args = study_parser(__doc__, name="quickstart", num_samples=3, seeds=2).parse_args()
     import pyarrow as pa
 
     from gnime_ray.store import paper_table, table1
