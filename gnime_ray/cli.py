@@ -56,6 +56,9 @@ def _add_gnime_knobs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma", type=_positive, default=None, help="Eq. 3 noise variance bound (default: none)")
     p.add_argument("--variant", default="paper", help="explainer variant: paper or standard (default: paper)")
     p.add_argument("--study-seed", type=_seed, default=0, help="seed of prepare and GNIME (default: 0)")
+    p.add_argument("--aux-dataset", default="same",
+                   help="train the attackers on another dataset's images, e.g. facescrub for CelebA (Table 2; "
+                        "default: same, the attack half of --dataset)")
     p.add_argument("--out", default="results", help="Parquet results root, a path or a URI (default: results)")
 
 
@@ -83,6 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", default=None, help="study name (default: matrix-DATASET-PRESET)")
     _add_gnime_knobs(p)
 
+    p = sub.add_parser("data", help="datasets on disk: 'data check' loads one and prints what was found")
+    data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    p = data_sub.add_parser("check", help="load a dataset (building its preprocessing cache) and print counts "
+                                          "and the selection")
+    _add_common(p)
+
+    p = sub.add_parser("attributes", help="train CelebA's eight attribute classifiers (ResNet-50, Fig. 6) on images "
+                                          "disjoint from the subset; cells then record F1 on reconstructions")
+    p.add_argument("--preset", default="quick", help=f"training budgets: {', '.join(PRESETS)} (default: quick)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a preset field, e.g. --set attribute_epochs=5 (repeatable)")
+    p.add_argument("--data-root", default=None, help="data root holding celeba/ (official layout, with "
+                                                     "list_attr_celeba.txt)")
+    p.add_argument("--weights", default=None, help="a local torchvision ResNet-50 state dict to start from "
+                                                   "(default: from scratch)")
+    p.add_argument("--cache-dir", default=None,
+                   help="cache directory (default: $GNIME_RAY_CACHE, else ~/.cache/gnime_ray)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the classifiers (default: 0)")
+
     p = sub.add_parser("validate-cluster", help="check Ray cluster files with Ray's own validation")
     p.add_argument("files", nargs="+", metavar="FILE", help="cluster YAML files (e.g. cluster.yaml)")
     return parser
@@ -91,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .pipeline import prepare
 
-    preset = get_preset(args.preset, **parse_overrides(args.overrides))
+    preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
     explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]
     t0 = time.perf_counter()
     prep = prepare(args.dataset, preset, args.seed, explainers=explainers, variant=args.variant,
@@ -116,10 +139,11 @@ def cmd_cell(args: argparse.Namespace) -> int:
     from .pipeline.cell import run_cell
     from .store import resolve_out, write_rows
 
-    preset = get_preset(args.preset, **parse_overrides(args.overrides))
+    preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
     spec = CellSpec(args.dataset, explainer=args.explainer, defense=args.defense, attack=args.attack, seed=args.seed,
-                    lam=args.lam, width=args.width, gamma=args.gamma, variant=args.variant, study_seed=args.study_seed)
-    _check_dataset(args.dataset)
+                    lam=args.lam, width=args.width, gamma=args.gamma, variant=args.variant, study_seed=args.study_seed,
+                    aux_dataset=args.aux_dataset)
+    _check_dataset(args.dataset, args.aux_dataset)
     resolve_out(args.out)
     row = run_cell(spec, preset, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device,
                    study=args.study)
@@ -138,24 +162,71 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from .pipeline.matrix import run_matrix
     from .store import paper_table, resolve_out, table1
 
-    preset = get_preset(args.preset, **parse_overrides(args.overrides))
+    preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
     explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]
     for e in explainers:  # validate every cell's configuration before any work
         CellSpec(args.dataset, explainer=e, lam=args.lam, width=args.width, gamma=args.gamma, variant=args.variant)
     if args.seeds < 1:
         raise GnimeRayError("--seeds must be >= 1")
-    _check_dataset(args.dataset)
+    _check_dataset(args.dataset, args.aux_dataset)
     resolve_out(args.out)
-    study = args.study or f"matrix-{args.dataset}-{preset.name}"
+    aux = "" if args.aux_dataset == "same" else f"-{args.aux_dataset}"
+    study = args.study or f"matrix-{args.dataset}{aux}-{preset.name}"
     t0 = time.perf_counter()
     rows = run_matrix(args.dataset, preset, seeds=args.seeds, out=args.out, study=study, explainers=explainers,
                       study_seed=args.study_seed, variant=args.variant, lam=args.lam, width=args.width,
-                      gamma=args.gamma, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device)
+                      gamma=args.gamma, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device,
+                      aux=args.aux_dataset)
     print()
-    print(table1(pa.Table.from_pylist(rows), args.dataset, explainers))
+    print(table1(pa.Table.from_pylist(rows), args.dataset, explainers, aux=args.aux_dataset))
     print()
-    print(paper_table(args.dataset, explainers))
+    try:
+        print(paper_table(args.dataset, explainers, aux=args.aux_dataset))
+    except GnimeRayError as exc:  # the paper has no such row: our table stands alone
+        print(f"({exc})")
     print(f"\nstudy {study}: {len(rows)} rows under {args.out} ({time.perf_counter() - t0:.0f}s)")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .pipeline.cache import resolve_cache_dir
+
+    _check_dataset(args.dataset)
+    preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
+    t0 = time.perf_counter()
+    data = load_dataset(args.dataset, args.data_root, preset.max_images, cache_dir=resolve_cache_dir(args.cache_dir),
+                        options=preset.data_options())
+    counts = data.labels.bincount(minlength=data.num_classes)
+    print(f"dataset {args.dataset}: {len(data)} images {data.image_shape} uint8, {data.num_classes} classes "
+          f"({counts.min().item()} to {counts.max().item()} images per class)")
+    for key, value in data.info.items():
+        print(f"{key}: {value}")
+    if "cache" in data.info:
+        print(f"selection: {data.info['cache']}/meta.json (files, classes or identities, key)")
+    if data.attributes is not None:
+        share = data.attributes.float().mean(0)
+        print("attributes: " + ", ".join(f"{n} {share[i]:.2f}" for i, n in enumerate(data.attribute_names)))
+    print(f"done in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def cmd_attributes(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .pipeline.attributes import train_attribute_classifiers
+    from .pipeline.cache import resolve_cache_dir
+
+    preset = get_preset(args.preset, "celeba", **parse_overrides(args.overrides))
+    t0 = time.perf_counter()
+    subset = load_dataset("celeba", args.data_root, preset.max_images, cache_dir=resolve_cache_dir(args.cache_dir),
+                          options=preset.data_options())
+    models = train_attribute_classifiers(subset, preset, data_root=args.data_root, cache_dir=args.cache_dir,
+                                         weights=args.weights, device=args.device, seed=args.seed)
+    print("| attribute | validation F1 |\n|---|---|")
+    for name in models.names:
+        print(f"| {name} | {models.val_f1[name]:.4f} |")
+    print(f"classifiers: {models.path} ({time.perf_counter() - t0:.0f}s); cells of this CelebA subset now fill the "
+          f"f1_* columns")
     return 0
 
 
@@ -174,14 +245,19 @@ def cmd_validate_cluster(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _check_dataset(name: str) -> None:
+def _check_dataset(name: str, aux: str = "same") -> None:
     from .data import DATASETS
 
     if name not in DATASETS:
         raise GnimeRayError(f"unknown dataset {name!r}; expected one of {', '.join(sorted(DATASETS))}")
+    if aux != "same" and (aux not in DATASETS or aux == name):
+        raise GnimeRayError(f"--aux-dataset must be 'same' or another dataset ({', '.join(sorted(DATASETS))}), "
+                            f"got {aux!r}")
 
 
-COMMANDS = {"prepare": cmd_prepare, "cell": cmd_cell, "matrix": cmd_matrix, "validate-cluster": cmd_validate_cluster}
+COMMANDS = {"prepare": cmd_prepare, "cell": cmd_cell, "matrix": cmd_matrix, "data": cmd_data,
+            "attributes": cmd_attributes,
+            "validate-cluster": cmd_validate_cluster}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

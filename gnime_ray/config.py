@@ -63,17 +63,31 @@ class Preset:
     ond_steps: int = 20
     # bf16 autocast in the GNIME step (CPU and GPU)
     bf16: bool = False
+    # CelebA's balanced subset (official layout): identities with at least this many images, this
+    # many identities, the seed of the selection rule (gnime_ray/data/celeba.py)
+    celeba_identities: int = 1000
+    celeba_images_per_identity: int = 30
+    celeba_selection_seed: int = 0
+    # attribute classifiers (paper Fig. 6; ResNet-50, Adam; the paper gives no budget): CelebA
+    # images disjoint from the subset, epochs, batch size, learning rate
+    attribute_images: int = 20000
+    attribute_epochs: int = 10
+    attribute_batch_size: int = 64
+    attribute_lr: float = 1e-4
 
     def __post_init__(self) -> None:
         _check(isinstance(self.name, str) and bool(self.name), "name", "a non-empty string", self.name)
         for f in ("classifier_epochs", "classifier_batch_size", "classifier_patience", "explain_batch_size",
                   "gnime_epochs", "gnime_batch_size", "attack_epochs", "attack_batch_size", "attack_patience",
-                  "ond_steps"):
+                  "ond_steps", "celeba_identities", "celeba_images_per_identity", "attribute_images",
+                  "attribute_epochs", "attribute_batch_size"):
             v = getattr(self, f)
             _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f, "an integer >= 1", v)
-        for f in ("classifier_lr", "classifier_width", "net_width", "gnime_lr", "attack_lr"):
+        for f in ("classifier_lr", "classifier_width", "net_width", "gnime_lr", "attack_lr", "attribute_lr"):
             _check(getattr(self, f) > 0, f, "> 0", getattr(self, f))
         _check(isinstance(self.bf16, bool), "bf16", "true or false", self.bf16)
+        _check(isinstance(self.celeba_selection_seed, int) and self.celeba_selection_seed >= 0,
+               "celeba_selection_seed", "an integer >= 0", self.celeba_selection_seed)
         _check(0 < self.val_fraction < 0.5, "val_fraction", "in (0, 0.5)", self.val_fraction)
         if self.max_images is not None:
             _check(isinstance(self.max_images, int) and self.max_images >= 40, "max_images",
@@ -91,23 +105,39 @@ class Preset:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def data_options(self) -> dict:
+        """The fields that select data (passed to the dataset loaders)."""
+        return {k: v for k, v in self.to_dict().items() if k.startswith("celeba_")}
+
 
 PRESETS: dict[str, Preset] = {
     "paper": Preset(name="paper"),
     "quick": Preset(name="quick", classifier_epochs=30, classifier_batch_size=32, classifier_patience=8,
                     classifier_width=0.5, net_width=0.125, gnime_epochs=300, gnime_batch_size=128, gnime_lr=1e-3,
-                    attack_epochs=20, attack_batch_size=32, attack_patience=4, attack_lr=1e-3, ond_steps=10),
+                    attack_epochs=20, attack_batch_size=32, attack_patience=4, attack_lr=1e-3, ond_steps=10,
+                    attribute_images=2000, attribute_epochs=3),
     "smoke": Preset(name="smoke", classifier_epochs=2, classifier_batch_size=32, classifier_patience=1,
                     classifier_width=0.125, max_images=120, explain_batch_size=64, net_width=0.0625,
                     gnime_epochs=3, gnime_batch_size=32, attack_epochs=2, attack_batch_size=32,
-                    attack_patience=1, ond_steps=2),
+                    attack_patience=1, ond_steps=2, celeba_identities=6, celeba_images_per_identity=8,
+                    attribute_images=16, attribute_epochs=1, attribute_batch_size=8),
+}
+
+# The release's per-dataset budgets of the paper preset: batch 128 for the CelebA classifier and
+# GNIME (official-code-notes.md), and for ImageNet-100 (same network family; the paper is silent).
+PAPER_DATASET_BUDGETS: dict[str, dict[str, Any]] = {
+    "celeba": {"classifier_batch_size": 128, "gnime_batch_size": 128},
+    "imagenet100": {"classifier_batch_size": 128, "gnime_batch_size": 128},
 }
 
 
-def get_preset(name: str, **overrides: Any) -> Preset:
-    """The named preset, with ``overrides`` applied; a bad name raises GnimeRayError."""
+def get_preset(name: str, dataset: Optional[str] = None, **overrides: Any) -> Preset:
+    """The named preset, with the paper's budgets for ``dataset`` (paper preset only) and then
+    ``overrides`` applied; a bad name raises GnimeRayError."""
     if name not in PRESETS:
         raise GnimeRayError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    if name == "paper" and dataset in PAPER_DATASET_BUDGETS:
+        overrides = {**PAPER_DATASET_BUDGETS[dataset], **overrides}
     try:
         return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
     except ValueError as exc:
@@ -161,6 +191,9 @@ EXPLAINERS = ("grad", "gradcam", "lrp")
 VARIANTS = ("paper", "standard")
 DEFENSES = ("none", "rnd", "ond", "gnime")
 ATTACKS = ("expmi", "predmi")
+# the eight CelebA attributes of the attribute-leakage study (paper Fig. 6 does not name them in
+# its text; Fig. 1 shows sunglasses, a cap and gender): our named choice
+PAPER_ATTRIBUTES = ("Eyeglasses", "Wearing_Hat", "Male", "Smiling", "Young", "Bangs", "Mustache", "Blond_Hair")
 # lambda of L_NG (paper Sec. 4): 500 for CelebA models, 100 for MNIST, CIFAR-10 and ImageNet-100
 DEFAULT_LAMBDA = {"celeba": 500.0, "facescrub": 500.0}
 

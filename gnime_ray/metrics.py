@@ -110,6 +110,15 @@ def accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch_size
     return (pred.cpu() == labels.cpu()).float().mean().item()
 
 
+def f1_score(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """Binary F1 of predictions vs truth ((N,) bool or {0, 1}); 0 when there is no true or
+    predicted positive (scikit-learn's zero_division=0)."""
+    pred, truth = pred.bool().cpu(), truth.bool().cpu()
+    tp = (pred & truth).sum().item()
+    denom = pred.sum().item() + truth.sum().item()
+    return 2.0 * tp / denom if denom else 0.0
+
+
 def tca(eval_model: nn.Module, reconstructions: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
     """Transferable classification accuracy: f_E's top-1 accuracy on the reconstructions."""
     return accuracy(eval_model, reconstructions, labels, batch_size)

@@ -3,15 +3,13 @@
 attacked by ExpMI against GNIME at its gamma; results as Parquet under --out.
 
     ray up cluster.yaml
-    ray submit cluster.yaml studies/celeba_lambda.py -- --data-root /data/celeba --preset paper
+    ray submit cluster.yaml studies/celeba_lambda.py -- --data-root /data --preset paper
+
+--data-root holds celeba/ (the official release: img_align_celeba/, identity_CelebA.txt) or
+celeba_cropped_1000/ (the authors' cropped folders); see the README's CelebA section.
 """
 
-from pathlib import Path
-
 from gnime_ray.tune.scripts import common_spec_kwargs, run_script, study_parser
-
-LAYOUTS = ("img_align_celeba/ with identity_CelebA.txt (the official release)",
-           "celeba_cropped_1000/<identity>/*.jpg (the authors' cropped layout)")
 
 
 def main() -> int:
@@ -19,27 +17,29 @@ def main() -> int:
     p.add_argument("--explainers", default="lrp", help="comma-separated explainers")
     p.add_argument("--multi-objective", action="store_true", help="search attack SSIM down and utility up together")
     args = p.parse_args()
-    from gnime_ray import GnimeRayError
-    from gnime_ray.data import DATASETS
-
-    root = Path(args.data_root).expanduser() if args.data_root else None
-    if root is None or not root.is_dir():
-        raise GnimeRayError(f"CelebA not found at {root or '(no --data-root given)'}: pass --data-root DIR holding "
-                            f"{' or '.join(LAYOUTS)}")
-    if "celeba" not in DATASETS:
-        raise GnimeRayError(f"found {root}, but this version of gnime_ray has no CelebA loader yet (it lands with "
-                            f"the real-datasets work); the layouts it will read: {'; '.join(LAYOUTS)}")
+    from gnime_ray.data.celeba import find_layout
     from gnime_ray.tune import StudySpec, connect, run_study
+
+    layout, folder = find_layout(args.data_root)  # a clear error before Ray starts when CelebA is not there
+    print(f"CelebA: {layout} layout at {folder}", flush=True)
 
     spec = StudySpec(name=args.name, dataset="celeba",
                      explainers=tuple(e.strip() for e in args.explainers.split(",") if e.strip()),
                      lam_range=(50.0, 5000.0), widths=(0.5, 1.0, 2.0), gamma_range=(5e-4, 5e-3),
-                     objective="multi" if args.multi_objective else "single", **common_spec_kwargs(args))
+                     objective="multi" if args.multi_objective else "single",
+                     **common_spec_kwargs(args, "celeba"))
     print(connect(args.address, num_cpus=args.num_cpus), flush=True)
     result = run_study(spec)
-    for t in sorted(result["trials"], key=lambda t: t["objective"]):
-        print(t)
-    return 0
+    trials = sorted(result["trials"], key=lambda t: t["objective"])
+    print(f"\n{len(trials)} trials (best first; objective = ExpMI's SSIM against GNIME, penalised below utility "
+          f"{spec.utility_floor}):")
+    print("| explainer | trial | lambda | NG width | gamma | attack SSIM | attack TCA | utility | Pareto |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for t in trials:
+        print(f"| {t['explainer']} | {t['trial']} | {t['lambda']:.1f} | {t['ng_width']:g} | {t['gamma']:.4f} | "
+              f"{t['attack_ssim']:.4f} | {t['attack_tca']:.4f} | {t['utility']:.4f} | {t['pareto']} |")
+    print(f"\nParquet rows under {spec.out} (study {spec.name}); trials in {spec.out}/_trials/{spec.name}.parquet")
+    return 0 if trials else 1
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def main() -> int:
     from gnime_ray.tune import StudySpec, connect, run_study
 
     search = StudySpec(name=args.name, dataset="digits", explainers=("lrp",), lam_range=(5.0, 200.0),
-                       widths=(0.5, 1.0), gamma_range=(5e-4, 5e-3), **common_spec_kwargs(args))
+                       widths=(0.5, 1.0), gamma_range=(5e-4, 5e-3), **common_spec_kwargs(args, "digits"))
     print(connect(args.address, num_cpus=args.num_cpus), flush=True)
     result = run_study(search)
     trials = sorted(result["trials"], key=lambda t: t["objective"])

@@ -25,7 +25,7 @@ def main() -> int:
         lam = args.lam or default_lambda(d)
         specs.append(StudySpec(name=f"{args.name}-{d}", dataset=d, explainers=explainers, search="grid",
                                lam_range=(lam, lam), widths=(1.0,), defenses=("gnime", "rnd", "ond"),
-                               **{**common_spec_kwargs(args), "num_samples": 1}))
+                               **{**common_spec_kwargs(args, d), "num_samples": 1}))
     print(connect(args.address, num_cpus=args.num_cpus), flush=True)
     for spec in specs:
         result = run_study(spec)

@@ -86,12 +86,13 @@ def test_smoke_study_on_fake_gpu(local_ray, tmp_path):
 
 
 def test_study_scripts_help_and_missing_celeba(tmp_path):
-    for script in ("quickstart.py", "table1.py", "celeba_lambda.py"):
+    for script in ("quickstart.py", "table1.py", "celeba_lambda.py", "table2.py"):
         r = subprocess.run([sys.executable, str(ROOT / "studies" / script), "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "--num-samples" in r.stdout and "--trial-gpu" in r.stdout
     r = subprocess.run([sys.executable, str(ROOT / "studies" / "celeba_lambda.py"), "--data-root", str(tmp_path / "no")],
                        capture_output=True, text=True)
-    assert r.returncode == 2 and "CelebA not found at" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"data root {tmp_path / 'no'} does not exist" in r.stderr and "celeba/img_align_celeba" in r.stderr
 
 
 def test_multi_objective_and_grid_studies(local_ray, tmp_path):

@@ -12,13 +12,13 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .registry import ImageDataset, register_dataset
+from .registry import DataRequest, ImageDataset, register_dataset
 
 SIZE = 32
 
 
 @register_dataset("digits")
-def load_digits(root: Optional[str] = None) -> ImageDataset:
+def load_digits(request: Optional[DataRequest] = None) -> ImageDataset:
     from sklearn.datasets import load_digits as _sk_load_digits
 
     bunch = _sk_load_digits()
@@ -26,4 +26,4 @@ def load_digits(root: Optional[str] = None) -> ImageDataset:
     x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False).clamp_(0, 1)
     images = x.mul(255.0).round_().to(torch.uint8)
     labels = torch.from_numpy(bunch.target).long()
-    return ImageDataset("digits", images, labels, num_classes=10)
+    return ImageDataset("digits", images, labels, num_classes=10, info={"layout": "scikit-learn bundled"})

@@ -21,7 +21,9 @@ from ..defenses import GnimeModel
 from ..metrics import deepsim, feature_distance, mse, perturbation_mse, psnr, ssim, tca, utility_deepsim
 from .defend import fit_defense
 from .device import pick_device
-from .prepare import Prepared, prepare
+from ..data.registry import to_float
+from .attributes import reconstruction_f1
+from .prepare import Prepared, prepare, prepare_aux
 
 Log = Callable[[str], None]
 
@@ -38,16 +40,24 @@ def run_cell(spec: CellSpec, preset: Preset, *, cache_dir: Optional[str] = None,
         prep = prepare(spec.dataset, preset, spec.study_seed, explainers=explainers, variant=spec.variant,
                        cache_dir=cache_dir, data_root=data_root, device=device, log=log)
     split = prep.split
+    key = (spec.explainer, spec.variant)
     x = {k: prep.images(getattr(split, k)) for k in ("attack_train", "attack_val", "eval")}
     y = {k: prep.logits[getattr(split, k)] for k in x}
+    clean = {k: prep.maps[key][getattr(split, k)] for k in x} if spec.attack == "expmi" else None
+    if spec.aux_dataset != "same":  # the attacker trains on what f releases for its own images
+        aux = prepare_aux(prep, spec.aux_dataset, preset, spec.study_seed, explainers=explainers,
+                          variant=spec.variant, cache_dir=cache_dir, data_root=data_root, device=device, log=log)
+        for k, idx in (("attack_train", aux.train), ("attack_val", aux.val)):
+            x[k], y[k] = to_float(aux.dataset.images[idx]), aux.logits[idx]
+            if clean is not None:
+                clean[k] = aux.maps[key][idx]
     if spec.attack == "expmi":
         defense, matched = fit_defense(prep, spec, preset, dev, log, gnime=gnime)
-        clean = {k: prep.maps[(spec.explainer, spec.variant)][getattr(split, k)] for k in x}
         released = {k: defense.release(clean[k], y[k], x[k], seed=derive_seed(spec.study_seed, "release", spec.key(),
                                                                               spec.seed, k)) for k in x}
         map_shape = tuple(clean["eval"].shape[1:])
     else:
-        matched, clean, released, map_shape = 0.0, None, {k: None for k in x}, None
+        matched, released, map_shape = 0.0, {k: None for k in x}, None
     attack_seed = derive_seed(spec.study_seed, "attack", spec.key(), spec.seed)
     torch.manual_seed(attack_seed)
     attacker = build_attacker(spec.attack, map_shape, prep.dataset.image_shape, prep.dataset.num_classes,
@@ -87,4 +97,5 @@ def run_cell(spec: CellSpec, preset: Preset, *, cache_dir: Optional[str] = None,
         "host": platform.node(), "wall_seconds": time.perf_counter() - t0,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    row.update(reconstruction_f1(prep.dataset, split.eval, rec, preset, cache_dir, dev, log))
     return row

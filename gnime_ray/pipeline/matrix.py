@@ -1,5 +1,6 @@
 """The Table 1 matrix for one dataset without Ray: PredMI, and ExpMI x {none, rnd, ond, gnime}
-x explainers, each at several attack seeds. One GNIME training per explainer is shared by its
+x explainers, each at several attack seeds; with an auxiliary attacker dataset (Table 2), PredMI
+and ExpMI x {none, gnime} x explainers, every attacker trained on the auxiliary data. One GNIME training per explainer is shared by its
 gnime, rnd and ond cells (cached). Each row is written to Parquet as soon as its cell finishes;
 cells whose (study, cell, attack seed) row already exists under ``out`` are skipped, so an
 interrupted matrix resumes where it stopped.
@@ -11,6 +12,7 @@ from typing import Callable, Optional, Sequence
 
 from .. import echo
 from ..config import DEFENSES, CellSpec, Preset
+from ..store.report import TABLE2_DEFENSES
 from ..store import read_rows, write_rows
 from .cell import run_cell
 from .prepare import prepare
@@ -20,12 +22,13 @@ Log = Callable[[str], None]
 
 def matrix_specs(dataset: str, explainers: Sequence[str], seeds: int, study_seed: int = 0,
                  variant: str = "paper", lam: Optional[float] = None, width: float = 1.0,
-                 gamma: Optional[float] = None) -> list[CellSpec]:
-    specs = [CellSpec(dataset, attack="predmi", seed=s, study_seed=study_seed) for s in range(seeds)]
+                 gamma: Optional[float] = None, aux: str = "same") -> list[CellSpec]:
+    specs = [CellSpec(dataset, attack="predmi", seed=s, study_seed=study_seed, aux_dataset=aux) for s in range(seeds)]
     for e in explainers:
-        for d in DEFENSES:
+        for d in (DEFENSES if aux == "same" else TABLE2_DEFENSES):
             specs += [CellSpec(dataset, explainer=e, defense=d, attack="expmi", seed=s, lam=lam, width=width,
-                               gamma=gamma, variant=variant, study_seed=study_seed) for s in range(seeds)]
+                               gamma=gamma, variant=variant, study_seed=study_seed, aux_dataset=aux)
+                      for s in range(seeds)]
     return specs
 
 
@@ -33,9 +36,9 @@ def run_matrix(dataset: str, preset: Preset, *, seeds: int, out: str, study: str
                explainers: Sequence[str] = ("grad", "gradcam", "lrp"), study_seed: int = 0, variant: str = "paper",
                lam: Optional[float] = None, width: float = 1.0, gamma: Optional[float] = None,
                cache_dir: Optional[str] = None, data_root: Optional[str] = None, device: Optional[str] = None,
-               log: Log = echo) -> list[dict]:
+               aux: str = "same", log: Log = echo) -> list[dict]:
     """Run (or resume) the matrix; returns the rows of this study for ``dataset``."""
-    specs = matrix_specs(dataset, explainers, seeds, study_seed, variant, lam, width, gamma)
+    specs = matrix_specs(dataset, explainers, seeds, study_seed, variant, lam, width, gamma, aux)
     done = {(r["cell"], r["attack_seed"]) for r in read_rows(out).to_pylist() if r["study"] == study}
     todo = [s for s in specs if (s.key(), s.seed) not in done]
     log(f"matrix {study}: {len(specs)} cells, {len(specs) - len(todo)} already done")
@@ -43,7 +46,8 @@ def run_matrix(dataset: str, preset: Preset, *, seeds: int, out: str, study: str
         prep = prepare(dataset, preset, study_seed, explainers=explainers, variant=variant, cache_dir=cache_dir,
                        data_root=data_root, device=device, log=log)
         for i, spec in enumerate(todo, 1):
-            row = run_cell(spec, preset, device=device, study=study, log=log, prep=prep)
+            row = run_cell(spec, preset, device=device, study=study, log=log, prep=prep, cache_dir=cache_dir,
+                           data_root=data_root)
             write_rows([row], out)
             log(f"[{i}/{len(todo)}] {spec.attack} {spec.explainer} {spec.defense} seed {spec.seed}: "
                 f"SSIM {row['ssim']:.4f} TCA {row['tca']:.4f} MSE {row['mse']:.4f} "

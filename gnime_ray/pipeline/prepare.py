@@ -86,7 +86,8 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
         raise GnimeRayError(f"seed must be an integer >= 0, got {seed!r}")
     cache_root = resolve_cache_dir(cache_dir)
     dev = pick_device(device)
-    data = load_dataset(dataset, data_root, preset.max_images)
+    data = load_dataset(dataset, data_root, preset.max_images, cache_dir=cache_root, options=preset.data_options(),
+                        log=log)
     arch = ARCH_BY_DATASET.get(dataset)
     if arch is None:
         raise GnimeRayError(f"no classifier architecture is registered for dataset {dataset!r}")
@@ -157,3 +158,58 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
             f"in {seconds[f'maps_{name}']:.1f}s")
     log(f"prepare: f accuracy {accuracies['target']:.4f}, f_E accuracy {accuracies['eval']:.4f} on the eval split")
     return Prepared(data, split, target, eval_model, maps, logits, accuracies, entry, key, from_cache, seconds)
+
+
+@dataclass
+class AuxData:
+    """An auxiliary attacker dataset as the TARGET model releases it (paper Sec. 5.3.2, Table 2):
+    the adversary queries f with its own images and trains on the maps and logits it gets back.
+
+    dataset: the auxiliary images; logits: (N, K) float32, f's logits; maps: {(explainer, variant):
+    (N, C', H', W') float32 in [0, 1]} computed with f; train/val: index tensors of the attacker's
+    training images and of its early-stopping slice (a seeded permutation, last ``val_fraction``).
+    """
+
+    dataset: ImageDataset
+    logits: torch.Tensor
+    maps: dict[tuple[str, str], torch.Tensor]
+    train: torch.Tensor
+    val: torch.Tensor
+
+
+def prepare_aux(prep: Prepared, aux: str, preset: Preset, seed: int = 0, *, explainers: Sequence[str] = (),
+                variant: str = "paper", cache_dir: Optional[str] = None, data_root: Optional[str] = None,
+                device: Optional[str] = None, log: Log = echo) -> AuxData:
+    """Query the prepared target f with the auxiliary dataset ``aux``; cached inside prepare's entry."""
+    if aux not in DATASETS:
+        raise GnimeRayError(f"unknown auxiliary dataset {aux!r}; expected one of {', '.join(sorted(DATASETS))}")
+    data = load_dataset(aux, data_root, None, cache_dir=resolve_cache_dir(cache_dir), options=preset.data_options(),
+                        log=log)
+    if data.image_shape != prep.dataset.image_shape:
+        raise GnimeRayError(f"auxiliary dataset {aux} has images {data.image_shape}, but the target "
+                            f"{prep.dataset.name} takes {prep.dataset.image_shape}")
+    dev = pick_device(device)
+    entry = prep.cache_path / f"aux-{aux}-{data.fingerprint()}"
+    logits_file = entry / "logits.pt"
+    prep.target.to(dev).eval()
+    if logits_file.exists():
+        logits = load_tensors(logits_file)
+    else:
+        with torch.no_grad():
+            logits = torch.cat([prep.target(to_float(data.images[i:i + 512]).to(dev)).cpu()
+                                for i in range(0, len(data), 512)])
+        save_tensors(logits_file, logits)
+    maps = {}
+    for name in explainers:
+        f = entry / f"maps-{name}-{variant}-b{preset.explain_batch_size}.pt"
+        if f.exists():
+            maps[(name, variant)] = load_tensors(f)
+        else:
+            maps[(name, variant)] = compute_maps(prep.target, data.images, name, variant, preset.explain_batch_size,
+                                                 dev)
+            save_tensors(f, maps[(name, variant)])
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(derive_seed(seed, "aux-split", aux)))
+    n_val = max(1, int(round(preset.val_fraction * len(data))))
+    log(f"prepare: auxiliary {aux}: {len(data)} images queried through f ({len(data) - n_val} attacker training, "
+        f"{n_val} early stopping)")
+    return AuxData(data, logits, maps, perm[:-n_val], perm[-n_val:])

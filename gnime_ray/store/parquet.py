@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .. import GnimeRayError
+from ..config import PAPER_ATTRIBUTES
 
 PARTITION_COLUMNS = ("study", "dataset", "explainer")
 
@@ -36,6 +37,8 @@ SCHEMA = pa.schema([
     ("n_eval", pa.int64()), ("attack_epochs_run", pa.int64()),
     ("code_version", pa.string()), ("torch_version", pa.string()), ("device", pa.string()), ("host", pa.string()),
     ("wall_seconds", pa.float64()), ("created_at", pa.string()),
+    # attribute leakage (CelebA, Fig. 6): F1 of each attribute classifier on the reconstructions
+    *[(f"f1_{a.lower()}", pa.float64()) for a in PAPER_ATTRIBUTES],
 ])
 FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in PARTITION_COLUMNS])
 

@@ -1,7 +1,8 @@
-"""Table 1 in the paper's layout, from result rows, beside the paper's own numbers.
+"""Tables 1 and 2 in the paper's layout, from result rows, beside the paper's own numbers.
 
 Rows: MSE (higher = better defence), SSIM, TCA, DeePSiM (lower = better defence). Columns:
-PredMI, then per explainer ExpMI (no defence), RND, OND, GNIME. A cell shows mean +- std over the
+PredMI, then per explainer ExpMI (no defence), RND, OND, GNIME (Table 1), or ExpMI and GNIME with
+the attacker trained on an auxiliary dataset (Table 2: ``aux='facescrub'``). A cell shows mean +- std over the
 attack seeds (sample standard deviation, ddof=1; 0 for a single seed), as the paper reports over
 its five attack runs. The paper's numbers come from results/paper_tables.csv (Tables 1-3 of the
 paper as numbers); digits is compared with the paper's MNIST row.
@@ -32,10 +33,14 @@ def paper_tables_path() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "results" / "paper_tables.csv"
 
 
-def _columns(explainers: Sequence[str]) -> list[tuple[str, str, str, str]]:
+TABLE2_DEFENSES = ("none", "gnime")
+
+
+def _columns(explainers: Sequence[str], aux: str = "same") -> list[tuple[str, str, str, str]]:
     cols = [("predmi", "none", "none", "PredMI")]
     for e in explainers:
-        cols += [("expmi", e, d, f"{e} {label}") for d, label in DEFENSE_COLUMNS]
+        cols += [("expmi", e, d, f"{e} {label}") for d, label in DEFENSE_COLUMNS
+                 if aux == "same" or d in TABLE2_DEFENSES]
     return cols
 
 
@@ -52,9 +57,11 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def table1(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "lrp")) -> str:
-    """Markdown Table 1 for ``dataset`` from result rows (one configuration per column)."""
-    rows = [r for r in table.to_pylist() if r["dataset"] == dataset]
+def table1(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "lrp"),
+           aux: str = "same") -> str:
+    """Markdown Table 1 for ``dataset`` from result rows (one configuration per column); with an
+    auxiliary attacker dataset ``aux``, Table 2's columns from the rows of that attacker."""
+    rows = [r for r in table.to_pylist() if r["dataset"] == dataset and r.get("aux_dataset", "same") == aux]
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["attack"], r["explainer"], r["defense"])].append(r)
@@ -62,15 +69,18 @@ def table1(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "
         cells = {r["cell"] for r in group}
         if len(cells) > 1:
             raise GnimeRayError(f"column {key} mixes configurations {sorted(cells)}; select one study or config first")
-    cols = _columns(explainers)
+    cols = _columns(explainers, aux)
     body = [[label] + [_fmt([g[m] for g in groups.get((a, e, d), [])]) for a, e, d, _ in cols] for m, label in METRICS]
     seeds = sorted({r["attack_seed"] for r in rows})
-    return _markdown([f"{dataset} (ours, {len(seeds)} seeds)"] + [c[3] for c in cols], body)
+    where = "" if aux == "same" else f", attacker trained on {aux}"
+    return _markdown([f"{dataset} (ours{where}, {len(seeds)} seeds)"] + [c[3] for c in cols], body)
 
 
 def paper_table(dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "lrp"),
-                path: Optional[Path] = None) -> str:
-    """The paper's Table 1 row block for ``dataset`` (digits -> MNIST), same layout as table1."""
+                path: Optional[Path] = None, aux: str = "same") -> str:
+    """The paper's Table 1 row block for ``dataset`` (digits -> MNIST), same layout as table1;
+    with ``aux``, its Table 2 block (the paper has CelebA attacked with FaceScrub only)."""
+    number = "1" if aux == "same" else "2"
     name = PAPER_DATASET.get(dataset, dataset)
     path = path or paper_tables_path()
     if not path.exists():
@@ -78,11 +88,12 @@ def paper_table(dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "l
     values: dict[tuple[str, str, str, str], tuple[float, float]] = {}
     with open(path, newline="") as fh:
         for r in csv.DictReader(fh):
-            if r["table"] == "1" and r["dataset"] == name and r["aux"] == "same":
+            if r["table"] == number and r["dataset"] == name and r["aux"] == aux:
                 values[(r["attack"], r["explainer"], r["defense"], r["metric"])] = (float(r["mean"]), float(r["std"]))
     if not values:
-        raise GnimeRayError(f"the paper has no Table 1 numbers for {name!r}")
-    cols = _columns(explainers)
+        raise GnimeRayError(f"the paper has no Table {number} numbers for {name!r}"
+                            + ("" if aux == "same" else f" with auxiliary dataset {aux!r}"))
+    cols = _columns(explainers, aux)
     body = []
     for m, label in METRICS:
         line = [label]
@@ -90,4 +101,5 @@ def paper_table(dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "l
             v = values.get((a, e, d, m))
             line.append("–" if v is None else f"{v[0]:.4f} ± {v[1]:.4f}")
         body.append(line)
-    return _markdown([f"{name} (paper, 5 runs)"] + [c[3] for c in cols], body)
+    where = "" if aux == "same" else f", attacker trained on {aux}"
+    return _markdown([f"{name} (paper{where}, 5 runs)"] + [c[3] for c in cols], body)

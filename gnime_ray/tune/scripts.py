@@ -32,8 +32,8 @@ def study_parser(description: str, *, name: str, num_samples: int, seeds: int) -
     return p
 
 
-def common_spec_kwargs(args: argparse.Namespace) -> dict:
-    return dict(out=args.out, preset=get_preset(args.preset, **parse_overrides(args.overrides)),
+def common_spec_kwargs(args: argparse.Namespace, dataset: str) -> dict:
+    return dict(out=args.out, preset=get_preset(args.preset, dataset, **parse_overrides(args.overrides)),
                 attack_seeds=args.seeds, study_seed=args.study_seed, num_samples=args.num_samples,
                 max_concurrent_trials=args.max_concurrent, trial_gpu=args.trial_gpu, attacker_gpu=args.attacker_gpu,
                 attackers_per_trial=args.attackers_per_trial, cache_dir=args.cache_dir, data_root=args.data_root)

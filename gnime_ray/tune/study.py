@@ -41,12 +41,13 @@ from ray import tune
 
 from .. import GnimeRayError, echo
 from ..config import DEFENSES, EXPLAINERS, CellSpec, Preset, get_preset
+from ..data import DATASETS
 from ..defenses import GnimeModel
 from ..defenses.gnime import train_gnime
 from ..pipeline.cell import run_cell
 from ..pipeline.cache import load_tensors, save_tensors
 from ..pipeline.defend import gnime_config, gnime_path
-from ..pipeline.prepare import Prepared, prepare
+from ..pipeline.prepare import Prepared, prepare, prepare_aux
 from ..store import read_rows, resolve_out, write_rows
 from ..store.parquet import write_table
 from .resources import cap_gpu_memory, cluster_has_gpus, device_for, task_options, trial_resources
@@ -86,6 +87,7 @@ class StudySpec:
     checkpoint_every: int = 10
     cache_dir: Optional[str] = None
     data_root: Optional[str] = None
+    aux_dataset: str = "same"
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, expected: str) -> None:
@@ -113,21 +115,32 @@ class StudySpec:
         check(self.cpus_per_task > 0, "cpus_per_task", "> 0")
         check(self.checkpoint_every >= 1, "checkpoint_every", ">= 1")
         check(0 <= self.utility_floor <= 1, "utility_floor", "in [0, 1]")
+        check(self.dataset in DATASETS, "dataset", f"one of {', '.join(sorted(DATASETS))}")
+        check(self.aux_dataset == "same" or (self.aux_dataset in DATASETS and self.aux_dataset != self.dataset),
+              "aux_dataset", f"'same' or another dataset: {', '.join(sorted(DATASETS))}")
 
 
 # ---------------------------------------------------------------- tasks
 
 
 def _prepare_task(spec: StudySpec) -> Prepared:
+    """Prepare once per study; with an auxiliary attacker dataset, also query f with it once (cached, so
+    the attacker tasks load its maps and logits instead of each computing them)."""
     cap_gpu_memory(spec.trial_gpu)
-    return prepare(spec.dataset, spec.preset, spec.study_seed, explainers=spec.explainers, variant=spec.variant,
-                   cache_dir=spec.cache_dir, data_root=spec.data_root, device=device_for(spec.trial_gpu))
+    device = device_for(spec.trial_gpu)
+    prep = prepare(spec.dataset, spec.preset, spec.study_seed, explainers=spec.explainers, variant=spec.variant,
+                   cache_dir=spec.cache_dir, data_root=spec.data_root, device=device)
+    if spec.aux_dataset != "same":
+        prepare_aux(prep, spec.aux_dataset, spec.preset, spec.study_seed, explainers=spec.explainers,
+                    variant=spec.variant, cache_dir=spec.cache_dir, data_root=spec.data_root, device=device)
+    return prep
 
 
-def _attack_task(cell: dict, preset: Preset, prep: Prepared, gnime_state: Optional[dict], out: str, study: str,
-                 trial: str, gpu_fraction: float) -> dict:
+def _attack_task(cell: dict, study_spec: StudySpec, prep: Prepared, gnime_state: Optional[dict], trial: str,
+                 gpu_fraction: float) -> dict:
     """One attacker: skip if its row exists, else run the cell and write the row."""
     spec = CellSpec(**cell)
+    preset, out, study = study_spec.preset, study_spec.out, study_spec.name
     pg = ray.util.get_current_placement_group()
     where = {"placement_group": pg.id.hex() if pg is not None else ""}
     existing = [r for r in read_rows(out).to_pylist()
@@ -137,7 +150,8 @@ def _attack_task(cell: dict, preset: Preset, prep: Prepared, gnime_state: Option
     cap_gpu_memory(gpu_fraction)
     device = device_for(gpu_fraction)
     gnime = GnimeModel.from_state(gnime_state, device) if gnime_state is not None else None
-    row = run_cell(spec, preset, prep=prep, gnime=gnime, device=device, study=study, trial=trial)
+    row = run_cell(spec, preset, prep=prep, gnime=gnime, device=device, study=study, trial=trial,
+                   cache_dir=study_spec.cache_dir, data_root=study_spec.data_root)
     write_rows([row], out)
     return {**row, **where, "skipped": False}
 
@@ -162,7 +176,8 @@ def gnime_trial(config: dict, prep_ref: Any = None, study: Optional[StudySpec] =
     device = device_for(study.trial_gpu)
     gammas = (config["gamma"],) if "gamma" in config else study.gammas
     base = CellSpec(study.dataset, explainer=config["explainer"], defense="gnime", lam=config["lam"],
-                    width=config["width"], variant=study.variant, study_seed=study.study_seed)
+                    width=config["width"], variant=study.variant, study_seed=study.study_seed,
+                    aux_dataset=study.aux_dataset)
     cfg = gnime_config(base, study.preset)
     resume = None
     checkpoint = tune.get_checkpoint()
@@ -205,8 +220,8 @@ def gnime_trial(config: dict, prep_ref: Any = None, study: Optional[StudySpec] =
         for defense in study.defenses:
             for seed in range(study.attack_seeds):
                 cell = dataclasses.asdict(dataclasses.replace(base, defense=defense, gamma=gamma, seed=seed))
-                futures.append((defense, gamma, task.remote(cell, study.preset, prep_ref, gnime_ref, study.out,
-                                                             study.name, trial_id, study.attacker_gpu)))
+                futures.append((defense, gamma, task.remote(cell, study, prep_ref, gnime_ref, trial_id,
+                                                             study.attacker_gpu)))
     rows = [(d, g, r) for (d, g, f), r in zip(futures, ray.get([f for _, _, f in futures]))]
     pg = ray.util.get_current_placement_group()
     in_pg = pg is not None and all(r["placement_group"] == pg.id.hex() for _, _, r in rows)
@@ -252,13 +267,12 @@ def _tune_config(spec: StudySpec) -> tune.TuneConfig:
 
 def _baseline_futures(spec: StudySpec, prep_ref: Any) -> list:
     task = ray.remote(_attack_task).options(**task_options(spec.attacker_gpu, spec.cpus_per_task, cluster_has_gpus()))
-    cells = [CellSpec(spec.dataset, attack="predmi", seed=s, study_seed=spec.study_seed)
+    cells = [CellSpec(spec.dataset, attack="predmi", seed=s, study_seed=spec.study_seed, aux_dataset=spec.aux_dataset)
              for s in range(spec.attack_seeds)]
     for e in spec.explainers:
         cells += [CellSpec(spec.dataset, explainer=e, defense="none", seed=s, variant=spec.variant,
-                           study_seed=spec.study_seed) for s in range(spec.attack_seeds)]
-    return [task.remote(dataclasses.asdict(c), spec.preset, prep_ref, None, spec.out, spec.name, "baseline",
-                        spec.attacker_gpu) for c in cells]
+                           study_seed=spec.study_seed, aux_dataset=spec.aux_dataset) for s in range(spec.attack_seeds)]
+    return [task.remote(dataclasses.asdict(c), spec, prep_ref, None, "baseline", spec.attacker_gpu) for c in cells]
 
 
 def pareto_flags(points: list[tuple[float, float]]) -> list[bool]:
