@@ -86,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", default=None, help="study name (default: matrix-DATASET-PRESET)")
     _add_gnime_knobs(p)
 
+    p = sub.add_parser("table", help="Table 1 (or Table 2 with --aux-dataset) from the Parquet rows under OUT, "
+                                     "beside the paper's numbers")
+    p.add_argument("out", metavar="OUT", help="results root (a path or a URI), e.g. results")
+    p.add_argument("--dataset", required=True, help="dataset of the rows")
+    p.add_argument("--study", default=None, help="only this study's rows (needed when several configurations "
+                                                 "share a column)")
+    p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated (default: grad,gradcam,lrp)")
+    p.add_argument("--aux-dataset", default="same", help="the attackers' training data (facescrub: Table 2)")
+
     p = sub.add_parser("data", help="datasets on disk: 'data check' loads one and prints what was found")
     data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     p = data_sub.add_parser("check", help="load a dataset (building its preprocessing cache) and print counts "
@@ -188,6 +197,26 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
+    from .store import paper_table, read_rows, table1
+
+    rows = [r for r in read_rows(args.out).to_pylist() if args.study is None or r["study"] == args.study]
+    rows = [r for r in rows if r["dataset"] == args.dataset and r["aux_dataset"] == args.aux_dataset]
+    if not rows:
+        where = f" of study {args.study}" if args.study else ""
+        raise GnimeRayError(f"no rows{where} for dataset {args.dataset} (aux {args.aux_dataset}) under {args.out}")
+    explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]
+    print(table1(pa.Table.from_pylist(rows), args.dataset, explainers, aux=args.aux_dataset))
+    print()
+    try:
+        print(paper_table(args.dataset, explainers, aux=args.aux_dataset))
+    except GnimeRayError as exc:
+        print(f"({exc})")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .pipeline.cache import resolve_cache_dir
@@ -255,7 +284,7 @@ def _check_dataset(name: str, aux: str = "same") -> None:
                             f"got {aux!r}")
 
 
-COMMANDS = {"prepare": cmd_prepare, "cell": cmd_cell, "matrix": cmd_matrix, "data": cmd_data,
+COMMANDS = {"prepare": cmd_prepare, "cell": cmd_cell, "matrix": cmd_matrix, "table": cmd_table, "data": cmd_data,
             "attributes": cmd_attributes,
             "validate-cluster": cmd_validate_cluster}
 

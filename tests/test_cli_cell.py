@@ -38,3 +38,26 @@ def test_matrix_bad_input(cache_dir, tmp_path, capsys):
     assert main(["matrix", "--dataset", "digits", "--explainers", "lrp,shap", "--out", str(tmp_path / "o")]) == 2
     assert "explainer must be one of" in capsys.readouterr().err
     assert not cache_dir.exists() and not (tmp_path / "o").exists()
+
+
+def test_table_command_reads_the_rows_back(tmp_path, capsys):
+    """`gnime-ray table OUT --dataset D` prints Table 1 from Parquet rows and the paper's MNIST block."""
+    from gnime_ray.store import SCHEMA, write_rows
+
+    rows = []
+    for study in ("a", "b"):
+        for seed, ssim in ((0, 0.5), (1, 0.7)):
+            row = {f.name: float("nan") if str(f.type) == "double" else None for f in SCHEMA}
+            row.update(study=study, dataset="digits", explainer="lrp", trial="", cell="digits/same/lrp/none",
+                       aux_dataset="same", variant="paper", defense="none", attack="expmi", study_seed=0,
+                       attack_seed=seed, preset="smoke", mse=0.1, ssim=ssim, tca=0.9, deepsim=0.8, n_eval=5,
+                       attack_epochs_run=1)
+            rows.append(row)
+    write_rows(rows, str(tmp_path))
+    assert main(["table", str(tmp_path), "--dataset", "digits", "--study", "a", "--explainers", "lrp"]) == 0
+    out = capsys.readouterr().out
+    assert "| SSIM ↓ | – | 0.6000 ± 0.1414 |" in out and "mnist (paper, 5 runs)" in out
+    assert main(["table", str(tmp_path), "--dataset", "digits", "--explainers", "lrp"]) == 2
+    assert "same attack seed more than once (studies a, b)" in capsys.readouterr().err
+    assert main(["table", str(tmp_path), "--dataset", "celeba"]) == 2
+    assert "no rows for dataset celeba" in capsys.readouterr().err

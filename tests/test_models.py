@@ -58,3 +58,44 @@ def test_classifier_features_and_cam():
     assert m.features(x).shape == (2, 32 * 8 * 8)  # the release's Flatten output
     c = build_classifier("celeba", (3, 128, 128), 5, width=0.0625).eval()
     assert c.features(torch.rand(2, 3, 128, 128)).shape == (2, 32)  # Dense512 (scaled) output
+
+
+def _unet_reference(net, e, y):
+    """The release's forward written plainly: the bottleneck vector upsampled to 4x4 and
+    concatenated with the skip before every decoder conv (no shortcut)."""
+    import torch.nn.functional as F
+
+    skips, h = {}, e
+    for conv in net.enc:
+        h = F.relu(conv(h))
+        skips[h.shape[-1]] = h
+        h = F.max_pool2d(h, 2)
+    b = F.relu(net.fc_bottleneck(h.flatten(1)))
+    z = F.relu(net.fc_mix(torch.cat([b, e.flatten(1), y], dim=1)))
+    h = z[:, :, None, None].expand(-1, -1, 4, 4)
+    for conv, r in zip(net.dec, net.dec_resolutions):
+        if r in skips:
+            h = torch.cat([h, skips[r]], dim=1)
+        h = F.interpolate(F.relu(conv(h)), scale_factor=2, mode="nearest")
+    if h.shape[-1] in skips:
+        h = torch.cat([h, skips[h.shape[-1]]], dim=1)
+    return net.out(h)
+
+
+@pytest.mark.parametrize("in_shape,out_shape", [((1, 32, 32), (1, 32, 32)), ((1, 16, 16), (1, 32, 32)),
+                                                ((3, 32, 32), (3, 32, 32))])
+def test_unet_constant_bottleneck_conv_equals_the_plain_conv(in_shape, out_shape):
+    from gnime_ray.models import UNet
+
+    torch.manual_seed(0)
+    net = UNet(in_shape, out_shape, 10, width=0.25)
+    for p in net.parameters():  # non-zero biases too
+        torch.nn.init.normal_(p, std=0.05)
+    e, y = torch.rand(3, *in_shape, dtype=torch.float64), torch.randn(3, 10, dtype=torch.float64)
+    net = net.double()
+    fast, ref = net(e, y), _unet_reference(net, e, y)
+    assert torch.allclose(fast, ref, atol=1e-12, rtol=1e-10)
+    g_fast = torch.autograd.grad(fast.square().sum(), list(net.parameters()) + [], retain_graph=False)
+    g_ref = torch.autograd.grad(_unet_reference(net, e, y).square().sum(), list(net.parameters()))
+    for a, b in zip(g_fast, g_ref):
+        assert torch.allclose(a, b, atol=1e-10, rtol=1e-8)

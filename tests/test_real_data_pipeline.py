@@ -153,6 +153,21 @@ def test_celeba_lambda_study_on_the_fixture(data_root, tmp_path):
     assert all(x["dataset"] == "celeba" for x in rows)
 
 
+def test_table2_study_on_the_fixture(data_root, tmp_path):
+    """studies/table2.py: CelebA's target, attackers trained on FaceScrub, Table 2 printed."""
+    env = dict(os.environ, GNIME_RAY_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, str(ROOT / "studies" / "table2.py"), "--data-root", str(data_root),
+                        "--preset", "smoke", "--out", str(tmp_path / "out"), "--num-cpus", "2", "--seeds", "1",
+                        "--explainers", "grad"], capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "celeba (ours, attacker trained on facescrub, 1 seeds)" in r.stdout
+    assert "celeba (paper, attacker trained on facescrub, 5 runs)" in r.stdout
+    rows = load_rows(tmp_path / "out")
+    assert sorted((x["attack"], x["defense"]) for x in rows) == [("expmi", "gnime"), ("expmi", "none"),
+                                                                  ("predmi", "none")]
+    assert all(x["aux_dataset"] == "facescrub" for x in rows)
+
+
 def load_rows(out):
     from gnime_ray.store import read_rows
 

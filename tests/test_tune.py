@@ -42,7 +42,7 @@ def test_trial_resources_bundles():
 
 def test_study_spec_validation(tmp_path):
     with pytest.raises(ValueError, match="defenses"):
-        _spec(tmp_path, "x", defenses=("rnd",))
+        _spec(tmp_path, "x", defenses=("none",))
     with pytest.raises(ValueError, match="name"):
         _spec(tmp_path, "_hidden")
     with pytest.raises(ValueError, match="attacker_gpu"):

@@ -7,16 +7,18 @@ back, beside a ``meta.json`` (the selection: files, labels, key fields) and opti
 options, the output size and the source files' names and sizes, so editing the data on disk or
 asking for another selection builds a new entry.
 
-Building: images decode in parallel threads (PIL releases the GIL while decoding) straight into
-the memory-mapped output file, in fixed chunks, so memory stays at the output's page cache plus a
-few decoded images per thread (CelebA's 30,000 x 3 x 128 x 128 = 1.47 GB array is never held as
-a second copy). A progress bar (tqdm, on stderr) shows the count. Everything is written under a
+Building: images decode in parallel threads (PIL releases the GIL while decoding), in chunks of
+256 that are appended to the ``.npy`` file as soon as they are decoded, so the builder holds one
+chunk (25 MB at 3x128x128) plus a decoded image per thread, whatever the dataset's size (CelebA's
+30,000 x 3 x 128 x 128 = 1.47 GB array is never in memory). A progress bar (tqdm, on stderr)
+shows the count. Everything is written under a
 temporary folder that is renamed into place at the end: an unreadable or truncated image, a
 missing file or an interruption leaves no partial entry behind.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -60,8 +62,6 @@ def cache_entry(request: DataRequest, dataset: str, key_fields: dict) -> Optiona
 
 def load_entry(entry: Path) -> tuple[torch.Tensor, dict, dict[str, np.ndarray]]:
     """(images memory-mapped copy-on-write as a uint8 tensor, meta, extra arrays) of a built entry."""
-    import json
-
     images = np.load(entry / IMAGES_FILE, mmap_mode="c")
     meta = json.loads((entry / META_FILE).read_text())
     extras = {p.stem: np.load(p) for p in sorted(entry.glob("*.npy")) if p.name != IMAGES_FILE}
@@ -85,26 +85,26 @@ def build_entry(entry: Optional[Path], sources: Sequence[object], decode: Decode
         entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".tmp", dir=entry.parent))
     try:
-        out = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(n, *shape))
+        header = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(n, *shape))
+        offset = header.offset
+        del header
         workers = max(1, min(8, os.cpu_count() or 1))
         chunk = 256
-        with ThreadPoolExecutor(workers) as pool, tqdm(total=n, desc=desc, unit="img", mininterval=2.0,
-                                                         disable=not request.progress) as bar:
+        with open(tmp / IMAGES_FILE, "r+b") as fh, ThreadPoolExecutor(workers) as pool, \
+                tqdm(total=n, desc=desc, unit="img", mininterval=2.0, disable=not request.progress) as bar:
+            fh.seek(offset)
             for start in range(0, n, chunk):
                 batch = sources[start:start + chunk]
-                for i, arr in enumerate(pool.map(decode, batch)):
-                    if arr.shape != shape:
-                        raise GnimeRayError(f"{batch[i]}: decoded to shape {arr.shape}, expected {shape}")
-                    out[start + i] = arr
+                arrays = list(pool.map(decode, batch))
+                for src, arr in zip(batch, arrays):
+                    if arr.shape != shape or arr.dtype != np.uint8:
+                        raise GnimeRayError(f"{src}: decoded to {arr.dtype} {arr.shape}, expected uint8 {shape}")
+                fh.write(np.stack(arrays).tobytes())
                 bar.update(len(batch))
-        out.flush()
-        del out
         for name, arr in extras.items():
             np.save(tmp / f"{name}.npy", arr)
         for name, text in (texts or {}).items():
             (tmp / name).write_text(text)
-        import json
-
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str) + "\n")
         if entry.exists():  # a concurrent builder finished first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)

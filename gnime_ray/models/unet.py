@@ -14,6 +14,14 @@ This reproduces the release's parameter counts exactly at width 1: 5,341,825 for
 The input map may be smaller than the output (the release's 16x16 Grad-CAM maps for 32x32
 images); sizes must be powers of two. Flattening is NCHW (Keras: NHWC), a permutation that
 changes nothing learnable.
+
+Speed (same function, same weights): the first decoder conv sees [the bottleneck vector upsampled
+to 4x4, the 4x4 skip]. On the bottleneck half the input is constant over the 4x4 grid, so its
+zero-padded 3x3 conv is computed exactly as one matmul of the vector with the kernel (N, O, 3, 3)
+followed by summing the kernel taps that fall inside the grid at each position
+(``_conv_of_constant``), instead of a conv over 16 copies of the vector. That removes about a
+tenth of the GNIME step's FLOPs, in its least efficient convolution; tests compare it with the
+plain conv, values and gradients.
 """
 
 from __future__ import annotations
@@ -78,12 +86,30 @@ class UNet(nn.Module):
             h = F.max_pool2d(h, 2)
         b = F.relu(self.fc_bottleneck(h.flatten(1)))
         z = F.relu(self.fc_mix(torch.cat([b, e.flatten(1), y], dim=1)))
-        h = z[:, :, None, None].expand(-1, -1, 4, 4)
+        h = z
         for conv, r in zip(self.dec, self.dec_resolutions):
-            if r in skips:
-                h = torch.cat([h, skips[r]], dim=1)
-            h = F.interpolate(F.relu(conv(h)), scale_factor=2, mode="nearest")
+            if h.ndim == 2:  # the bottleneck vector, upsampled x4 (see the module docstring)
+                out = _conv_of_constant(conv, h, 4)
+                if r in skips:
+                    out = out + F.conv2d(skips[r], conv.weight[:, h.shape[1]:], None, padding=1)
+            else:
+                out = conv(torch.cat([h, skips[r]], dim=1) if r in skips else h)
+            h = F.interpolate(F.relu(out), scale_factor=2, mode="nearest")
+        if h.ndim == 2:  # a 4x4 output: no decoder conv ran
+            h = h[:, :, None, None].expand(-1, -1, 4, 4)
         r = h.shape[-1]
         if r in skips:
             h = torch.cat([h, skips[r]], dim=1)
         return self.out(h)
+
+
+def _conv_of_constant(conv: nn.Conv2d, z: torch.Tensor, size: int) -> torch.Tensor:
+    """``conv`` (3x3, padding 1) restricted to its first z.shape[1] input channels, applied to z
+    (N, C) broadcast over a size x size grid, plus the conv's bias: (N, O, size, size). Exact: the
+    tap (a, b) of the kernel contributes at (i, j) iff (i + a - 1, j + b - 1) lies in the grid."""
+    w = conv.weight[:, :z.shape[1]]
+    taps = torch.einsum("nc,ocab->noab", z, w)
+    pos = torch.arange(size, device=z.device)[:, None] + torch.arange(3, device=z.device)[None, :] - 1
+    inside = ((pos >= 0) & (pos < size)).to(taps.dtype)  # (size, 3)
+    out = torch.einsum("ia,jb,noab->noij", inside, inside, taps)
+    return out + conv.bias[None, :, None, None].to(out.dtype)

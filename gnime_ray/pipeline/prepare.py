@@ -75,6 +75,36 @@ def compute_maps(model: torch.nn.Module, images: torch.Tensor, explainer: str, v
     return torch.cat(out)
 
 
+def release_outputs(entry: Path, model: torch.nn.Module, images: torch.Tensor, explainers: Sequence[str],
+                    variant: str, batch_size: int, device: torch.device, log: Log = echo
+                    ) -> tuple[torch.Tensor, dict[tuple[str, str], torch.Tensor], dict[str, float]]:
+    """What the target ``model`` releases for uint8 ``images``: its logits and each explainer's maps,
+    loaded from ``entry`` or computed and cached there; also the seconds each computation took."""
+    model.to(device).eval()
+    logits_file = entry / "logits.pt"
+    if logits_file.exists():
+        logits = load_tensors(logits_file)
+    else:
+        with torch.no_grad():
+            logits = torch.cat([model(to_float(images[i:i + 512]).to(device)).cpu()
+                                for i in range(0, images.shape[0], 512)])
+        save_tensors(logits_file, logits)
+    maps: dict[tuple[str, str], torch.Tensor] = {}
+    seconds: dict[str, float] = {}
+    for name in explainers:
+        f = entry / f"maps-{name}-{variant}-b{batch_size}.pt"
+        if f.exists():
+            maps[(name, variant)] = load_tensors(f)
+            continue
+        t0 = time.perf_counter()
+        maps[(name, variant)] = compute_maps(model, images, name, variant, batch_size, device)
+        seconds[f"maps_{name}"] = time.perf_counter() - t0
+        save_tensors(f, maps[(name, variant)])
+        log(f"prepare: computed {name} ({variant}) maps {tuple(maps[(name, variant)].shape)} "
+            f"in {seconds[f'maps_{name}']:.1f}s")
+    return logits, maps, seconds
+
+
 def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence[str] = EXPLAINER_NAMES,
             variant: str = "paper", cache_dir: Optional[str] = None, data_root: Optional[str] = None,
             device: Optional[str] = None, log: Log = echo) -> Prepared:
@@ -135,27 +165,9 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
         save_json(meta_file, meta)
     target.to(dev).eval()
     eval_model.to(dev).eval()
-    logits_file = entry / "logits.pt"
-    if logits_file.exists():
-        logits = load_tensors(logits_file)
-    else:
-        with torch.no_grad():
-            logits = torch.cat([target(to_float(data.images[i:i + 512]).to(dev)).cpu()
-                                for i in range(0, len(data), 512)])
-        save_tensors(logits_file, logits)
-
-    maps: dict[tuple[str, str], torch.Tensor] = {}
-    for name in explainers:
-        f = entry / f"maps-{name}-{variant}-b{preset.explain_batch_size}.pt"
-        if f.exists():
-            maps[(name, variant)] = load_tensors(f)
-            continue
-        t0 = time.perf_counter()
-        maps[(name, variant)] = compute_maps(target, data.images, name, variant, preset.explain_batch_size, dev)
-        seconds[f"maps_{name}"] = time.perf_counter() - t0
-        save_tensors(f, maps[(name, variant)])
-        log(f"prepare: computed {name} ({variant}) maps {tuple(maps[(name, variant)].shape)} "
-            f"in {seconds[f'maps_{name}']:.1f}s")
+    logits, maps, map_seconds = release_outputs(entry, target, data.images, explainers, variant,
+                                                preset.explain_batch_size, dev, log)
+    seconds.update(map_seconds)
     log(f"prepare: f accuracy {accuracies['target']:.4f}, f_E accuracy {accuracies['eval']:.4f} on the eval split")
     return Prepared(data, split, target, eval_model, maps, logits, accuracies, entry, key, from_cache, seconds)
 
@@ -190,24 +202,8 @@ def prepare_aux(prep: Prepared, aux: str, preset: Preset, seed: int = 0, *, expl
                             f"{prep.dataset.name} takes {prep.dataset.image_shape}")
     dev = pick_device(device)
     entry = prep.cache_path / f"aux-{aux}-{data.fingerprint()}"
-    logits_file = entry / "logits.pt"
-    prep.target.to(dev).eval()
-    if logits_file.exists():
-        logits = load_tensors(logits_file)
-    else:
-        with torch.no_grad():
-            logits = torch.cat([prep.target(to_float(data.images[i:i + 512]).to(dev)).cpu()
-                                for i in range(0, len(data), 512)])
-        save_tensors(logits_file, logits)
-    maps = {}
-    for name in explainers:
-        f = entry / f"maps-{name}-{variant}-b{preset.explain_batch_size}.pt"
-        if f.exists():
-            maps[(name, variant)] = load_tensors(f)
-        else:
-            maps[(name, variant)] = compute_maps(prep.target, data.images, name, variant, preset.explain_batch_size,
-                                                 dev)
-            save_tensors(f, maps[(name, variant)])
+    logits, maps, _ = release_outputs(entry, prep.target, data.images, explainers, variant,
+                                      preset.explain_batch_size, dev, log)
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(derive_seed(seed, "aux-split", aux)))
     n_val = max(1, int(round(preset.val_fraction * len(data))))
     log(f"prepare: auxiliary {aux}: {len(data)} images queried through f ({len(data) - n_val} attacker training, "

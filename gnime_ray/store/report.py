@@ -69,6 +69,11 @@ def table1(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "
         cells = {r["cell"] for r in group}
         if len(cells) > 1:
             raise GnimeRayError(f"column {key} mixes configurations {sorted(cells)}; select one study or config first")
+        seeds = [r["attack_seed"] for r in group]
+        if len(seeds) != len(set(seeds)):
+            studies = sorted({r["study"] for r in group})
+            raise GnimeRayError(f"column {key} holds the same attack seed more than once (studies {', '.join(studies)}); "
+                                f"select one study first")
     cols = _columns(explainers, aux)
     body = [[label] + [_fmt([g[m] for g in groups.get((a, e, d), [])]) for a, e, d, _ in cols] for m, label in METRICS]
     seeds = sorted({r["attack_seed"] for r in rows})

@@ -49,3 +49,16 @@ def device_for(gpu_fraction: float) -> str:
     """The torch device of a task given its GPU request: CUDA only where Ray gave it a GPU and
     torch sees one (a test cluster may fake GPUs on a CPU machine)."""
     return "cuda" if gpu_fraction > 0 and ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
+def use_node_cpus() -> int:
+    """Give this task's torch every CPU Ray knows on its node (at most the machine's cores), for a
+    task that runs while nothing else can (prepare: every trial and attacker waits for it). Ray
+    starts a worker with fractional CPUs on one thread otherwise. Returns the thread count."""
+    import os
+
+    node = ray.get_runtime_context().get_node_id()
+    cpus = next((n["Resources"].get("CPU", 1) for n in ray.nodes() if n["NodeID"] == node), 1)
+    threads = max(1, min(int(cpus), len(os.sched_getaffinity(0))))
+    torch.set_num_threads(threads)
+    return threads

@@ -3,8 +3,9 @@ width, optionally gamma) and then attack it with Ray tasks; plus the no-defence 
 per study.
 
 Topology (design.md):
-- prepare (f, f_E, the maps of every explainer) runs once per dataset as a Ray task; trials and
-  attackers receive the result by reference from the object store and never recompute it;
+- prepare (f, f_E, the maps of every explainer) runs once per dataset as a Ray task, on every CPU
+  of its node (everything else waits for it); trials and attackers receive the result by reference
+  from the object store and never recompute it;
 - each trial owns a placement group ``[trial bundle] + [attacker bundle] * k`` (GPU fractions where
   the cluster has GPUs); it trains GNIME, reporting every epoch's losses with ``tune.report`` and a
   ``tune.Checkpoint`` every ``checkpoint_every`` epochs (a restored trial continues from it), then
@@ -20,8 +21,10 @@ Topology (design.md):
 Search: OptunaSearch over lambda (log scale), NG width (a choice) and, optionally, gamma (log
 scale), seeded; single objective (minimise the attack's SSIM, penalised below a utility floor:
 objective = SSIM if utility >= floor else 1 + floor - utility) or multi-objective (attack SSIM
-down, utility up; Pareto-optimal trials are marked in ``OUT/_trials/<study>.parquet``). Grid mode
-crosses given lambdas and widths (for matrix studies).
+down, utility up; Pareto-optimal trials are marked in ``OUT/_trials/<study>.parquet``); the
+objective is measured against GNIME (against the first defence of a study without gnime cells,
+e.g. RND and OND at an already trained GNIME). Grid mode crosses given lambdas and widths (for
+matrix studies).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from ..pipeline.defend import gnime_config, gnime_path
 from ..pipeline.prepare import Prepared, prepare, prepare_aux
 from ..store import read_rows, resolve_out, write_rows
 from ..store.parquet import write_table
-from .resources import cap_gpu_memory, cluster_has_gpus, device_for, task_options, trial_resources
+from .resources import cap_gpu_memory, cluster_has_gpus, device_for, task_options, trial_resources, use_node_cpus
 
 Log = Callable[[str], None]
 OBJECTIVES = ("single", "multi")
@@ -97,8 +100,8 @@ class StudySpec:
               "a non-empty name without '/' that does not start with '_' or '.'")
         check(len(self.explainers) > 0 and all(e in EXPLAINERS for e in self.explainers), "explainers",
               f"a non-empty subset of {', '.join(EXPLAINERS)}")
-        check(all(d in DEFENSES and d != "none" for d in self.defenses) and "gnime" in self.defenses, "defenses",
-              "gnime, optionally with rnd and ond")
+        check(len(self.defenses) > 0 and all(d in DEFENSES and d != "none" for d in self.defenses), "defenses",
+              "a non-empty subset of gnime, rnd, ond")
         check(self.search in SEARCHES, "search", f"one of {', '.join(SEARCHES)}")
         check(self.objective in OBJECTIVES, "objective", f"one of {', '.join(OBJECTIVES)}")
         check(self.attack_seeds >= 1, "attack_seeds", ">= 1")
@@ -128,6 +131,7 @@ def _prepare_task(spec: StudySpec) -> Prepared:
     the attacker tasks load its maps and logits instead of each computing them)."""
     cap_gpu_memory(spec.trial_gpu)
     device = device_for(spec.trial_gpu)
+    use_node_cpus()
     prep = prepare(spec.dataset, spec.preset, spec.study_seed, explainers=spec.explainers, variant=spec.variant,
                    cache_dir=spec.cache_dir, data_root=spec.data_root, device=device)
     if spec.aux_dataset != "same":
@@ -225,7 +229,8 @@ def gnime_trial(config: dict, prep_ref: Any = None, study: Optional[StudySpec] =
     rows = [(d, g, r) for (d, g, f), r in zip(futures, ray.get([f for _, _, f in futures]))]
     pg = ray.util.get_current_placement_group()
     in_pg = pg is not None and all(r["placement_group"] == pg.id.hex() for _, _, r in rows)
-    main = [r for d, g, r in rows if d == "gnime" and g == gammas[0]]
+    primary = "gnime" if "gnime" in study.defenses else study.defenses[0]
+    main = [r for d, g, r in rows if d == primary and g == gammas[0]]
     assigned = ray.get_runtime_context().get_assigned_resources()
     result = {**_objective(main, study.utility_floor), "epoch": cfg.epochs, "attackers": len(rows),
               "attackers_in_trial_pg": in_pg, "gamma": -1.0 if gammas[0] is None else gammas[0],
