@@ -106,3 +106,21 @@ def test_multi_objective_and_grid_studies(local_ray, tmp_path):
     assert sorted(t["ng_width"] for t in grid["trials"]) == [0.5, 1.0]
     assert sorted(r["defense"] for r in grid["rows"]) == ["gnime", "gnime", "rnd", "rnd"]
     assert {r["lambda"] for r in grid["rows"]} == {50.0}
+
+
+def test_node_cpus_widens_then_restores_the_worker_threads(local_ray):
+    import os
+
+    from gnime_ray.tune.resources import node_cpus
+
+    @ray.remote(num_cpus=0.5)
+    def threads():
+        import torch
+
+        before = torch.get_num_threads()
+        with node_cpus() as inside:
+            seen = torch.get_num_threads()
+        return before, inside, seen, torch.get_num_threads()
+
+    before, inside, seen, after = ray.get(threads.remote())
+    assert inside == seen == min(4, len(os.sched_getaffinity(0))) and after == before

@@ -8,7 +8,9 @@ the process caps its CUDA memory to the same fraction; without GPUs the bundles 
 
 from __future__ import annotations
 
-from typing import Optional
+import os
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import ray
 import torch
@@ -51,14 +53,17 @@ def device_for(gpu_fraction: float) -> str:
     return "cuda" if gpu_fraction > 0 and ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
 
 
-def use_node_cpus() -> int:
-    """Give this task's torch every CPU Ray knows on its node (at most the machine's cores), for a
-    task that runs while nothing else can (prepare: every trial and attacker waits for it). Ray
-    starts a worker with fractional CPUs on one thread otherwise. Returns the thread count."""
-    import os
-
+@contextmanager
+def node_cpus() -> Iterator[int]:
+    """Within the block, torch uses every CPU Ray knows on this node (at most the machine's cores):
+    for a task that runs while nothing else can (prepare: every trial and attacker waits for it).
+    Ray starts a worker with fractional CPUs on one thread otherwise. The thread count is restored
+    on exit, since Ray reuses the worker process for later tasks."""
     node = ray.get_runtime_context().get_node_id()
     cpus = next((n["Resources"].get("CPU", 1) for n in ray.nodes() if n["NodeID"] == node), 1)
-    threads = max(1, min(int(cpus), len(os.sched_getaffinity(0))))
-    torch.set_num_threads(threads)
-    return threads
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(int(cpus), len(os.sched_getaffinity(0)))))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -53,7 +53,7 @@ from ..pipeline.defend import gnime_config, gnime_path
 from ..pipeline.prepare import Prepared, prepare, prepare_aux
 from ..store import read_rows, resolve_out, write_rows
 from ..store.parquet import write_table
-from .resources import cap_gpu_memory, cluster_has_gpus, device_for, task_options, trial_resources, use_node_cpus
+from .resources import cap_gpu_memory, cluster_has_gpus, device_for, node_cpus, task_options, trial_resources
 
 Log = Callable[[str], None]
 OBJECTIVES = ("single", "multi")
@@ -131,12 +131,12 @@ def _prepare_task(spec: StudySpec) -> Prepared:
     the attacker tasks load its maps and logits instead of each computing them)."""
     cap_gpu_memory(spec.trial_gpu)
     device = device_for(spec.trial_gpu)
-    use_node_cpus()
-    prep = prepare(spec.dataset, spec.preset, spec.study_seed, explainers=spec.explainers, variant=spec.variant,
-                   cache_dir=spec.cache_dir, data_root=spec.data_root, device=device)
-    if spec.aux_dataset != "same":
-        prepare_aux(prep, spec.aux_dataset, spec.preset, spec.study_seed, explainers=spec.explainers,
-                    variant=spec.variant, cache_dir=spec.cache_dir, data_root=spec.data_root, device=device)
+    with node_cpus():
+        prep = prepare(spec.dataset, spec.preset, spec.study_seed, explainers=spec.explainers,
+                       variant=spec.variant, cache_dir=spec.cache_dir, data_root=spec.data_root, device=device)
+        if spec.aux_dataset != "same":
+            prepare_aux(prep, spec.aux_dataset, spec.preset, spec.study_seed, explainers=spec.explainers,
+                        variant=spec.variant, cache_dir=spec.cache_dir, data_root=spec.data_root, device=device)
     return prep
 
 
