@@ -1,7 +1,7 @@
 """gnime_ray: GNIME (Jeong et al., NeurIPS 2022) and explanation-aware model inversion, on Ray.
 
 Layers, imported top to bottom only (see the project's design notes):
-config -> data -> models -> explain -> defenses -> attacks -> metrics -> pipeline -> tune -> store -> cli.
+config, cachedir -> data -> models -> explain -> defenses -> attacks -> metrics -> pipeline -> tune -> store -> cli.
 """
 
 __version__ = "0.1.0"

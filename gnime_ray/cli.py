@@ -219,7 +219,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .pipeline.cache import resolve_cache_dir
+    from .cachedir import resolve_cache_dir
 
     _check_dataset(args.dataset)
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
@@ -243,7 +243,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_attributes(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .pipeline.attributes import train_attribute_classifiers
-    from .pipeline.cache import resolve_cache_dir
+    from .cachedir import resolve_cache_dir
 
     preset = get_preset(args.preset, "celeba", **parse_overrides(args.overrides))
     t0 = time.perf_counter()

@@ -14,7 +14,6 @@ from torch import nn
 
 from gnime_ray.cli import main
 from gnime_ray.config import PAPER_ATTRIBUTES, CellSpec, get_preset
-from gnime_ray.data import load_dataset
 from gnime_ray.metrics import f1_score
 
 from fixtures import write_celeba_official, write_imagefolder

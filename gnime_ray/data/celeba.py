@@ -218,7 +218,7 @@ def _cropped(request: DataRequest, folder: Path) -> ImageDataset:
 def _load_or_build(request: DataRequest, key: dict, paths: list, decode, meta: dict, extras: dict,
                    identities: list, desc: str) -> ImageDataset:
     entry = cache_entry(request, "celeba", key)
-    if entry is None or not entry.exists():
+    if not entry.exists():
         entry = build_entry(entry, paths, decode, (3, SIZE, SIZE), meta, extras, request, desc,
                             texts={"identities.txt": "".join(f"{i}\n" for i in identities)})
     images, meta, arrays = load_entry(entry)

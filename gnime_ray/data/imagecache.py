@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import GnimeRayError
+from ..cachedir import resolve_cache_dir
 from ..config import content_hash
 from .registry import DataRequest
 
@@ -52,12 +53,12 @@ def source_fingerprint(paths: Sequence[Path], root: Path) -> str:
     return content_hash(items)
 
 
-def cache_entry(request: DataRequest, dataset: str, key_fields: dict) -> Optional[Path]:
-    """The entry folder for these key fields, or None when the request has no cache directory."""
-    if request.cache_dir is None:
-        return None
+def cache_entry(request: DataRequest, dataset: str, key_fields: dict) -> Path:
+    """The entry folder for these key fields under the request's cache directory (None: the
+    default, ``$GNIME_RAY_CACHE`` or ``~/.cache/gnime_ray``)."""
     key = content_hash({"schema": CACHE_SCHEMA, "dataset": dataset, **key_fields})
-    return Path(request.cache_dir) / "data" / f"{dataset}-{key}"
+    root = resolve_cache_dir(None if request.cache_dir is None else str(request.cache_dir))
+    return root / "data" / f"{dataset}-{key}"
 
 
 def load_entry(entry: Path) -> tuple[torch.Tensor, dict, dict[str, np.ndarray]]:
@@ -68,21 +69,14 @@ def load_entry(entry: Path) -> tuple[torch.Tensor, dict, dict[str, np.ndarray]]:
     return torch.from_numpy(images), meta, extras
 
 
-def build_entry(entry: Optional[Path], sources: Sequence[object], decode: Decoder, shape: tuple[int, int, int],
+def build_entry(entry: Path, sources: Sequence[object], decode: Decoder, shape: tuple[int, int, int],
                 meta: dict, extras: dict[str, np.ndarray], request: DataRequest, desc: str,
                 texts: Optional[dict[str, str]] = None) -> Path:
-    """Decode ``sources`` in parallel into ``entry`` (see the module docstring) and return it.
-
-    Without a cache directory (``entry`` None) the arrays go to a temporary folder that lives as
-    long as the process (the tests and ``data check --no-cache``)."""
+    """Decode ``sources`` in parallel into ``entry`` (see the module docstring) and return it."""
     from tqdm import tqdm
 
     n = len(sources)
-    if entry is None:
-        parent = Path(tempfile.mkdtemp(prefix="gnime-ray-data-"))
-        entry = parent / "entry"
-    else:
-        entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".tmp", dir=entry.parent))
     try:
         header = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(n, *shape))

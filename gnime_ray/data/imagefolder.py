@@ -60,7 +60,7 @@ def _build(request: DataRequest, name: str, folder: Path, items: list, boxes: Op
     paths = [p for p, _ in items]
     key = {"size": size, "classes": classes, "files": source_fingerprint(paths, folder), **extra_key}
     entry = cache_entry(request, name, key)
-    if entry is None or not entry.exists():
+    if not entry.exists():
         def decode(path: Path) -> np.ndarray:
             if boxes is not None:
                 return to_chw(read_image(path, boxes[path]), size)

@@ -86,7 +86,7 @@ class DataRequest:
     """What a loader needs besides its name.
 
     root: the data root (None: ``$GNIME_RAY_DATA``); cache_dir: where preprocessed arrays are
-    kept (None: no preprocessing cache, for the small datasets only); options: the selection
+    kept (None: the default cache, ``$GNIME_RAY_CACHE`` or ``~/.cache/gnime_ray``); options: the selection
     knobs of the preset (``celeba_identities``, ``celeba_images_per_identity``, ...).
     """
 

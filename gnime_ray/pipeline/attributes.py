@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import GnimeRayError, echo
+from ..cachedir import resolve_cache_dir
 from ..config import PAPER_ATTRIBUTES, Preset, content_hash, derive_seed
 from ..data import ImageDataset
 from ..data.celeba import load_attribute_set
@@ -30,7 +31,7 @@ from ..data.registry import DataRequest, to_float
 from ..early_stopping import EarlyStopping
 from ..metrics import batched, f1_score
 from ..models.attributes import AttributeClassifier
-from .cache import load_json, load_tensors, resolve_cache_dir, save_json, save_tensors
+from .cache import load_json, load_tensors, save_json, save_tensors
 from .device import pick_device
 from .fit import adam
 

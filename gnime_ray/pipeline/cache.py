@@ -1,7 +1,8 @@
-"""The on-disk cache of prepared artefacts (trained classifiers, maps; later GNIME weights).
+"""The on-disk cache of prepared artefacts (trained classifiers, maps, GNIME weights, attribute
+classifiers).
 
-Location: ``--cache-dir``, else the ``GNIME_RAY_CACHE`` environment variable, else
-``~/.cache/gnime_ray``. Entries are keyed by a content hash of everything that determines them.
+Location (gnime_ray/cachedir.py): ``--cache-dir``, else the ``GNIME_RAY_CACHE`` environment
+variable, else ``~/.cache/gnime_ray``. Entries are keyed by a content hash of everything that determines them.
 Every file is written to a temporary name in the same directory and renamed into place, so a
 crash never leaves a half-written entry and concurrent writers never see one. Tensors are saved
 with ``torch.save`` as plain tensors and types and loaded with ``weights_only=True``.
@@ -13,32 +14,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
-
-from .. import GnimeRayError
-
-ENV_VAR = "GNIME_RAY_CACHE"
-
-
-def resolve_cache_dir(cache_dir: Optional[str] = None) -> Path:
-    """The absolute cache directory, created if needed; raises GnimeRayError if not writable."""
-    raw = cache_dir or os.environ.get(ENV_VAR) or str(Path.home() / ".cache" / "gnime_ray")
-    path = Path(raw).expanduser().absolute()
-    if path.exists() and not path.is_dir():
-        raise GnimeRayError(f"cache dir {path} is not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GnimeRayError(f"cache dir {path} cannot be created: {exc.strerror or exc}") from None
-    try:  # a real write: os.access says yes to root even on read-only directories and mounts
-        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise GnimeRayError(f"cache dir {path} is not writable: {exc.strerror or exc}") from None
-    return path
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

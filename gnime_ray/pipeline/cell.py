@@ -18,11 +18,11 @@ from .. import __version__, echo
 from ..attacks import build_attacker, reconstruct, train_attacker
 from ..config import CellSpec, Preset, derive_seed
 from ..defenses import GnimeModel
+from ..data.registry import to_float
 from ..metrics import deepsim, feature_distance, mse, perturbation_mse, psnr, ssim, tca, utility_deepsim
+from .attributes import reconstruction_f1
 from .defend import fit_defense
 from .device import pick_device
-from ..data.registry import to_float
-from .attributes import reconstruction_f1
 from .prepare import Prepared, prepare, prepare_aux
 
 Log = Callable[[str], None]

@@ -19,13 +19,14 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .. import GnimeRayError, __version__, echo
+from ..cachedir import resolve_cache_dir
 from ..config import Preset, content_hash, derive_seed
 from ..data import DATASETS, DataSplit, ImageDataset, load_dataset, make_split
 from ..data.registry import to_float
 from ..explain import EXPLAINER_NAMES, get_explainer
 from ..metrics import accuracy
 from ..models import ARCH_BY_DATASET, Classifier, build_classifier
-from .cache import load_json, load_tensors, resolve_cache_dir, save_json, save_tensors
+from .cache import load_json, load_tensors, save_json, save_tensors
 from .device import pick_device
 from .fit import train_classifier
 
