@@ -14,6 +14,11 @@ class GnimeRayError(Exception):
     """
 
 
+class TrainingDiverged(Exception):
+    """A training whose losses (or a cell whose metrics) turned non-finite. Its result is not a
+    result: no row is written for it; a study records the trial as ``diverged``."""
+
+
 def echo(message: str) -> None:
     """The default progress log: print and flush, so progress shows through pipes and Ray logs."""
     print(message, flush=True)

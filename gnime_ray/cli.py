@@ -1,7 +1,8 @@
 """The ``gnime-ray`` command line.
 
 Errors caused by the user's input print one line (``gnime-ray: error: ...``) and exit with
-status 2, without a traceback.
+status 2, without a traceback; a training that diverged prints one line and exits with status 1,
+writing no row.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from . import GnimeRayError
+from . import GnimeRayError, TrainingDiverged
 from .config import PRESETS, get_preset, parse_overrides
 
 
@@ -42,7 +43,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
-def _positive(text: str) -> float:
+def _number(text: str) -> float:
+    """A number; its range (finite, > 0) is checked by CellSpec with the field's name."""
     try:
         return float(text)
     except ValueError:
@@ -50,10 +52,10 @@ def _positive(text: str) -> float:
 
 
 def _add_gnime_knobs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lambda", dest="lam", type=_positive, default=None,
+    p.add_argument("--lambda", dest="lam", type=_number, default=None,
                    help="GNIME's lambda (default: 100; 500 for CelebA)")
-    p.add_argument("--width", type=_positive, default=1.0, help="NG capacity, relative to the release (default: 1)")
-    p.add_argument("--gamma", type=_positive, default=None, help="Eq. 3 noise variance bound (default: none)")
+    p.add_argument("--width", type=_number, default=1.0, help="NG capacity, relative to the release (default: 1)")
+    p.add_argument("--gamma", type=_number, default=None, help="Eq. 3 noise variance bound (default: none)")
     p.add_argument("--variant", default="paper", help="explainer variant: paper or standard (default: paper)")
     p.add_argument("--study-seed", type=_seed, default=0, help="seed of prepare and GNIME (default: 0)")
     p.add_argument("--aux-dataset", default="same",
@@ -146,20 +148,23 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_cell(args: argparse.Namespace) -> int:
     from .config import CellSpec
     from .pipeline.cell import run_cell
-    from .store import resolve_out, write_rows
+    from .store import write_rows
+    from .store.parquet import probe_out
 
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
     spec = CellSpec(args.dataset, explainer=args.explainer, defense=args.defense, attack=args.attack, seed=args.seed,
                     lam=args.lam, width=args.width, gamma=args.gamma, variant=args.variant, study_seed=args.study_seed,
                     aux_dataset=args.aux_dataset)
     _check_dataset(args.dataset, args.aux_dataset)
-    resolve_out(args.out)
+    probe_out(args.out)
     row = run_cell(spec, preset, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device,
-                   study=args.study)
+                   study=args.study, out=args.out)
     path = write_rows([row], args.out)[0]
     width = max(len(k) for k in row)
+    exact = {"lambda", "ng_width", "gamma"}  # configuration: printed exactly, to be copied
     for k, v in row.items():
-        print(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+        text = repr(v) if k in exact else (f"{v:.6g}" if isinstance(v, float) else str(v))
+        print(f"{k:<{width}}  {text}")
     print(f"row written to {path}")
     return 0
 
@@ -169,7 +174,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
     from .config import CellSpec
     from .pipeline.matrix import run_matrix
-    from .store import paper_table, resolve_out, table1
+    from .store import paper_table, table1
+    from .store.parquet import probe_out
 
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
     explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]
@@ -178,7 +184,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise GnimeRayError("--seeds must be >= 1")
     _check_dataset(args.dataset, args.aux_dataset)
-    resolve_out(args.out)
+    probe_out(args.out)
     aux = "" if args.aux_dataset == "same" else f"-{args.aux_dataset}"
     study = args.study or f"matrix-{args.dataset}{aux}-{preset.name}"
     t0 = time.perf_counter()
@@ -296,6 +302,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (GnimeRayError, ValueError) as exc:
         print(f"gnime-ray: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingDiverged as exc:
+        print(f"gnime-ray: diverged: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("gnime-ray: interrupted", file=sys.stderr)
         return 130

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -27,6 +28,15 @@ from . import GnimeRayError
 def _check(cond: bool, field: str, expected: str, value: Any) -> None:
     if not cond:
         raise ValueError(f"{field} must be {expected}, got {value!r}")
+
+
+def is_number(value: Any) -> bool:
+    """A finite real number (int or float, not bool): inf and nan are refused everywhere a knob is a number."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def positive_finite(value: Any) -> bool:
+    return is_number(value) and value > 0
 
 
 @dataclass(frozen=True)
@@ -84,11 +94,11 @@ class Preset:
             v = getattr(self, f)
             _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f, "an integer >= 1", v)
         for f in ("classifier_lr", "classifier_width", "net_width", "gnime_lr", "attack_lr", "attribute_lr"):
-            _check(getattr(self, f) > 0, f, "> 0", getattr(self, f))
+            _check(positive_finite(getattr(self, f)), f, "a finite number > 0", getattr(self, f))
         _check(isinstance(self.bf16, bool), "bf16", "true or false", self.bf16)
         _check(isinstance(self.celeba_selection_seed, int) and self.celeba_selection_seed >= 0,
                "celeba_selection_seed", "an integer >= 0", self.celeba_selection_seed)
-        _check(0 < self.val_fraction < 0.5, "val_fraction", "in (0, 0.5)", self.val_fraction)
+        _check(is_number(self.val_fraction) and 0 < self.val_fraction < 0.5, "val_fraction", "in (0, 0.5)", self.val_fraction)
         if self.max_images is not None:
             _check(isinstance(self.max_images, int) and self.max_images >= 40, "max_images",
                    "None or an integer >= 40", self.max_images)
@@ -239,10 +249,10 @@ class CellSpec:
             _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f, "an integer >= 0", v)
         if self.lam is None:
             object.__setattr__(self, "lam", default_lambda(self.dataset))
-        _check(isinstance(self.lam, (int, float)) and self.lam > 0, "lambda", "> 0", self.lam)
-        _check(isinstance(self.width, (int, float)) and self.width > 0, "width", "> 0", self.width)
-        _check(self.gamma is None or (isinstance(self.gamma, (int, float)) and self.gamma > 0), "gamma",
-               "> 0 (or unset)", self.gamma)
+        _check(positive_finite(self.lam), "lambda", "a finite number > 0", self.lam)
+        _check(positive_finite(self.width), "width", "a finite number > 0", self.width)
+        _check(self.gamma is None or positive_finite(self.gamma), "gamma", "a finite number > 0 (or unset)",
+               self.gamma)
         if not self.uses_gnime:  # the GNIME knobs do not apply: one canonical cell
             object.__setattr__(self, "lam", default_lambda(self.dataset))
             object.__setattr__(self, "width", 1.0)

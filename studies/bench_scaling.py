@@ -22,7 +22,7 @@ from gnime_ray.config import get_preset
 from gnime_ray.tune import StudySpec, run_study
 ncpu, out, cache, preset, samples, seeds = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 t0 = time.perf_counter()
-ray.init(num_cpus=ncpu, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+ray.init(address="local", num_cpus=ncpu, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
 spec = StudySpec(name="scaling", dataset="digits", out=out, explainers=("lrp",), preset=get_preset(preset),
                  attack_seeds=seeds, num_samples=samples, max_concurrent_trials=ncpu, attackers_per_trial=1,
                  lam_range=(5.0, 200.0), widths=(0.5, 1.0), gamma_range=(5e-4, 5e-3), baselines=True,

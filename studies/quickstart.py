@@ -9,7 +9,7 @@ then prints the trials and the table beside the paper's MNIST numbers."""
 
 import dataclasses
 
-from gnime_ray.tune.scripts import common_spec_kwargs, run_script, study_parser
+from gnime_ray.tune.scripts import common_spec_kwargs, run_script, start_ray, study_parser
 
 
 def main() -> int:
@@ -17,11 +17,11 @@ def main() -> int:
     import pyarrow as pa
 
     from gnime_ray.store import paper_table, table1
-    from gnime_ray.tune import StudySpec, connect, run_study
+    from gnime_ray.tune import StudySpec, run_study
 
     search = StudySpec(name=args.name, dataset="digits", explainers=("lrp",), lam_range=(5.0, 200.0),
                        widths=(0.5, 1.0), gamma_range=(5e-4, 5e-3), **common_spec_kwargs(args, "digits"))
-    print(connect(args.address, num_cpus=args.num_cpus), flush=True)
+    search = start_ray(args, search)
     result = run_study(search)
     trials = sorted(result["trials"], key=lambda t: t["objective"])
     if not trials:
@@ -31,7 +31,7 @@ def main() -> int:
     print("| trial | lambda | NG width | gamma | attack SSIM | attack TCA | utility | perturbation MSE | Pareto |")
     print("|---|---|---|---|---|---|---|---|---|")
     for t in trials:
-        print(f"| {t['trial']} | {t['lambda']:.1f} | {t['ng_width']:g} | {t['gamma']:.4f} | {t['attack_ssim']:.4f} | "
+        print(f"| {t['trial']} | {t['lambda']!r} | {t['ng_width']:g} | {t['gamma']!r} | {t['attack_ssim']:.4f} | "
               f"{t['attack_tca']:.4f} | {t['utility']:.4f} | {t['perturbation_mse']:.4f} | {t['pareto']} |")
     best = trials[0]
     row = dataclasses.replace(search, name=f"{args.name}-best", search="grid", lam_range=(best["lambda"],) * 2,
@@ -39,13 +39,13 @@ def main() -> int:
                               gammas=(best["gamma"] if best["gamma"] > 0 else None,),
                               defenses=("rnd", "ond"), baselines=False, num_samples=1)
     rows = run_study(row)["rows"] + [r for r in result["rows"] if r["trial"] in ("baseline", best["trial"])]
-    print(f"\nTable 1, digits, LRP, at the best trial {best['trial']} (lambda {best['lambda']:.1f}, "
-          f"width {best['ng_width']:g}, gamma {best['gamma']:.4f}):\n")
+    print(f"\nTable 1, digits, LRP, at the best trial {best['trial']} (lambda {best['lambda']!r}, "
+          f"width {best['ng_width']!r}, gamma {best['gamma']!r}):\n")
     print(table1(pa.Table.from_pylist(rows), "digits", ["lrp"]))
     print()
     print(paper_table("digits", ["lrp"]))
     print(f"\nParquet rows under {search.out} (studies {search.name} and {row.name}); "
-          f"trials in {search.out}/_trials/")
+          f"trials in {search.out}/_trials/ (CSV)")
     return 0
 
 

@@ -3,7 +3,9 @@
 (grid mode), attacked by ExpMI against GNIME, RND and OND, plus ExpMI without defence and PredMI;
 then Table 1 beside the paper's numbers."""
 
-from gnime_ray.tune.scripts import common_spec_kwargs, run_script, study_parser
+import dataclasses
+
+from gnime_ray.tune.scripts import common_spec_kwargs, run_script, start_ray, study_parser
 
 
 def main() -> int:
@@ -16,7 +18,7 @@ def main() -> int:
 
     from gnime_ray.config import default_lambda
     from gnime_ray.store import paper_table, table1
-    from gnime_ray.tune import StudySpec, connect, run_study
+    from gnime_ray.tune import StudySpec, run_study
 
     explainers = tuple(e.strip() for e in args.explainers.split(",") if e.strip())
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -26,9 +28,9 @@ def main() -> int:
         specs.append(StudySpec(name=f"{args.name}-{d}", dataset=d, explainers=explainers, search="grid",
                                lam_range=(lam, lam), widths=(1.0,), defenses=("gnime", "rnd", "ond"),
                                **{**common_spec_kwargs(args, d), "num_samples": 1}))
-    print(connect(args.address, num_cpus=args.num_cpus), flush=True)
+    use_gpu = start_ray(args, specs[0]).use_gpu
     for spec in specs:
-        result = run_study(spec)
+        result = run_study(dataclasses.replace(spec, use_gpu=use_gpu))
         print(f"\n{table1(pa.Table.from_pylist(result['rows']), spec.dataset, explainers)}\n")
         print(paper_table(spec.dataset, explainers))
     return 0

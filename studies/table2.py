@@ -12,7 +12,7 @@ section: face crops, or raw photos with the official bounding-box lists; exclude
 identities that also appear in CelebA).
 """
 
-from gnime_ray.tune.scripts import common_spec_kwargs, run_script, study_parser
+from gnime_ray.tune.scripts import common_spec_kwargs, run_script, start_ray, study_parser
 
 
 def main() -> int:
@@ -26,14 +26,14 @@ def main() -> int:
     from gnime_ray import GnimeRayError
     from gnime_ray.data.celeba import find_layout
     from gnime_ray.store import paper_table, table1
-    from gnime_ray.tune import StudySpec, connect, run_study
+    from gnime_ray.tune import StudySpec, run_study
 
     find_layout(args.data_root)  # clear errors before Ray starts
     explainers = tuple(e.strip() for e in args.explainers.split(",") if e.strip())
     spec = StudySpec(name=args.name, dataset="celeba", aux_dataset="facescrub", explainers=explainers,
                      search="grid", lam_range=(args.lam, args.lam), widths=(args.width,), defenses=("gnime",),
                      **{**common_spec_kwargs(args, "celeba"), "num_samples": 1})
-    print(connect(args.address, num_cpus=args.num_cpus), flush=True)
+    spec = start_ray(args, spec)
     result = run_study(spec)
     print(f"\n{table1(pa.Table.from_pylist(result['rows']), 'celeba', explainers, aux='facescrub')}\n")
     try:

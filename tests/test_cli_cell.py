@@ -9,10 +9,14 @@ BASE = ["cell", "--dataset", "digits", "--preset", "smoke"]
 
 @pytest.mark.parametrize("extra,needle", [
     (["--defense", "dp"], "defense must be one of none, rnd, ond, gnime, got 'dp'"),
-    (["--lambda", "0"], "lambda must be > 0"),
-    (["--lambda", "-3"], "lambda must be > 0"),
-    (["--gamma", "0"], "gamma must be > 0"),
-    (["--width", "0"], "width must be > 0"),
+    (["--lambda", "0"], "lambda must be a finite number > 0"),
+    (["--lambda", "-3"], "lambda must be a finite number > 0"),
+    (["--lambda", "inf"], "lambda must be a finite number > 0, got inf"),
+    (["--lambda", "nan"], "lambda must be a finite number > 0, got nan"),
+    (["--gamma", "0"], "gamma must be a finite number > 0"),
+    (["--gamma", "inf"], "gamma must be a finite number > 0"),
+    (["--width", "0"], "width must be a finite number > 0"),
+    (["--width", "nan"], "width must be a finite number > 0"),
     (["--attack", "gan"], "attack must be one of expmi, predmi"),
     (["--lambda", "big"], "expected a number"),
 ])

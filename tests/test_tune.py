@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -33,11 +34,12 @@ def _spec(tmp, name, **kw):
 
 
 def test_trial_resources_bundles():
-    pgf = trial_resources(0.25, 0.5, attackers=2, use_gpu=True)
+    pgf = trial_resources(0.25, 0.5, attackers=2, cpus=1, use_gpu=True)
     assert pgf.bundles == [{"CPU": 1, "GPU": 0.25}, {"CPU": 1, "GPU": 0.5}, {"CPU": 1, "GPU": 0.5}]
-    assert trial_resources(0.25, 0.25, attackers=1, use_gpu=False).bundles == [{"CPU": 1}, {"CPU": 1}]
-    with pytest.raises(ValueError, match="trial_gpu"):
-        trial_resources(0.0, 0.25)
+    assert trial_resources(0.25, 0.25, attackers=1, cpus=1, use_gpu=False).bundles == [{"CPU": 1}, {"CPU": 1}]
+    for bad in (0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="trial_gpu"):
+            trial_resources(bad, 0.25, attackers=1, cpus=1, use_gpu=True)
 
 
 def test_study_spec_validation(tmp_path):
@@ -47,6 +49,11 @@ def test_study_spec_validation(tmp_path):
         _spec(tmp_path, "_hidden")
     with pytest.raises(ValueError, match="attacker_gpu"):
         _spec(tmp_path, "x", attacker_gpu=1.5)
+    for field, value in (("lam_range", (10.0, float("inf"))), ("widths", (float("nan"),)),
+                         ("gamma_range", (1e-3, float("inf"))), ("gammas", (float("nan"),)),
+                         ("trial_gpu", float("nan")), ("attacker_gpu", float("inf"))):
+        with pytest.raises(ValueError, match=field):
+            _spec(tmp_path, "x", **{field: value})
 
 
 def test_fit_to_cluster_keeps_concurrent_trials_schedulable(tmp_path):
@@ -81,7 +88,7 @@ def test_smoke_study_on_fake_gpu(local_ray, tmp_path):
     assert all(r["study"] == "smoke" for r in rows)
     gammas = sorted({r["gamma"] for r in rows if r["defense"] == "gnime"}, key=str)
     assert 1e-3 in gammas
-    assert (tmp_path / "out" / "_trials" / "smoke.parquet").exists()
+    assert (tmp_path / "out" / "_trials" / "smoke.csv").exists()
     assert (tmp_path / "out" / "_tune" / "smoke-lrp").is_dir()
 
 

@@ -78,11 +78,18 @@ def _build(request: DataRequest, name: str, folder: Path, items: list, boxes: Op
                               "classes": len(meta["classes"])})
 
 
-@register_dataset("imagenet100")
+IMAGENET_EXPECTED = "imagenet100/[train/, val/]<wnid>/*.JPEG, with imagenet100/classes.txt listing the classes in order"
+
+
+def _imagenet_folder(root: Optional[str]) -> Path:
+    return resolve_root("imagenet100", root, ("imagenet100", "ImageNet-100"),
+                        lambda p: (p / CLASS_LIST).is_file() or (p / "train").is_dir(), IMAGENET_EXPECTED)
+
+
+@register_dataset("imagenet100", locate=_imagenet_folder)
 def load_imagenet100(request: DataRequest) -> ImageDataset:
-    expected = "imagenet100/[train/, val/]<wnid>/*.JPEG, with imagenet100/classes.txt listing the classes in order"
-    folder = resolve_root("imagenet100", request.root, ("imagenet100", "ImageNet-100"),
-                          lambda p: (p / CLASS_LIST).is_file() or (p / "train").is_dir(), expected)
+    expected = IMAGENET_EXPECTED
+    folder = _imagenet_folder(request.root)
     parts = [folder / s for s in ("train", "val") if (folder / s).is_dir()] or [folder]
     list_file = folder / CLASS_LIST
     if list_file.is_file():
@@ -129,11 +136,19 @@ def read_bboxes(folder: Path) -> Optional[dict[tuple[str, str], tuple[float, flo
     return out
 
 
-@register_dataset("facescrub")
+FACESCRUB_EXPECTED = "facescrub/<identity>/*.jpg (face crops, or raw photos with facescrub_actors.txt/actresses.txt)"
+
+
+def _facescrub_folder(root: Optional[str]) -> Path:
+    return resolve_root("facescrub", root, ("facescrub", "FaceScrub"),
+                        lambda p: p.name.lower() == "facescrub" and any(c.is_dir() for c in p.iterdir()),
+                        FACESCRUB_EXPECTED)
+
+
+@register_dataset("facescrub", locate=_facescrub_folder)
 def load_facescrub(request: DataRequest) -> ImageDataset:
-    expected = "facescrub/<identity>/*.jpg (face crops, or raw photos with facescrub_actors.txt/actresses.txt)"
-    folder = resolve_root("facescrub", request.root, ("facescrub", "FaceScrub"),
-                          lambda p: p.name.lower() == "facescrub" and any(c.is_dir() for c in p.iterdir()), expected)
+    expected = FACESCRUB_EXPECTED
+    folder = _facescrub_folder(request.root)
     exclude_file = folder / EXCLUDE_LIST
     excluded = {_norm(n) for n in exclude_file.read_text().splitlines() if n.strip()} if exclude_file.is_file() else set()
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and _norm(p.name) not in excluded)

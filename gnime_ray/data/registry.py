@@ -121,14 +121,29 @@ def resolve_root(dataset: str, root: Optional[str], folders: tuple[str, ...], ma
 
 
 Loader = Callable[[DataRequest], ImageDataset]
+# a locator finds a dataset's folder under a data root without reading any image (raises
+# GnimeRayError naming what it looked for); datasets bundled with a package have none
+Locator = Callable[[Optional[str]], Path]
 DATASETS: dict[str, Loader] = {}
+LOCATORS: dict[str, Locator] = {}
 
 
-def register_dataset(name: str) -> Callable[[Loader], Loader]:
+def register_dataset(name: str, locate: Optional[Locator] = None) -> Callable[[Loader], Loader]:
     def deco(fn: Loader) -> Loader:
         DATASETS[name] = fn
+        if locate is not None:
+            LOCATORS[name] = locate
         return fn
     return deco
+
+
+def locate_dataset(name: str, root: Optional[str]) -> Optional[Path]:
+    """The folder a dataset would be read from under ``root`` (None for a bundled dataset): a
+    cheap check that the data is there, e.g. on every node of a cluster before a study."""
+    if name not in DATASETS:
+        raise GnimeRayError(f"unknown dataset {name!r}; expected one of {', '.join(sorted(DATASETS))}")
+    locate = LOCATORS.get(name)
+    return None if locate is None else locate(root)
 
 
 def load_dataset(name: str, root: Optional[str] = None, max_images: Optional[int] = None, *,

@@ -17,6 +17,7 @@ IDX magic numbers and sizes itself.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +31,9 @@ CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
 
 
-def _mnist_folder(request: DataRequest) -> Path:
+def _mnist_folder(root: Optional[str]) -> Path:
     expected = f"MNIST/raw/ with {', '.join(MNIST_FILES)} (torchvision's MNIST layout)"
-    folder = resolve_root("mnist", request.root, ("MNIST", "mnist"),
+    folder = resolve_root("mnist", root, ("MNIST", "mnist"),
                           lambda p: (p / "raw").is_dir() and p.name == "MNIST" or (p / "MNIST" / "raw").is_dir(),
                           expected)
     folder = folder if folder.name == "MNIST" else folder / "MNIST"
@@ -43,11 +44,11 @@ def _mnist_folder(request: DataRequest) -> Path:
     return folder
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", locate=_mnist_folder)
 def load_mnist(request: DataRequest) -> ImageDataset:
     from torchvision.datasets import MNIST
 
-    folder = _mnist_folder(request)
+    folder = _mnist_folder(request.root)
     parts = []
     for train in (True, False):
         try:
@@ -85,15 +86,20 @@ def _cifar_class():
     return _CIFAR10
 
 
-@register_dataset("cifar10")
-def load_cifar10(request: DataRequest) -> ImageDataset:
+def _cifar_folder(root: Optional[str]) -> Path:
     expected = f"{CIFAR_FOLDER}/ with {', '.join(CIFAR_FILES)} (the CIFAR-10 python version)"
-    folder = resolve_root("cifar10", request.root, (CIFAR_FOLDER,),
+    folder = resolve_root("cifar10", root, (CIFAR_FOLDER,),
                           lambda p: p.name == CIFAR_FOLDER or (p / CIFAR_FOLDER).is_dir(), expected)
     folder = folder if folder.name == CIFAR_FOLDER else folder / CIFAR_FOLDER
     missing = [f for f in CIFAR_FILES if not (folder / f).is_file()]
     if missing:
         raise GnimeRayError(f"{folder}: missing {', '.join(missing)}; expected {expected}")
+    return folder
+
+
+@register_dataset("cifar10", locate=_cifar_folder)
+def load_cifar10(request: DataRequest) -> ImageDataset:
+    folder = _cifar_folder(request.root)
     cls = _cifar_class()
     images, labels = [], []
     for train in (True, False):

@@ -25,6 +25,7 @@ noisy map in [0, 1]. Here INV sees both on the standardised scale: INV((e_hat - 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,8 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .. import echo
+from .. import TrainingDiverged, echo
+from ..config import positive_finite
 from ..models import UNet
 
 Log = Callable[[str], None]
@@ -56,8 +58,8 @@ class GnimeConfig:
     def __post_init__(self) -> None:
         for name in ("lam", "ng_width", "inv_width", "lr"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v > 0):
-                raise ValueError(f"{'lambda' if name == 'lam' else name} must be > 0, got {v!r}")
+            if not positive_finite(v):
+                raise ValueError(f"{'lambda' if name == 'lam' else name} must be a finite number > 0, got {v!r}")
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
@@ -172,7 +174,8 @@ def train_gnime(maps: torch.Tensor, logits: torch.Tensor, images: torch.Tensor, 
     in ``history``. ``on_epoch(epoch, losses, training_state)`` is called after every epoch;
     ``training_state()`` returns everything needed to continue (weights, both optimisers, the
     batch sampler, the history), which ``resume`` accepts: a resumed run ends exactly where an
-    uninterrupted one would."""
+    uninterrupted one would. Raises TrainingDiverged as soon as a loss is not finite (the
+    weights are then meaningless: nothing is returned or cached)."""
     device = torch.device(device)
     mu, sigma = maps.mean().item(), maps.std().item()
     if not sigma > 0:
@@ -206,6 +209,9 @@ def train_gnime(maps: torch.Tensor, logits: torch.Tensor, images: torch.Tensor, 
     for epoch in range(start, cfg.epochs + 1):
         idx = torch.randperm(maps.shape[0], generator=gen)[:b].to(device)
         losses = gnime_step(model, opt_ng, opt_inv, e_std[idx], y[idx], x[idx])
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise TrainingDiverged(f"GNIME diverged at epoch {epoch}/{cfg.epochs} (lambda {cfg.lam!r}, NG width "
+                                   f"{cfg.ng_width:g}): " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items()))
         for k, v in losses.items():
             model.history[k].append(v)
         if on_epoch is not None:

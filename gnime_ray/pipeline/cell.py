@@ -1,12 +1,14 @@
 """One cell of the Table 1 matrix, end to end, without Ray: prepare (cached), the defence
 (GNIME cached), released maps of the attack-train and evaluation splits, one attacker, metrics.
 
-The returned row holds the cell's configuration, every metric and provenance; see
-results/README.md for the columns.
+The returned row holds the cell's configuration, every metric, the artifacts it used and
+provenance; see results/_README.md for the columns. A cell whose metrics are not finite (a
+diverged attacker) raises TrainingDiverged instead of returning a row.
 """
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from datetime import datetime, timezone
@@ -14,14 +16,14 @@ from typing import Callable, Optional
 
 import torch
 
-from .. import __version__, echo
+from .. import TrainingDiverged, __version__, echo
 from ..attacks import build_attacker, reconstruct, train_attacker
 from ..config import CellSpec, Preset, derive_seed
 from ..defenses import GnimeModel
 from ..data.registry import to_float
 from ..metrics import deepsim, feature_distance, mse, perturbation_mse, psnr, ssim, tca, utility_deepsim
 from .attributes import reconstruction_f1
-from .defend import fit_defense
+from .defend import fit_defense, gnime_ref
 from .device import pick_device
 from .prepare import Prepared, prepare, prepare_aux
 
@@ -30,15 +32,16 @@ Log = Callable[[str], None]
 
 def run_cell(spec: CellSpec, preset: Preset, *, cache_dir: Optional[str] = None, data_root: Optional[str] = None,
              device: Optional[str] = None, study: str = "cells", trial: str = "", log: Log = echo,
-             prep: Optional[Prepared] = None, gnime: Optional[GnimeModel] = None) -> dict:
+             prep: Optional[Prepared] = None, gnime: Optional[GnimeModel] = None, out: Optional[str] = None) -> dict:
     """Run one cell and return its row. ``prep`` and ``gnime`` pass in already prepared inputs
-    (the matrix and the Ray engine share them between cells)."""
+    (the matrix and the Ray engine share them between cells); ``out``: the results root whose
+    artifacts are used and filled (when ``prep`` is not given)."""
     t0 = time.perf_counter()
     dev = pick_device(device)
     explainers = [] if spec.attack == "predmi" else [spec.explainer]
     if prep is None:
         prep = prepare(spec.dataset, preset, spec.study_seed, explainers=explainers, variant=spec.variant,
-                       cache_dir=cache_dir, data_root=data_root, device=device, log=log)
+                       cache_dir=cache_dir, data_root=data_root, device=device, log=log, out=out)
     split = prep.split
     key = (spec.explainer, spec.variant)
     x = {k: prep.images(getattr(split, k)) for k in ("attack_train", "attack_val", "eval")}
@@ -93,9 +96,15 @@ def run_cell(spec: CellSpec, preset: Preset, *, cache_dir: Optional[str] = None,
         "recl_acc": tca(target, rec.to(dev), prep.dataset.labels[split.eval]),
         "perturbation_mse": pert, "matched_mse": matched, "utility_deepsim": util,
         "n_eval": int(truth.shape[0]), "attack_epochs_run": len(hist["val_mse"]),
+        "classifiers_artifact": prep.classifiers_ref(),
+        "gnime_artifact": gnime_ref(prep, spec, preset) if spec.attack == "expmi" and spec.uses_gnime else "",
         "code_version": __version__, "torch_version": torch.__version__, "device": str(dev),
         "host": platform.node(), "wall_seconds": time.perf_counter() - t0,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    bad = [m for m in ("mse", "ssim", "tca", "deepsim", "psnr") if not math.isfinite(row[m])]
+    if bad:
+        raise TrainingDiverged(f"cell {spec.key()} seed {spec.seed}: non-finite {', '.join(bad)} "
+                               f"(the attacker diverged); no row written")
     row.update(reconstruction_f1(prep.dataset, split.eval, rec, preset, cache_dir, dev, log))
     return row

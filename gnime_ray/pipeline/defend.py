@@ -2,13 +2,15 @@
 releases maps. A trained GNIME is cached under a hash of its whole training configuration
 (prepare's key, explainer, variant, lambda, widths, budget, seed), so the gnime, rnd and ond
 cells of one configuration, and every gamma, share one training; gamma never retrains the NG.
+With a results root, the weights are also an artifact there (store/artifacts.py): a node or a
+laptop with a fresh cache fetches them instead of training again.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -34,19 +36,45 @@ def gnime_path(prep: Prepared, spec: CellSpec, preset: Preset) -> Path:
     return prep.cache_path.parent.parent / "gnime" / f"{spec.dataset}-{spec.explainer}-{key}.pt"
 
 
+def gnime_ref(prep: Prepared, spec: CellSpec, preset: Preset) -> str:
+    """The artifact path of the cell's GNIME under the results root ('' without one)."""
+    return prep.artifacts.ref(gnime_path(prep, spec, preset)) if prep.artifacts is not None else ""
+
+
+def load_trained_gnime(prep: Prepared, spec: CellSpec, preset: Preset) -> Optional[dict[str, Any]]:
+    """The cached state of the cell's GNIME (fetched from the artifact store when only it has
+    it; published there when only the cache has it), or None when it was never trained."""
+    path = gnime_path(prep, spec, preset)
+    if prep.artifacts is not None:
+        prep.artifacts.fetch(path)
+    if not path.exists():
+        return None
+    if prep.artifacts is not None:
+        prep.artifacts.publish(path)
+    return load_tensors(path)
+
+
+def save_trained_gnime(prep: Prepared, spec: CellSpec, preset: Preset, state: dict[str, Any]) -> None:
+    path = gnime_path(prep, spec, preset)
+    save_tensors(path, state)
+    if prep.artifacts is not None:
+        prep.artifacts.publish(path)
+
+
 def train_or_load_gnime(prep: Prepared, spec: CellSpec, preset: Preset, device: torch.device,
                         log: Log = echo) -> GnimeModel:
-    path = gnime_path(prep, spec, preset)
-    if path.exists():
-        log(f"gnime: loaded from cache {path}")
-        return GnimeModel.from_state(load_tensors(path), device)
+    state = load_trained_gnime(prep, spec, preset)
+    if state is not None:
+        log(f"gnime: loaded {gnime_path(prep, spec, preset).name} (lambda {spec.lam!r}, NG width {spec.width!r})")
+        return GnimeModel.from_state(state, device)
     cfg = gnime_config(spec, preset)
     t = prep.split.target
-    log(f"gnime: training on {t.numel()} target-half images ({spec.explainer}, lambda {cfg.lam:g}, NG width "
-        f"{cfg.ng_width:g}, {cfg.epochs} epochs of {min(cfg.batch_size, t.numel())})")
+    log(f"gnime: no trained GNIME for exactly lambda {cfg.lam!r}, NG width {spec.width!r} (cache or artifacts): "
+        f"training on {t.numel()} target-half images ({spec.explainer}, {cfg.epochs} epochs of "
+        f"{min(cfg.batch_size, t.numel())})")
     model = train_gnime(prep.maps[(spec.explainer, spec.variant)][t], prep.logits[t], prep.images(t), cfg,
                         device=device, log=log, log_every=max(1, cfg.epochs // 10))
-    save_tensors(path, model.state())
+    save_trained_gnime(prep, spec, preset, model.state())
     return model
 
 

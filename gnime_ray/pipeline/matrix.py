@@ -3,7 +3,8 @@ x explainers, each at several attack seeds; with an auxiliary attacker dataset (
 and ExpMI x {none, gnime} x explainers, every attacker trained on the auxiliary data. One GNIME training per explainer is shared by its
 gnime, rnd and ond cells (cached). Each row is written to Parquet as soon as its cell finishes;
 cells whose (study, cell, attack seed) row already exists under ``out`` are skipped, so an
-interrupted matrix resumes where it stopped.
+interrupted matrix resumes where it stopped. The trained networks land in ``out``'s artifact
+store beside the rows (store/artifacts.py).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def run_matrix(dataset: str, preset: Preset, *, seeds: int, out: str, study: str
     log(f"matrix {study}: {len(specs)} cells, {len(specs) - len(todo)} already done")
     if todo:
         prep = prepare(dataset, preset, study_seed, explainers=explainers, variant=variant, cache_dir=cache_dir,
-                       data_root=data_root, device=device, log=log)
+                       data_root=data_root, device=device, log=log, out=out)
         for i, spec in enumerate(todo, 1):
             row = run_cell(spec, preset, device=device, study=study, log=log, prep=prep, cache_dir=cache_dir,
                            data_root=data_root)

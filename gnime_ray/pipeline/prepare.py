@@ -7,6 +7,10 @@ them once, with the target model, for the predicted class); caches everything un
 hash of the data, the split, the classifier budget and the seed. A second call with the same
 inputs loads from the cache. Maps are cached per (explainer, variant, explain batch size) inside
 the entry, so asking for another explainer later trains nothing again.
+
+With a results root (``out``), every file of the entry is also an artifact there
+(store/artifacts.py): a node whose cache lacks the entry fetches it instead of training or
+computing it again, and whatever a node computes is published for the others.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ..data.registry import to_float
 from ..explain import EXPLAINER_NAMES, get_explainer
 from ..metrics import accuracy
 from ..models import ARCH_BY_DATASET, Classifier, build_classifier
+from ..store.artifacts import ArtifactStore
 from .cache import load_json, load_tensors, save_json, save_tensors
 from .device import pick_device
 from .fit import train_classifier
@@ -53,6 +58,16 @@ class Prepared:
     key: str
     from_cache: bool
     seconds: dict[str, float] = field(default_factory=dict)
+    artifacts: Optional[ArtifactStore] = None
+
+    @property
+    def cache_root(self) -> Path:
+        """The cache directory holding this entry (``CACHE/prepare/<dataset>-<key>``)."""
+        return self.cache_path.parent.parent
+
+    def classifiers_ref(self) -> str:
+        """The artifact path of f and f_E under the results root ('' without one)."""
+        return self.artifacts.ref(self.cache_path / "classifiers.pt") if self.artifacts is not None else ""
 
     def images(self, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
         """float32 images in [0, 1], all or at the given indices."""
@@ -76,39 +91,60 @@ def compute_maps(model: torch.nn.Module, images: torch.Tensor, explainer: str, v
     return torch.cat(out)
 
 
+def artifact_store(out: Optional[str], cache_root: Path, log: Log = echo) -> Optional[ArtifactStore]:
+    """The artifact store of results root ``out`` for this node's cache (None without a root)."""
+    return ArtifactStore(out, cache_root, log) if out else None
+
+
+def cached_tensors(path: Path, compute: Callable[[], object], artifacts: Optional[ArtifactStore]) -> tuple[object, bool]:
+    """(value, computed): the tensors cached at ``path`` (fetched from the artifact store when only
+    it has them), else ``compute()``, cached. Either way the store ends up holding them."""
+    if artifacts is not None:
+        artifacts.fetch(path)
+    computed = not path.exists()
+    if computed:
+        value = compute()
+        save_tensors(path, value)
+    else:
+        value = load_tensors(path)
+    if artifacts is not None:
+        artifacts.publish(path)
+    return value, computed
+
+
 def release_outputs(entry: Path, model: torch.nn.Module, images: torch.Tensor, explainers: Sequence[str],
-                    variant: str, batch_size: int, device: torch.device, log: Log = echo
+                    variant: str, batch_size: int, device: torch.device, log: Log = echo,
+                    artifacts: Optional[ArtifactStore] = None
                     ) -> tuple[torch.Tensor, dict[tuple[str, str], torch.Tensor], dict[str, float]]:
     """What the target ``model`` releases for uint8 ``images``: its logits and each explainer's maps,
-    loaded from ``entry`` or computed and cached there; also the seconds each computation took."""
+    loaded from ``entry`` (or the artifact store) or computed and cached there; also the seconds
+    each computation took."""
     model.to(device).eval()
-    logits_file = entry / "logits.pt"
-    if logits_file.exists():
-        logits = load_tensors(logits_file)
-    else:
-        with torch.no_grad():
-            logits = torch.cat([model(to_float(images[i:i + 512]).to(device)).cpu()
-                                for i in range(0, images.shape[0], 512)])
-        save_tensors(logits_file, logits)
+
+    @torch.no_grad()
+    def all_logits() -> torch.Tensor:
+        return torch.cat([model(to_float(images[i:i + 512]).to(device)).cpu() for i in range(0, images.shape[0], 512)])
+
+    logits, _ = cached_tensors(entry / "logits.pt", all_logits, artifacts)
     maps: dict[tuple[str, str], torch.Tensor] = {}
     seconds: dict[str, float] = {}
     for name in explainers:
-        f = entry / f"maps-{name}-{variant}-b{batch_size}.pt"
-        if f.exists():
-            maps[(name, variant)] = load_tensors(f)
-            continue
         t0 = time.perf_counter()
-        maps[(name, variant)] = compute_maps(model, images, name, variant, batch_size, device)
-        seconds[f"maps_{name}"] = time.perf_counter() - t0
-        save_tensors(f, maps[(name, variant)])
-        log(f"prepare: computed {name} ({variant}) maps {tuple(maps[(name, variant)].shape)} "
-            f"in {seconds[f'maps_{name}']:.1f}s")
+        maps[(name, variant)], computed = cached_tensors(
+            entry / f"maps-{name}-{variant}-b{batch_size}.pt",
+            lambda: compute_maps(model, images, name, variant, batch_size, device), artifacts)
+        if computed:
+            seconds[f"maps_{name}"] = time.perf_counter() - t0
+            log(f"prepare: computed {name} ({variant}) maps {tuple(maps[(name, variant)].shape)} "
+                f"in {seconds[f'maps_{name}']:.1f}s")
     return logits, maps, seconds
 
 
 def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence[str] = EXPLAINER_NAMES,
             variant: str = "paper", cache_dir: Optional[str] = None, data_root: Optional[str] = None,
-            device: Optional[str] = None, log: Log = echo) -> Prepared:
+            device: Optional[str] = None, log: Log = echo, out: Optional[str] = None) -> Prepared:
+    """Train (or load) f and f_E and compute (or load) the maps; ``out``: the results root whose
+    artifact store is searched before anything is trained or computed, and published to after."""
     if dataset not in DATASETS:  # validate every name before touching the disk
         raise GnimeRayError(f"unknown dataset {dataset!r}; expected one of {', '.join(sorted(DATASETS))}")
     for name in explainers:
@@ -126,6 +162,9 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
     key = _classifier_key(data, preset, seed, arch)
     entry = cache_root / "prepare" / f"{dataset}-{key}"
     models_file, meta_file = entry / "classifiers.pt", entry / "meta.json"
+    artifacts = artifact_store(out, cache_root, log)
+    if artifacts is not None and not (models_file.exists() and meta_file.exists()):
+        artifacts.fetch(models_file) and artifacts.fetch(meta_file)
 
     def build(role: str) -> Classifier:
         torch.manual_seed(derive_seed(seed, "init", role))
@@ -164,13 +203,17 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
         save_tensors(models_file, {"target": {k: v.cpu() for k, v in target.state_dict().items()},
                                    "eval": {k: v.cpu() for k, v in eval_model.state_dict().items()}})
         save_json(meta_file, meta)
+    if artifacts is not None:  # also when loaded: a cache filled before this results root existed
+        artifacts.publish(models_file)
+        artifacts.publish(meta_file)
     target.to(dev).eval()
     eval_model.to(dev).eval()
     logits, maps, map_seconds = release_outputs(entry, target, data.images, explainers, variant,
-                                                preset.explain_batch_size, dev, log)
+                                                preset.explain_batch_size, dev, log, artifacts)
     seconds.update(map_seconds)
     log(f"prepare: f accuracy {accuracies['target']:.4f}, f_E accuracy {accuracies['eval']:.4f} on the eval split")
-    return Prepared(data, split, target, eval_model, maps, logits, accuracies, entry, key, from_cache, seconds)
+    return Prepared(data, split, target, eval_model, maps, logits, accuracies, entry, key, from_cache, seconds,
+                    artifacts)
 
 
 @dataclass
@@ -204,7 +247,7 @@ def prepare_aux(prep: Prepared, aux: str, preset: Preset, seed: int = 0, *, expl
     dev = pick_device(device)
     entry = prep.cache_path / f"aux-{aux}-{data.fingerprint()}"
     logits, maps, _ = release_outputs(entry, prep.target, data.images, explainers, variant,
-                                      preset.explain_batch_size, dev, log)
+                                      preset.explain_batch_size, dev, log, prep.artifacts)
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(derive_seed(seed, "aux-split", aux)))
     n_val = max(1, int(round(preset.val_fraction * len(data))))
     log(f"prepare: auxiliary {aux}: {len(data)} images queried through f ({len(data) - n_val} attacker training, "

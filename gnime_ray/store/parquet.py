@@ -1,27 +1,39 @@
-"""The results dataset: one Parquet row per (study, trial, cell, attack seed).
+"""The results root: one Parquet file per result row, plus the study's small side files.
 
-Hive-partitioned by study/dataset/explainer under an output root, a local path or any pyarrow
-filesystem URI (s3://bucket/prefix, gs://...). The partition columns live in the directory
-names, not in the files; ``read_rows`` (or ``pyarrow.dataset.dataset(root, partitioning="hive")``)
-returns them as columns. Each write is one file, written to a hidden temporary name in its
-partition and renamed into place, so concurrent writers never collide and a crash never leaves
-a half-written file visible (pyarrow skips names starting with '.').
+Rows are hive-partitioned by study/dataset/explainer under an output root, a local path or any
+pyarrow filesystem URI (s3://bucket/prefix, gs://...). The partition columns live in the directory
+names, not in the files; ``read_rows`` (or ``pyarrow.dataset.dataset(root, partitioning="hive")``,
+pandas, DuckDB) returns them as columns.
+
+Exactly once: a row's file is named by a hash of its key (study, cell, attack seed), so writing the
+same row again (a retried attacker task, a trial restored after a node died) replaces the file
+instead of adding a second row, and "does this row exist" is one metadata lookup. Each file is
+written to a hidden temporary name in its partition and moved into place, so a crash never leaves
+a half-written file visible (Parquet readers skip names starting with '.' or '_').
+
+Everything else a study keeps lives in folders starting with '_' (skipped by Parquet discovery),
+and none of it is a ``.parquet`` file, so that a glob such as DuckDB's ``OUT/**/*.parquet`` matches
+row files only: trial summaries are CSV (``_trials/``), the study specs JSON (``_studies/``),
+trained networks and maps ``.pt``/``.npy`` (``_artifacts/``), Tune's state its own files (``_tune/``).
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Optional
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .. import GnimeRayError
-from ..config import PAPER_ATTRIBUTES
+from ..config import PAPER_ATTRIBUTES, content_hash
 
 PARTITION_COLUMNS = ("study", "dataset", "explainer")
 
@@ -35,6 +47,8 @@ SCHEMA = pa.schema([
     ("feature_distance", pa.float64()), ("psnr", pa.float64()), ("recl_acc", pa.float64()),
     ("perturbation_mse", pa.float64()), ("matched_mse", pa.float64()), ("utility_deepsim", pa.float64()),
     ("n_eval", pa.int64()), ("attack_epochs_run", pa.int64()),
+    # where the networks this row used are kept, relative to the results root (store/artifacts.py)
+    ("classifiers_artifact", pa.string()), ("gnime_artifact", pa.string()),
     ("code_version", pa.string()), ("torch_version", pa.string()), ("device", pa.string()), ("host", pa.string()),
     ("wall_seconds", pa.float64()), ("created_at", pa.string()),
     # attribute leakage (CelebA, Fig. 6): F1 of each attribute classifier on the reconstructions
@@ -43,10 +57,14 @@ SCHEMA = pa.schema([
 FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in PARTITION_COLUMNS])
 
 
+def is_uri(out: str) -> bool:
+    return "://" in out
+
+
 def resolve_out(out: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, root path) for a local path or a URI. A local path is made absolute and
-    must be a directory or not exist yet; raises GnimeRayError otherwise."""
-    if "://" in out:
+    must be a directory or not exist yet; raises GnimeRayError otherwise. Nothing is written."""
+    if is_uri(out):
         try:
             return pafs.FileSystem.from_uri(out)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
@@ -62,51 +80,84 @@ def resolve_out(out: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(path)
 
 
-def write_rows(rows: Iterable[dict], out: str) -> list[str]:
-    """Append rows to the dataset under ``out``; one file per (study, dataset, explainer) group.
-    Returns the paths written. Rows must carry every column of SCHEMA."""
+def canonical_out(out: str) -> str:
+    """The results root as every process should name it: a URI unchanged, a local path absolute."""
+    return out if is_uri(out) else resolve_out(out)[1]
+
+
+def probe_out(out: str) -> None:
+    """Check that the results root can be reached before any work: for a URI, that its bucket
+    exists and answers (credentials and endpoint come from the standard AWS/GCP environment);
+    raises GnimeRayError with one line otherwise. Writes nothing."""
     fs, root = resolve_out(out)
-    groups: dict[tuple, list[dict]] = {}
+    if not is_uri(out):
+        return
+    bucket = root.split("/", 1)[0]
+    try:
+        info = fs.get_file_info(bucket)
+    except OSError as exc:
+        raise GnimeRayError(f"--out {out}: cannot reach bucket {bucket!r}: {str(exc).splitlines()[0]}") from None
+    if info.type != pafs.FileType.Directory:
+        raise GnimeRayError(f"--out {out}: bucket {bucket!r} does not exist (or these credentials cannot see it); "
+                            f"create it first")
+
+
+def _atomic_write(fs: pafs.FileSystem, final: str, data: bytes) -> None:
+    folder, name = final.rsplit("/", 1)
+    fs.create_dir(folder, recursive=True)
+    tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+    with fs.open_output_stream(tmp) as fh:
+        fh.write(data)
+    fs.move(tmp, final)
+
+
+def row_key(row: dict) -> str:
+    """The file name stem of a row: a hash of (study, cell, attack seed), its identity."""
+    return content_hash([row["study"], row["cell"], int(row["attack_seed"])], length=20)
+
+
+def row_path(out: str, study: str, dataset: str, explainer: str, cell: str, attack_seed: int) -> tuple[pafs.FileSystem, str]:
+    fs, root = resolve_out(out)
+    key = row_key({"study": study, "cell": cell, "attack_seed": attack_seed})
+    return fs, f"{root}/study={study}/dataset={dataset}/explainer={explainer}/part-{key}.parquet"
+
+
+def row_exists(out: str, study: str, dataset: str, explainer: str, cell: str, attack_seed: int) -> bool:
+    fs, path = row_path(out, study, dataset, explainer, cell, attack_seed)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def read_row(out: str, study: str, dataset: str, explainer: str, cell: str, attack_seed: int) -> dict:
+    """The row of (study, cell, attack seed), partition columns included."""
+    fs, path = row_path(out, study, dataset, explainer, cell, attack_seed)
+    with fs.open_input_file(path) as fh:
+        row = pq.read_table(fh).to_pylist()[0]
+    return {**row, "study": study, "dataset": dataset, "explainer": explainer}
+
+
+def write_rows(rows: Iterable[dict], out: str) -> list[str]:
+    """Write each row to its own file under ``out`` (replacing an earlier write of the same row).
+    Rows must carry every column of SCHEMA. Returns the paths written."""
+    written = []
     for row in rows:
         missing = [f.name for f in SCHEMA if f.name not in row]
         if missing:
             raise ValueError(f"row is missing columns {missing}")
-        groups.setdefault(tuple(row[c] for c in PARTITION_COLUMNS), []).append(row)
-    written = []
-    for key, group in groups.items():
-        part = "/".join(f"{c}={v}" for c, v in zip(PARTITION_COLUMNS, key))
-        folder = f"{root}/{part}"
-        fs.create_dir(folder, recursive=True)
-        table = pa.Table.from_pylist([{f.name: r[f.name] for f in FILE_SCHEMA} for r in group], schema=FILE_SCHEMA)
-        name = f"part-{uuid.uuid4().hex}.parquet"
-        tmp, final = f"{folder}/.{name}.tmp", f"{folder}/{name}"
-        with fs.open_output_stream(tmp) as fh:
-            pq.write_table(table, fh)
-        fs.move(tmp, final)
-        written.append(final)
+        fs, path = row_path(out, *(row[c] for c in PARTITION_COLUMNS), row["cell"], row["attack_seed"])
+        table = pa.Table.from_pylist([{f.name: row[f.name] for f in FILE_SCHEMA}], schema=FILE_SCHEMA)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        _atomic_write(fs, path, buf.getvalue())
+        written.append(path)
     return written
 
 
-def write_table(rows: list[dict], out: str, relpath: str) -> str:
-    """Write (replace) one Parquet file ``out/relpath`` atomically; returns its path."""
-    fs, root = resolve_out(out)
-    final = f"{root}/{relpath}"
-    folder = final.rsplit("/", 1)[0]
-    fs.create_dir(folder, recursive=True)
-    tmp = f"{folder}/.{final.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
-    with fs.open_output_stream(tmp) as fh:
-        pq.write_table(pa.Table.from_pylist(rows), fh)
-    fs.move(tmp, final)
-    return final
-
-
 def read_rows(out: str) -> pa.Table:
-    """Every row under ``out`` as one table, partition columns included (empty if none)."""
+    """Every row under ``out`` as one table, partition columns included (empty if none). Columns a
+    row file lacks (written by an older version) read as null."""
     fs, root = resolve_out(out)
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
+    if fs.get_file_info(root).type == pafs.FileType.NotFound:
         return SCHEMA.empty_table()
-    # only the row files: the root may also hold other files (README.md, paper_tables.csv, Tune's _tune/)
     files = [f.path for f in fs.get_file_info(pafs.FileSelector(root, recursive=True))
              if f.type == pafs.FileType.File and f.path.endswith(".parquet")
              and f.path[len(root):].lstrip("/").startswith("study=")
@@ -117,3 +168,44 @@ def read_rows(out: str) -> pa.Table:
     dataset = ds.dataset(files, filesystem=fs, format="parquet", partitioning=partitioning, schema=SCHEMA,
                          partition_base_dir=root)
     return dataset.to_table()
+
+
+def write_csv(rows: list[dict], out: str, relpath: str) -> str:
+    """Write (replace) ``out/relpath`` as CSV with a header, atomically; returns its path."""
+    fs, root = resolve_out(out)
+    buf = io.BytesIO()
+    pacsv.write_csv(pa.Table.from_pylist(rows), buf)
+    _atomic_write(fs, f"{root}/{relpath}", buf.getvalue())
+    return f"{root}/{relpath}"
+
+
+def read_csv(out: str, relpath: str) -> Optional[pa.Table]:
+    fs, root = resolve_out(out)
+    path = f"{root}/{relpath}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as fh:
+        return pacsv.read_csv(io.BytesIO(fh.read()))
+
+
+def write_json(out: str, relpath: str, obj: Any) -> str:
+    fs, root = resolve_out(out)
+    _atomic_write(fs, f"{root}/{relpath}", (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    return f"{root}/{relpath}"
+
+
+def read_json(out: str, relpath: str) -> Optional[Any]:
+    """The JSON object at ``out/relpath``, or None when there is none."""
+    fs, root = resolve_out(out)
+    path = f"{root}/{relpath}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as fh:
+        return json.loads(fh.read().decode())
+
+
+def delete_file(out: str, relpath: str) -> None:
+    fs, root = resolve_out(out)
+    path = f"{root}/{relpath}"
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)

@@ -4,8 +4,8 @@ Rows: MSE (higher = better defence), SSIM, TCA, DeePSiM (lower = better defence)
 PredMI, then per explainer ExpMI (no defence), RND, OND, GNIME (Table 1), or ExpMI and GNIME with
 the attacker trained on an auxiliary dataset (Table 2: ``aux='facescrub'``). A cell shows mean +- std over the
 attack seeds (sample standard deviation, ddof=1; 0 for a single seed), as the paper reports over
-its five attack runs. The paper's numbers come from results/paper_tables.csv (Tables 1-3 of the
-paper as numbers); digits is compared with the paper's MNIST row.
+its five attack runs. The paper's numbers come from gnime_ray/reference/paper_tables.csv (Tables 1-3
+of the paper as numbers, shipped with the package); digits is compared with the paper's MNIST row.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ PAPER_TABLES_ENV = "GNIME_RAY_PAPER_TABLES"
 
 
 def paper_tables_path() -> Path:
-    """results/paper_tables.csv of the project (or $GNIME_RAY_PAPER_TABLES)."""
+    """The paper's Tables 1-3 shipped with the package (or $GNIME_RAY_PAPER_TABLES)."""
     env = os.environ.get(PAPER_TABLES_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "results" / "paper_tables.csv"
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "reference" / "paper_tables.csv"
 
 
 TABLE2_DEFENSES = ("none", "gnime")

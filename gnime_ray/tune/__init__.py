@@ -1,8 +1,10 @@
-"""The Ray layer, and the only code that imports ray: trial resources, the GNIME trainable,
-attacker tasks, the study driver (Tune + Optuna or grid), and cluster helpers."""
+"""The Ray layer, and the only code that imports ray: the study's spec and identity, resources,
+node checks, the GNIME trainable and attacker tasks, the study driver (Tune + Optuna or grid), the
+console, and cluster helpers."""
 
 from .cluster import connect, validate_cluster_file
-from .resources import trial_resources
-from .study import StudySpec, run_study
+from .resources import decide_gpu, trial_resources
+from .spec import StudySpec
+from .study import run_study
 
-__all__ = ["connect", "validate_cluster_file", "trial_resources", "StudySpec", "run_study"]
+__all__ = ["connect", "validate_cluster_file", "decide_gpu", "trial_resources", "StudySpec", "run_study"]

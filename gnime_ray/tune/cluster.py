@@ -1,34 +1,83 @@
-"""Cluster helpers: connect to a running cluster (else start local Ray) and validate cluster files
-with Ray's own autoscaler validation (prepare_config + validate_config)."""
+"""Cluster helpers: which Ray a script uses (``connect``), and cluster files validated with Ray's
+own autoscaler validation (prepare_config + validate_config).
+
+``connect`` never attaches to another process's private ``ray.init()``: it joins a cluster only
+when told (``--address HOST:PORT`` or ``ray://...``, ``$RAY_ADDRESS`` as ``ray job submit`` sets
+it, ``--address auto``) or when this machine is a node of a cluster started with ``ray start`` /
+``ray up`` (recorded by Ray in ``/tmp/ray/ray_current_cluster``, which is how ``ray submit`` scripts
+on the head reach it); otherwise, or with ``--address local``, it starts a private local Ray that
+ends with the script.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-from .. import GnimeRayError
+from .. import GnimeRayError, echo
 
 
-def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None) -> str:
-    """Connect to ``address`` (or $RAY_ADDRESS, or a cluster started on this machine with
-    ``ray start``/``ray up``); without one, start a local Ray. Returns a one-line description."""
+def _recorded_cluster() -> Optional[str]:
+    """The address of the cluster this machine joined with ``ray start``, if it still answers."""
+    from ray._private.services import find_bootstrap_address
+
+    address = find_bootstrap_address(None)
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return address
+    except (OSError, ValueError):
+        return None
+
+
+def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None,
+            verbose: bool = False, log: Callable[[str], None] = echo) -> bool:
+    """Join the cluster named by ``address`` / ``$RAY_ADDRESS`` / this machine's ``ray start``,
+    else start a private local Ray (module docstring). Returns True when Ray was started here
+    (a private instance), False when a cluster was joined. Worker output stays in Ray's log
+    folder unless ``verbose``."""
     import ray
 
     if ray.is_initialized():
-        return "ray: already initialised"
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        return f"ray: connected to {address}"
-    try:
-        ray.init(address="auto")
-        return "ray: connected to the running cluster"
-    except (ConnectionError, RuntimeError, ValueError):
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
-        return f"ray: started locally ({ray.cluster_resources().get('CPU', 0):g} CPUs, " \
-               f"{ray.cluster_resources().get('GPU', 0):g} GPUs)"
+        log("ray: already initialised in this process")
+        return False
+    opts = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address in (None, "auto"):
+        recorded = _recorded_cluster()
+        if recorded is None and address == "auto":
+            raise GnimeRayError("--address auto: this machine is not a node of a running Ray cluster (none started "
+                                "with `ray start` / `ray up` answers); pass HOST:PORT, or leave --address out for a "
+                                "private local Ray")
+        address = recorded or "local"
+    if address != "local":
+        if num_cpus is not None or num_gpus is not None:
+            log("ray: --num-cpus applies to a private local Ray only; the cluster's own resources are used")
+        try:
+            ray.init(address=address, **opts)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise GnimeRayError(f"--address {address}: cannot connect to a Ray cluster there "
+                                f"({str(exc).splitlines()[0]})") from None
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        log(f"ray: connected to the cluster at {address} ({nodes} node{'s' if nodes != 1 else ''}, "
+            f"{ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs now)")
+        return False
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **opts)
+    log(f"ray: started a private local Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs, "
+        f"{ray.cluster_resources().get('GPU', 0):g} GPUs; its logs under {_logs_dir()})")
+    return True
+
+
+def _logs_dir() -> str:
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)  # no public accessor for the session folder
+    return node.get_logs_dir_path() if node is not None else "/tmp/ray/session_latest/logs"
 
 
 def validate_cluster_file(path: str) -> list[str]:

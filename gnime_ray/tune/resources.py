@@ -1,44 +1,69 @@
 """Resources of a trial: one placement group per trial, ``[trial bundle] + [attacker bundle] * k``.
 
 A trial's GNIME training uses the first bundle; its attacker tasks are scheduled into the other k
-bundles of the same placement group (extra attackers queue for a free bundle). Where the cluster
-has GPUs, each bundle asks for a GPU fraction (default 0.25, four trials or attackers per GPU) and
-the process caps its CUDA memory to the same fraction; without GPUs the bundles are CPU-only.
+bundles of the same placement group (extra attackers queue for a free bundle). On a GPU study each
+bundle asks for a GPU fraction (default 0.25, four trials or attackers per GPU) and the process
+caps its CUDA memory to the same fraction; a CPU-only study's bundles ask for CPUs only.
+
+Whether a study uses GPUs is decided once, before any placement group (``decide_gpu``), and every
+bundle and task of the study follows that decision: an autoscaling cluster may have no GPU node
+when the study starts, and it is the study's GPU requests that make the autoscaler add them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Callable, Iterator
 
 import ray
 import torch
 from ray.tune import PlacementGroupFactory
 
 
-def cluster_has_gpus() -> bool:
-    return ray.cluster_resources().get("GPU", 0) > 0
+def cluster_gpus() -> float:
+    """GPUs the connected cluster has right now (0 on a CPU cluster, or an autoscaling one whose GPU
+    nodes have not started yet)."""
+    return float(ray.cluster_resources().get("GPU", 0))
 
 
-def trial_resources(trial_gpu: float = 0.25, attacker_gpu: float = 0.25, attackers: int = 2, cpus: float = 1,
-                    use_gpu: Optional[bool] = None) -> PlacementGroupFactory:
-    """The placement group factory of one trial (``use_gpu`` None: whether the cluster has GPUs)."""
+def decide_gpu(cpu_only: bool, started_locally: bool, log: Callable[[str], None]) -> bool:
+    """The study's one GPU decision. ``--cpu-only`` says no; a private local Ray uses GPUs when
+    this machine has them; on a cluster the study asks for GPU fractions, which an autoscaling
+    cluster answers by adding GPU nodes."""
+    if cpu_only:
+        log("resources: CPU only (--cpu-only)")
+        return False
+    gpus = cluster_gpus()
+    if started_locally:
+        log(f"resources: {'GPU fractions' if gpus else 'CPU only'} ({gpus:g} GPUs on this machine)")
+        return gpus > 0
+    if gpus:
+        log(f"resources: GPU fractions ({gpus:g} GPUs in the cluster now)")
+    else:
+        log("resources: GPU fractions, though the cluster has no GPU yet: an autoscaling cluster adds GPU nodes for "
+            "them (on a cluster without GPUs, pass --cpu-only)")
+    return True
+
+
+def trial_resources(trial_gpu: float, attacker_gpu: float, attackers: int, cpus: float,
+                    use_gpu: bool) -> PlacementGroupFactory:
+    """The placement group factory of one trial."""
     for name, v in (("trial_gpu", trial_gpu), ("attacker_gpu", attacker_gpu)):
-        if not 0 < v <= 1:
-            raise ValueError(f"{name} must be in (0, 1], got {v!r}")
+        if not (math.isfinite(v) and 0 < v <= 1):
+            raise ValueError(f"{name} must be a finite number in (0, 1], got {v!r}")
     if attackers < 1:
         raise ValueError(f"attackers must be >= 1, got {attackers}")
-    gpu = cluster_has_gpus() if use_gpu is None else use_gpu
-    trial = {"CPU": cpus, **({"GPU": trial_gpu} if gpu else {})}
-    attacker = {"CPU": cpus, **({"GPU": attacker_gpu} if gpu else {})}
+    trial = {"CPU": cpus, **({"GPU": trial_gpu} if use_gpu else {})}
+    attacker = {"CPU": cpus, **({"GPU": attacker_gpu} if use_gpu else {})}
     return PlacementGroupFactory([trial] + [attacker] * attackers)
 
 
-def task_options(attacker_gpu: float, cpus: float, use_gpu: bool) -> dict:
-    """Ray task options of an attacker inside its trial's placement group (child tasks of a
-    trial are captured by the trial's group)."""
-    return {"num_cpus": cpus, "num_gpus": attacker_gpu if use_gpu else 0, "max_retries": 3}
+def task_options(gpu_fraction: float, cpus: float) -> dict:
+    """Ray task options of an attacker (inside its trial's placement group: child tasks of a
+    trial are captured by the trial's group). ``gpu_fraction`` 0: a CPU task."""
+    return {"num_cpus": cpus, "num_gpus": gpu_fraction, "max_retries": 3}
 
 
 def cap_gpu_memory(fraction: float) -> None:

@@ -1,0 +1,169 @@
+"""What a study is: the validated ``StudySpec``, and its identity under the results root.
+
+A study's identity is every field that changes a number it produces (the dataset, explainers,
+variant, every preset field, the search space, the seeds, the defences, the objective); where it
+runs (paths, GPU fractions, concurrency, checkpoint frequency) is not part of it. The identity is
+saved as ``OUT/_studies/<name>.json`` when the study starts; re-running the same name with
+another identity is refused, naming the fields that differ, so that a study never silently
+resumes with settings other than the ones its rows were made with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .. import GnimeRayError, __version__
+from ..config import DEFENSES, EXPLAINERS, Preset, get_preset, is_number, positive_finite
+from ..data import DATASETS
+from ..store.parquet import read_json, write_json
+
+OBJECTIVES = ("single", "multi")
+SEARCHES = ("optuna", "grid")
+# fields that say where and how fast a study runs, not what it computes
+PLACEMENT_FIELDS = ("out", "cache_dir", "data_root", "max_concurrent_trials", "trial_gpu", "attacker_gpu",
+                    "attackers_per_trial", "cpus_per_task", "checkpoint_every", "use_gpu")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything a study needs; validated on construction (ValueError naming the field).
+
+    ``use_gpu``: whether bundles ask for GPU fractions; decided ONCE, before any placement group
+    (the study scripts decide it from --cpu-only or the machine); None lets ``run_study`` decide
+    from the cluster as it is when the study starts."""
+
+    name: str
+    dataset: str
+    out: str
+    explainers: tuple[str, ...] = ("lrp",)
+    variant: str = "paper"
+    preset: Preset = field(default_factory=lambda: get_preset("quick"))
+    attack_seeds: int = 3
+    study_seed: int = 0
+    search: str = "optuna"
+    num_samples: int = 4
+    max_concurrent_trials: int = 2
+    lam_range: tuple[float, float] = (10.0, 1000.0)
+    widths: tuple[float, ...] = (0.5, 1.0, 2.0)
+    gamma_range: Optional[tuple[float, float]] = None
+    gammas: tuple[Optional[float], ...] = (None,)
+    defenses: tuple[str, ...] = ("gnime",)
+    baselines: bool = True
+    objective: str = "single"
+    utility_floor: float = 0.8
+    trial_gpu: float = 0.25
+    attacker_gpu: float = 0.25
+    attackers_per_trial: int = 2
+    cpus_per_task: float = 1.0
+    checkpoint_every: int = 10
+    cache_dir: Optional[str] = None
+    data_root: Optional[str] = None
+    aux_dataset: str = "same"
+    use_gpu: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+        def fraction(v: Any) -> bool:
+            return is_number(v) and 0 < v <= 1
+
+        def count(v: Any, low: int) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+        check(bool(self.name) and "/" not in self.name and not self.name.startswith(("_", ".")), "name",
+              "a non-empty name without '/' that does not start with '_' or '.'")
+        check(len(self.explainers) > 0 and all(e in EXPLAINERS for e in self.explainers), "explainers",
+              f"a non-empty subset of {', '.join(EXPLAINERS)}")
+        check(len(self.defenses) > 0 and all(d in DEFENSES and d != "none" for d in self.defenses), "defenses",
+              "a non-empty subset of gnime, rnd, ond")
+        check(self.search in SEARCHES, "search", f"one of {', '.join(SEARCHES)}")
+        check(self.objective in OBJECTIVES, "objective", f"one of {', '.join(OBJECTIVES)}")
+        check(count(self.attack_seeds, 1), "attack_seeds", "an integer >= 1")
+        check(count(self.study_seed, 0), "study_seed", "an integer >= 0")
+        check(count(self.num_samples, 1), "num_samples", "an integer >= 1")
+        check(count(self.max_concurrent_trials, 1), "max_concurrent_trials", "an integer >= 1")
+        check(len(self.lam_range) == 2 and all(positive_finite(v) for v in self.lam_range)
+              and self.lam_range[0] <= self.lam_range[1], "lam_range", "finite 0 < low <= high")
+        check(len(self.widths) > 0 and all(positive_finite(w) for w in self.widths), "widths",
+              "finite numbers > 0")
+        check(self.gamma_range is None or (len(self.gamma_range) == 2 and all(positive_finite(v) for v in self.gamma_range)
+                                           and self.gamma_range[0] <= self.gamma_range[1]),
+              "gamma_range", "None or finite 0 < low <= high")
+        check(len(self.gammas) > 0 and all(g is None or positive_finite(g) for g in self.gammas), "gammas",
+              "None or finite values > 0")
+        check(fraction(self.trial_gpu), "trial_gpu", "a finite number in (0, 1]")
+        check(fraction(self.attacker_gpu), "attacker_gpu", "a finite number in (0, 1]")
+        check(count(self.attackers_per_trial, 1), "attackers_per_trial", "an integer >= 1")
+        check(positive_finite(self.cpus_per_task), "cpus_per_task", "a finite number > 0")
+        check(count(self.checkpoint_every, 1), "checkpoint_every", "an integer >= 1")
+        check(is_number(self.utility_floor) and 0 <= self.utility_floor <= 1, "utility_floor", "in [0, 1]")
+        check(self.dataset in DATASETS, "dataset", f"one of {', '.join(sorted(DATASETS))}")
+        check(self.aux_dataset == "same" or (self.aux_dataset in DATASETS and self.aux_dataset != self.dataset),
+              "aux_dataset", f"'same' or another dataset: {', '.join(sorted(DATASETS))}")
+        check(self.use_gpu is None or isinstance(self.use_gpu, bool), "use_gpu", "None, true or false")
+
+    @property
+    def gpu_trial(self) -> float:
+        """The GPU fraction a trial's bundle asks for (0 on a CPU-only study)."""
+        return self.trial_gpu if self.use_gpu else 0.0
+
+    @property
+    def gpu_attacker(self) -> float:
+        return self.attacker_gpu if self.use_gpu else 0.0
+
+
+def identity(spec: StudySpec) -> dict[str, Any]:
+    """The fields that determine a study's numbers, as JSON-ready values (the preset expanded)."""
+    out = {}
+    for f in dataclasses.fields(spec):
+        if f.name in PLACEMENT_FIELDS:
+            continue
+        value = getattr(spec, f.name)
+        out[f.name] = value.to_dict() if isinstance(value, Preset) else value
+    return _jsonable(out)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def identity_relpath(name: str) -> str:
+    return f"_studies/{name}.json"
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key} {a!r} -> {b!r}")
+    return diffs
+
+
+def check_identity(spec: StudySpec) -> bool:
+    """Refuse a study name whose recorded identity differs (GnimeRayError listing the fields);
+    True when the study was recorded before (a resume). Reads only."""
+    recorded = read_json(spec.out, identity_relpath(spec.name))
+    if recorded is None:
+        return False
+    diffs = _differences(recorded.get("identity", {}), identity(spec))
+    if diffs:
+        raise GnimeRayError(f"study {spec.name!r} under {spec.out} was started with other settings ({'; '.join(diffs)}): "
+                            f"pass another --name to start a new study, or the recorded settings "
+                            f"({identity_relpath(spec.name)}) to resume it")
+    return True
+
+
+def record_identity(spec: StudySpec) -> None:
+    if read_json(spec.out, identity_relpath(spec.name)) is None:
+        write_json(spec.out, identity_relpath(spec.name), {"identity": identity(spec), "code_version": __version__})

@@ -1,0 +1,190 @@
+"""What runs on the workers: prepare once, the GNIME trial (Tune function trainable), attacker tasks.
+
+Nothing large travels through Ray's object store. Every process loads prepare's outputs (f, f_E,
+logits, maps) and the trained GNIMEs from its node's cache, and a node whose cache lacks them
+fetches them from the artifact store under the results root (store/artifacts.py), where the
+process that produced them published them. The prepared inputs are kept per worker process
+(Ray reuses workers), so a node loads them once per process, not once per task.
+
+The trial reports every GNIME epoch's losses (with a checkpoint every ``checkpoint_every`` epochs,
+from which a restored trial continues), then the attackers' progress, then its objective. Its
+per-epoch reports carry worst-case placeholders for the searched metrics (Tune requires them in
+every report; ``final`` False). A GNIME whose losses turn non-finite ends the trial with status
+``diverged``, the worst objective and no attacker rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import ray
+import torch
+from ray import tune
+
+from .. import TrainingDiverged
+from ..config import CellSpec
+from ..defenses.gnime import train_gnime
+from ..pipeline.defend import gnime_config, load_trained_gnime, save_trained_gnime
+from ..pipeline.prepare import Prepared, prepare, prepare_aux
+from ..pipeline.cell import run_cell
+from ..store.parquet import read_row, row_exists, write_rows
+from .nodes import NodeCheck, ensure_node, node_name
+from .resources import cap_gpu_memory, device_for, node_cpus, task_options
+from .spec import StudySpec
+
+_prepared: dict[tuple, Prepared] = {}
+
+
+def prepared(study: StudySpec, device: str) -> Prepared:
+    """This process's prepared inputs of ``study`` (loaded from the node's cache or the
+    artifact store; kept for the next task of the same study in this worker)."""
+    key = (study.dataset, study.preset, study.study_seed, study.explainers, study.variant, study.cache_dir,
+           study.data_root, study.out, device)
+    if key not in _prepared:
+        _prepared.clear()
+        _prepared[key] = prepare(study.dataset, study.preset, study.study_seed, explainers=study.explainers,
+                                 variant=study.variant, cache_dir=study.cache_dir, data_root=study.data_root,
+                                 device=device, out=study.out)
+    return _prepared[key]
+
+
+def prepare_task(study: StudySpec, check: NodeCheck) -> dict:
+    """Prepare once per study, on every CPU of its node (everything else waits for it), and
+    publish the results as artifacts; with an auxiliary attacker dataset, query f with it once."""
+    ensure_node(check)
+    cap_gpu_memory(study.gpu_trial)
+    device = device_for(study.gpu_trial)
+    t0 = time.perf_counter()
+    with node_cpus():
+        prep = prepared(study, device)
+        if study.aux_dataset != "same":
+            prepare_aux(prep, study.aux_dataset, study.preset, study.study_seed, explainers=study.explainers,
+                        variant=study.variant, cache_dir=study.cache_dir, data_root=study.data_root, device=device)
+    return {"node": node_name(), "seconds": time.perf_counter() - t0, "from_cache": prep.from_cache,
+            "accuracies": prep.accuracies, "images": len(prep.dataset)}
+
+
+def attack_task(cell: dict, study: StudySpec, check: NodeCheck, trial: str, gpu_fraction: float) -> dict:
+    """One attacker: reuse its row if it exists, else run the cell and write the row. Returns the
+    metrics the trial's objective needs, or ``status`` 'diverged' (and no row)."""
+    ensure_node(check)
+    spec = CellSpec(**cell)
+    pg = ray.util.get_current_placement_group()
+    out = {"placement_group": pg.id.hex() if pg is not None else "", "defense": spec.defense, "gamma": spec.gamma,
+           "node": node_name()}
+    where = (study.out, study.name, spec.dataset, spec.explainer, spec.key(), spec.seed)
+    if row_exists(*where):
+        return {**read_row(*where), **out, "skipped": True, "status": "finished"}
+    cap_gpu_memory(gpu_fraction)
+    device = device_for(gpu_fraction)
+    try:
+        row = run_cell(spec, study.preset, prep=prepared(study, device), device=device, study=study.name, trial=trial,
+                       cache_dir=study.cache_dir, data_root=study.data_root)
+    except TrainingDiverged as exc:
+        return {**out, "status": "diverged", "error": str(exc), "skipped": False}
+    write_rows([row], study.out)
+    return {**row, **out, "skipped": False, "status": "finished"}
+
+
+def worst_result(study: StudySpec) -> dict[str, float]:
+    """The searched metrics at their worst: the placeholders of non-final reports and the result
+    of a diverged trial."""
+    if study.objective == "single":
+        return {"objective": 1.0 + study.utility_floor}
+    return {"attack_ssim": 1.0, "utility": 0.0}
+
+
+def objective(rows: list[dict], floor: float) -> dict[str, float]:
+    """Mean attack SSIM, TCA, utility and perturbation over the rows; objective = SSIM if the
+    utility reaches ``floor``, else 1 + floor - utility (any passing trial beats a failing one)."""
+    ssim = sum(r["ssim"] for r in rows) / len(rows)
+    tca = sum(r["tca"] for r in rows) / len(rows)
+    util = sum(r["utility_deepsim"] for r in rows) / len(rows)
+    pert = sum(r["perturbation_mse"] for r in rows) / len(rows)
+    score = ssim if util >= floor else 1.0 + floor - util
+    return {"attack_ssim": ssim, "attack_tca": tca, "utility": util, "perturbation_mse": pert, "objective": score}
+
+
+def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional[NodeCheck] = None) -> None:
+    """Tune function trainable: train one GNIME (or load it), then attack it (module docstring)."""
+    ensure_node(check)
+    trial_id = tune.get_context().get_trial_id() or ""
+    cap_gpu_memory(study.gpu_trial)
+    device = device_for(study.gpu_trial)
+    gammas = (config["gamma"],) if "gamma" in config else study.gammas
+    base = CellSpec(study.dataset, explainer=config["explainer"], defense="gnime", lam=config["lam"],
+                    width=config["width"], variant=study.variant, study_seed=study.study_seed,
+                    aux_dataset=study.aux_dataset)
+    prep = prepared(study, device)
+    cfg = gnime_config(base, study.preset)
+    pending = {**worst_result(study), "final": False}
+    common = {"gamma": -1.0 if gammas[0] is None else gammas[0], "node": node_name()}
+
+    def on_epoch(epoch: int, losses: dict, state: Callable[[], dict]) -> None:
+        metrics = {**losses, "epoch": epoch, "epochs": cfg.epochs, "stage": "gnime", **common, **pending}
+        if epoch % study.checkpoint_every == 0 or epoch == cfg.epochs:
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(state(), Path(d) / "gnime.pt")
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report(metrics)
+
+    t0 = time.perf_counter()
+    state = load_trained_gnime(prep, base, study.preset)  # the same training config (another gamma, a restore)
+    if state is None:
+        resume = None
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                resume = torch.load(Path(d) / "gnime.pt", map_location="cpu", weights_only=True)
+        t = prep.split.target
+        try:
+            model = train_gnime(prep.maps[(base.explainer, base.variant)][t], prep.logits[t], prep.images(t), cfg,
+                                device=device, log=lambda _: None, on_epoch=on_epoch, resume=resume)
+        except TrainingDiverged as exc:
+            tune.report({**worst_result(study), **common, "final": True, "status": "diverged", "error": str(exc),
+                         "gnime_seconds": time.perf_counter() - t0, "attackers": 0})
+            return
+        save_trained_gnime(prep, base, study.preset, model.state())  # published: attackers on any node fetch it
+    gnime_seconds = time.perf_counter() - t0
+
+    task = ray.remote(attack_task).options(**task_options(study.gpu_attacker, study.cpus_per_task))
+    launched: dict[Any, tuple[str, Optional[float]]] = {}
+    for gamma in gammas:
+        for defense in study.defenses:
+            for seed in range(study.attack_seeds):
+                cell = dataclasses.asdict(dataclasses.replace(base, defense=defense, gamma=gamma, seed=seed))
+                ref = task.remote(cell, study, check, trial_id, study.gpu_attacker)
+                launched[ref] = (defense, gamma)
+    waiting, results = list(launched), []
+    tune.report({**pending, **common, "stage": "attack", "attackers": len(launched), "attackers_done": 0,
+                 "gnime_seconds": gnime_seconds})
+    while waiting:
+        ready, waiting = ray.wait(waiting, num_returns=1)
+        results.append(ray.get(ready[0]))
+        tune.report({**pending, **common, "stage": "attack", "attackers": len(launched),
+                     "attackers_done": len(results), "gnime_seconds": gnime_seconds})
+
+    primary = "gnime" if "gnime" in study.defenses else study.defenses[0]
+    main = [r for r in results if r["defense"] == primary and r["gamma"] == gammas[0]]
+    diverged = [r for r in results if r["status"] != "finished"]
+    pg = ray.util.get_current_placement_group()
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    result = {**common, "final": True, "attackers": len(results), "gnime_seconds": gnime_seconds,
+              "attackers_in_trial_pg": pg is not None and all(r["placement_group"] == pg.id.hex() for r in results),
+              "trial_gpu_assigned": float(assigned.get("GPU", 0.0)),
+              "attack_seconds": float(sum(r["wall_seconds"] for r in results
+                                          if r["status"] == "finished" and not r["skipped"]))}
+    if any(r["status"] != "finished" for r in main):
+        result.update(worst_result(study), status="diverged", error=diverged[0]["error"])
+    else:
+        result.update(objective(main, study.utility_floor), status="finished",
+                      error=diverged[0]["error"] if diverged else "")
+        for d in study.defenses:
+            sel = [r["ssim"] for r in results if r["defense"] == d and r["gamma"] == gammas[0] and r["status"] == "finished"]
+            result[f"ssim_{d}"] = sum(sel) / len(sel) if sel else float("nan")
+    tune.report(result)
