@@ -1,7 +1,8 @@
 """gnime_ray: GNIME (Jeong et al., NeurIPS 2022) and explanation-aware model inversion, on Ray.
 
-Layers, imported top to bottom only (see the project's design notes):
-config, cachedir -> data -> models -> explain -> defenses -> attacks -> metrics -> pipeline -> tune -> store -> cli.
+Layers, each importing only those before it (see the project's design notes):
+config, cachedir -> store (results root, artifacts, tables) -> data -> models -> explain -> defenses
+-> attacks -> metrics -> pipeline -> tune (the only Ray code) -> cli.
 """
 
 __version__ = "0.1.0"

@@ -82,7 +82,9 @@ class LocalCluster:
         self.env.pop("RAY_ADDRESS", None)
         self.nodes: list[Node] = []
         # Ray's session folder holds Unix sockets, whose paths may not exceed 107 bytes: keep it short
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="gr-", dir="/tmp"))
+        # (RAY_TMPDIR=tmp_root makes a driver on this machine find the cluster, as `ray start` records it)
+        self.tmp_root = Path(tempfile.mkdtemp(prefix="gr-", dir="/tmp"))
+        self.temp_dir = self.tmp_root / "ray"
 
     def _start(self, name: str, cmd: list[str], env: dict) -> Node:
         log = self.root / f"{name}.log"
@@ -144,7 +146,7 @@ class LocalCluster:
         for node in reversed(self.nodes):
             node.kill()
         self.nodes.clear()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        shutil.rmtree(self.tmp_root, ignore_errors=True)
 
 
 def fake_autoscaler_config(gcs_address: str, head_cpus: float, node_types: dict) -> dict:

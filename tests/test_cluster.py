@@ -135,6 +135,15 @@ def test_cell_reproduced_from_the_bucket_without_retraining(cluster, s3, tmp_pat
         assert float(printed[metric]) == pytest.approx(row[metric], rel=1e-5, abs=1e-6)
 
 
+def test_a_script_on_a_node_of_the_cluster_joins_it_without_an_address(cluster):
+    """What `ray submit` relies on: on a machine where `ray start` ran (its address recorded in Ray's
+    temp folder), a script without --address joins that cluster instead of starting its own."""
+    probe = "from gnime_ray.tune import connect; print('STARTED_HERE', connect(log=print))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                          env=cluster.driver_env(RAY_TMPDIR=str(cluster.tmp_root)))
+    assert "STARTED_HERE False" in proc.stdout and "connected to the cluster at" in proc.stdout, proc.stderr[-2000:]
+
+
 def test_data_missing_on_a_worker_is_refused(cluster, tmp_path):
     data = cluster.root_private[2]
     write_celeba_official(data, {i: 8 for i in range(1, 7)})  # on the driver's disk only

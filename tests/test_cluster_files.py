@@ -52,3 +52,22 @@ def test_not_yaml_and_missing_file(tmp_path, capsys):
     assert "not valid YAML" in capsys.readouterr().err
     assert main(["validate-cluster", str(tmp_path / "none.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_shipped_cluster_files_share_token_auth_and_give_every_node_storage_and_data():
+    """Every node and every driver runs with the same RAY_AUTH_MODE and token; AWS nodes reach the
+    bucket through an instance profile and sync the datasets from it; on-prem nodes mount the share."""
+    for f in FILES:
+        cfg = yaml.safe_load(f.read_text())
+        for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+            start = [c for c in cfg[key] if "ray start" in c]
+            assert start and all("RAY_AUTH_MODE=token" in c for c in start), (f, key)
+        assert any(v == "~/.ray/auth_token" for v in cfg["file_mounts"].values())
+        setup = "\n".join(cfg["setup_commands"])
+        assert "RAY_AUTH_MODE=token" in setup and "GNIME_RAY_DATA=" in setup  # ray submit's drivers
+    aws = yaml.safe_load(FILES[0].read_text())
+    for name, node in aws["available_node_types"].items():
+        assert "IamInstanceProfile" in node["node_config"], name
+    assert "aws s3 sync" in "\n".join(aws["setup_commands"])
+    onprem = yaml.safe_load(FILES[1].read_text())
+    assert "mount -t nfs" in "\n".join(onprem["setup_commands"])

@@ -1,14 +1,19 @@
 """The Ray engine on local Ray with a faked GPU: resources, placement groups, Parquet rows,
 resume after the driver is killed, study scripts."""
 
+import math
+import os
+import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 ray = pytest.importorskip("ray")
 
+from gnime_ray import GnimeRayError  # noqa: E402
 from gnime_ray.config import get_preset  # noqa: E402
 from gnime_ray.store import SCHEMA, read_rows  # noqa: E402
 from gnime_ray.tune import StudySpec, run_study, trial_resources  # noqa: E402
@@ -90,6 +95,40 @@ def test_smoke_study_on_fake_gpu(local_ray, tmp_path):
     assert 1e-3 in gammas
     assert (tmp_path / "out" / "_trials" / "smoke.csv").exists()
     assert (tmp_path / "out" / "_tune" / "smoke-lrp").is_dir()
+    # every artifact a row names is under the results root
+    for r in rows:
+        assert (tmp_path / "out" / r["classifiers_artifact"]).is_file()
+        assert r["gnime_artifact"] == "" or (tmp_path / "out" / r["gnime_artifact"]).is_file()
+
+    # the queries of results/_README.md, run as written against this study's results root
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "results" / "_README.md").read_text(), re.S)
+    assert len(blocks) == 3
+    for code in blocks:
+        scope: dict = {}
+        exec(code.replace('"results', f'"{spec.out}').replace("'results", f"'{spec.out}"), scope)
+        assert len(scope["rows"]) == len(rows)
+        columns = scope["rows"].column_names if hasattr(scope["rows"], "column_names") else list(scope["rows"].columns)
+        assert {"study", "dataset", "explainer", "ssim", "gnime_artifact"} <= set(columns)
+
+    # the same name with other settings is refused before any work, naming the fields, writing nothing
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*"))
+    changed = _spec(tmp_path, "smoke", gammas=(None, 1e-3), preset=get_preset("smoke", gnime_epochs=4), attack_seeds=3)
+    with pytest.raises(GnimeRayError, match=r"other settings \(attack_seeds 2 -> 3; preset.gnime_epochs 3 -> 4\)"):
+        run_study(changed, log=lambda _: None)
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*")) == before
+
+
+def test_diverged_gnime_is_recorded_and_writes_no_row(local_ray, tmp_path):
+    spec = _spec(tmp_path, "diverge", preset=get_preset("smoke", gnime_lr=1e6), baselines=False, num_samples=1)
+    result = run_study(spec, log=lambda _: None)
+    assert result["trials"] == [] and result["rows"] == []
+    (trial,) = result["all_trials"]
+    assert trial["status"] == "diverged" and "GNIME diverged at epoch" in trial["error"]
+    assert trial["objective"] == 1.0 + spec.utility_floor  # the worst objective
+    import pandas as pd
+
+    (saved,) = pd.read_csv(tmp_path / "out" / "_trials" / "diverge.csv").to_dict("records")
+    assert saved["status"] == "diverged" and math.isnan(saved["attack_ssim"]) and saved["lambda"] == trial["lambda"]
 
 
 def test_study_scripts_help_and_missing_celeba(tmp_path):
@@ -131,3 +170,41 @@ def test_node_cpus_widens_then_restores_the_worker_threads(local_ray):
 
     before, inside, seen, after = ray.get(threads.remote())
     assert inside == seen == min(4, len(os.sched_getaffinity(0))) and after == before
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--trial-gpu", "inf"], "trial_gpu must be a finite number in (0, 1], got inf"),
+    (["--attacker-gpu", "nan"], "attacker_gpu must be a finite number in (0, 1], got nan"),
+    (["--set", "gnime_lr=inf"], "gnime_lr must be a finite number > 0, got inf"),
+    (["--out", "s3://no-such-bucket/x"], "cannot reach bucket 'no-such-bucket'"),
+])
+def test_study_script_bad_input_fails_in_one_line_before_ray(args, needle, tmp_path):
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "y", "AWS_EC2_METADATA_DISABLED": "true"}
+    r = subprocess.run([sys.executable, str(ROOT / "studies" / "quickstart.py"), "--preset", "smoke",
+                        "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), *args],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr[-2000:]
+    assert "ray:" not in r.stdout and not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_script_never_attaches_to_another_process_private_ray(local_ray):
+    """This test process runs a private ray.init(); a script started without --address starts its own."""
+    probe = textwrap.dedent("""
+        import ray
+        from gnime_ray.tune import connect
+        print("STARTED_HERE", connect(num_cpus=1, log=lambda _: None), ray.cluster_resources().get("GPU", 0))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert "STARTED_HERE True 0" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]  # not the fake-GPU test Ray
+
+
+def test_address_auto_without_a_ray_start_cluster_is_one_line(tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(tmp_path)}
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # a cluster that is gone
+    r = subprocess.run([sys.executable, str(ROOT / "studies" / "quickstart.py"), "--preset", "smoke", "--address",
+                        "auto", "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-2000:]
+    assert "--address auto: this machine is not a node of a running Ray cluster" in r.stderr

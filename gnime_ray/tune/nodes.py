@@ -125,6 +125,6 @@ def check_nodes(study: str, out: str, datasets: tuple[str, ...], data_root: Opti
         undo()
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise GnimeRayError(problems[0] + more)
-    log(f"nodes: {len(nodes)} node{'s' if len(nodes) != 1 else ''} see {out}"
+    log(f"nodes: {'all ' + str(len(nodes)) + ' nodes see' if len(nodes) != 1 else 'the one node sees'} {out}"
         + (f" and the data under {data_root}" if data_root else ""))
     return check

@@ -10,6 +10,7 @@ from typing import Callable
 
 from .. import GnimeRayError, echo
 from ..config import PRESETS, get_preset, parse_overrides
+from ..store.parquet import probe_out
 from .cluster import connect
 from .console import quiet_ray_logging
 from .resources import decide_gpu
@@ -55,7 +56,9 @@ def common_spec_kwargs(args: argparse.Namespace, dataset: str) -> dict:
 
 
 def start_ray(args: argparse.Namespace, spec: StudySpec) -> StudySpec:
-    """Join or start Ray as the flags say, and return ``spec`` with the study's GPU decision."""
+    """Check the results root answers, join or start Ray as the flags say, and return ``spec``
+    with the study's GPU decision."""
+    probe_out(spec.out)  # an unreachable bucket fails here, before Ray starts
     quiet_ray_logging(args.verbose)
     started_here = connect(args.address, num_cpus=args.num_cpus, verbose=args.verbose)
     return dataclasses.replace(spec, use_gpu=decide_gpu(args.cpu_only, started_here, echo))

@@ -116,7 +116,9 @@ def _summary(spec: StudySpec, explainer: str, result: Any) -> dict:
     row: dict[str, Any] = {c: nan for c in TRIAL_COLUMNS}
     row.update(study=spec.name, explainer=explainer, trial=m.get("trial_id") or os.path.basename(str(result.path)),
                node=m.get("node", ""), error="", pareto=False, attackers_in_trial_pg=False,
-               ng_width=float(cfg.get("width", nan)), gamma=float(cfg.get("gamma", m.get("gamma", nan))))
+               ng_width=float(cfg.get("width", nan)), gamma=float(cfg.get("gamma", nan)))
+    if "gamma" not in cfg and m.get("gamma", -1.0) >= 0:  # a grid study's fixed gamma (-1: unbounded)
+        row["gamma"] = float(m["gamma"])
     row["lambda"] = float(cfg.get("lam", nan))
     if result.error is not None:
         row.update(status="failed", error=str(result.error).strip().splitlines()[-1][:500])
