@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 # (on the project machines pip takes them from local disk).
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo matrix test clean
+.PHONY: setup demo figures matrix test clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(PY) studies/quickstart.py
+
+# the README's figures, from the demo's results (run `make demo` first)
+figures: setup
+	$(VENV)/bin/gnime-ray figures results -o results/_readme
 
 matrix: setup
 	$(VENV)/bin/gnime-ray matrix --dataset digits --preset quick --seeds 3 --explainers lrp

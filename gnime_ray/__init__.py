@@ -23,3 +23,13 @@ class TrainingDiverged(Exception):
 def echo(message: str) -> None:
     """The default progress log: print and flush, so progress shows through pipes and Ray logs."""
     print(message, flush=True)
+
+
+def __getattr__(name: str):
+    """``gnime_ray.Protector`` (defenses/deploy.py), imported on first use so that importing
+    gnime_ray stays light."""
+    if name == "Protector":
+        from .defenses.deploy import Protector
+
+        return Protector
+    raise AttributeError(f"module 'gnime_ray' has no attribute {name!r}")

@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "share a column)")
     p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated (default: grad,gradcam,lrp)")
     p.add_argument("--aux-dataset", default="same", help="the attackers' training data (facescrub: Table 2)")
+    p.add_argument("--trial", default=None, help="one trial of a search study (with --study): its GNIME column beside "
+                                                 "the study's baselines")
 
     p = sub.add_parser("data", help="datasets on disk: 'data check' loads one and prints what was found")
     data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -116,6 +118,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cache directory (default: $GNIME_RAY_CACHE, else ~/.cache/gnime_ray)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the classifiers (default: 0)")
+
+    p = sub.add_parser("figures", help="the paper's figures and the search's trade-offs from the rows under OUT "
+                                       "(PNG, and the plotted numbers as CSV)")
+    p.add_argument("out", metavar="OUT", help="results root (a path or a URI), e.g. results")
+    p.add_argument("-o", "--output", required=True, help="folder to write the figures into")
+    p.add_argument("--study", default=None, help="only this study's rows (default: every study under OUT)")
+    p.add_argument("--dataset", default=None, help="the dataset (needed when OUT holds several)")
+
+    p = sub.add_parser("export", help="the chosen defence (a trial's GNIME, with its gamma bound) as one TorchScript "
+                                      "file mapping (clean maps, logits) to released maps (Phase II)")
+    p.add_argument("out", metavar="OUT", help="results root holding the study (a path or a URI)")
+    p.add_argument("--study", required=True, help="the study")
+    p.add_argument("--trial", default=None, help="the trial whose GNIME to export (needed when the study trained "
+                                                 "several)")
+    p.add_argument("--gamma", type=_number, default=None,
+                   help="Eq. 3's bound on the noise's pixel variance (default: the trial's gamma, if any)")
+    p.add_argument("-o", "--output", required=True, help="the file to write, e.g. defence.pt")
+    p.add_argument("--cache-dir", default=None,
+                   help="cache directory (default: $GNIME_RAY_CACHE, else ~/.cache/gnime_ray)")
+
+    p = sub.add_parser("reproduce", help="run a recorded row again from what it recorded (its config and the "
+                                         "artifacts under OUT, read only) and compare the metrics")
+    p.add_argument("out", metavar="OUT", help="results root holding the row (a path or a URI)")
+    p.add_argument("--study", required=True, help="the row's study")
+    p.add_argument("--cell", required=True, help="the row's cell key (its 'cell' column)")
+    p.add_argument("--attack-seed", type=_seed, required=True, help="the row's attack seed")
+    p.add_argument("--trial", default=None, help="the row's trial (when several trials share the cell)")
+    p.add_argument("--cache-dir", default=None,
+                   help="cache directory (default: $GNIME_RAY_CACHE, else ~/.cache/gnime_ray)")
+    p.add_argument("--data-root", default=None, help="root of the dataset on disk (not needed for digits)")
+    p.add_argument("--device", default=None, help="torch device (default: the row's, or cpu without CUDA)")
 
     p = sub.add_parser("validate-cluster", help="check Ray cluster files with Ray's own validation")
     p.add_argument("files", nargs="+", metavar="FILE", help="cluster YAML files (e.g. cluster.yaml)")
@@ -163,7 +196,12 @@ def cmd_cell(args: argparse.Namespace) -> int:
     width = max(len(k) for k in row)
     exact = {"lambda", "ng_width", "gamma"}  # configuration: printed exactly, to be copied
     for k, v in row.items():
-        text = repr(v) if k in exact else (f"{v:.6g}" if isinstance(v, float) else str(v))
+        if k.startswith("_") or k == "figure_sample":
+            continue
+        if isinstance(v, list):
+            text = f"[{len(v)} values, mean {sum(v) / len(v):.6g}]" if v else "[]"
+        else:
+            text = repr(v) if k in exact else (f"{v:.6g}" if isinstance(v, float) else str(v))
         print(f"{k:<{width}}  {text}")
     print(f"row written to {path}")
     return 0
@@ -209,10 +247,22 @@ def cmd_table(args: argparse.Namespace) -> int:
     from .store import paper_table, read_rows, table1
 
     rows = [r for r in read_rows(args.out).to_pylist() if args.study is None or r["study"] == args.study]
+    if args.study is not None and not rows:
+        raise GnimeRayError(f"no study {args.study!r} under {args.out}")
     rows = [r for r in rows if r["dataset"] == args.dataset and r["aux_dataset"] == args.aux_dataset]
     if not rows:
         where = f" of study {args.study}" if args.study else ""
         raise GnimeRayError(f"no rows{where} for dataset {args.dataset} (aux {args.aux_dataset}) under {args.out}")
+    if args.trial is not None:  # one trial of a search: its rows and the study's baselines
+        if args.study is None:
+            raise GnimeRayError("--trial needs --study")
+        trials = sorted({r["trial"] for r in rows} - {"baseline", ""})
+        if args.trial not in trials:
+            raise GnimeRayError(f"study {args.study!r} has no trial {args.trial!r}; its trials: {', '.join(trials)}")
+        rows = [r for r in rows if r["trial"] in (args.trial, "baseline")]
+        config = next(r for r in rows if r["trial"] == args.trial)
+        print(f"trial {args.trial}: lambda {config['lambda']!r}, NG width {config['ng_width']!r}, gamma "
+              f"{config['gamma']!r}\n")
     explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]
     print(table1(pa.Table.from_pylist(rows), args.dataset, explainers, aux=args.aux_dataset))
     print()
@@ -265,6 +315,78 @@ def cmd_attributes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .store.figures import make_figures
+
+    files = make_figures(args.out, Path(args.output), study=args.study, dataset=args.dataset)
+    print(f"{len(files)} files written to {args.output}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import math
+    from pathlib import Path
+
+    from . import __version__
+    from .cachedir import resolve_cache_dir
+    from .config import positive_finite
+    from .defenses import GnimeModel
+    from .defenses.deploy import export_release
+    from .pipeline.cache import load_tensors
+    from .store import read_rows
+    from .store.artifacts import PREFIX, ArtifactStore
+
+    rows = [r for r in read_rows(args.out).to_pylist() if r["study"] == args.study]
+    if not rows:
+        raise GnimeRayError(f"no study {args.study!r} under {args.out}")
+    gnime = [r for r in rows if r["defense"] == "gnime" and r["attack"] == "expmi" and r.get("gnime_artifact")]
+    if args.trial is not None:
+        if args.trial not in {r["trial"] for r in rows}:
+            raise GnimeRayError(f"study {args.study!r} has no trial {args.trial!r}; its trials: "
+                                f"{', '.join(sorted({r['trial'] for r in gnime}))}")
+        gnime = [r for r in gnime if r["trial"] == args.trial]
+    found = sorted({r["gnime_artifact"] for r in gnime})
+    if not found:
+        raise GnimeRayError(f"study {args.study!r} has no GNIME row{' of trial ' + repr(args.trial) if args.trial else ''} "
+                            f"naming its artifact (rows of an earlier version?)")
+    if len(found) > 1:
+        raise GnimeRayError(f"study {args.study!r} trained {len(found)} GNIMEs: pass --trial (one of "
+                            f"{', '.join(sorted({r['trial'] for r in gnime}))})")
+    row = gnime[0]
+    gamma = args.gamma if args.gamma is not None else (None if math.isnan(row["gamma"]) else row["gamma"])
+    if gamma is not None and not positive_finite(gamma):
+        raise GnimeRayError(f"--gamma must be a finite number > 0, got {gamma!r}")
+    cache_root = resolve_cache_dir(args.cache_dir)
+    local = cache_root / found[0][len(PREFIX) + 1:]
+    if not ArtifactStore(args.out, cache_root, read_only=True).fetch(local):
+        raise GnimeRayError(f"{args.out}/{found[0]} is missing: the study's GNIME artifact cannot be read")
+    model = GnimeModel.from_state(load_tensors(local))
+    meta = {"study": args.study, "trial": row["trial"], "dataset": row["dataset"], "explainer": row["explainer"],
+            "variant": row["variant"], "lambda": row["lambda"], "ng_width": row["ng_width"],
+            "gnime_artifact": found[0], "code_version": __version__}
+    path = export_release(model, Path(args.output), gamma, meta)
+    print(f"defence written to {path}: {row['explainer']} ({row['variant']}) maps {tuple(model.ng.in_shape)} of "
+          f"{row['dataset']}, lambda {row['lambda']!r}, NG width {row['ng_width']!r}, gamma {gamma!r}")
+    print("use it without gnime_ray: released = torch.jit.load(PATH)(clean_maps, logits)")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .pipeline.reproduce import TOLERANCE, compare, find_row, reproduce_row
+
+    row = find_row(args.out, args.study, args.cell, args.attack_seed, args.trial)
+    new = reproduce_row(row, args.out, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device)
+    lines, ok = compare(row, new)
+    print(f"study {args.study}, cell {args.cell}, attack seed {args.attack_seed}"
+          + (f", trial {row['trial']}" if row["trial"] else "") + ":")
+    print("\n".join(lines))
+    print(f"reproduced: every metric within {TOLERANCE:g} of the recorded one" if ok else
+          f"NOT reproduced: a metric differs by more than {TOLERANCE:g}")
+    return 0 if ok else 1
+
+
 def cmd_validate_cluster(args: argparse.Namespace) -> int:
     from .tune.cluster import validate_cluster_file
 
@@ -291,7 +413,8 @@ def _check_dataset(name: str, aux: str = "same") -> None:
 
 
 COMMANDS = {"prepare": cmd_prepare, "cell": cmd_cell, "matrix": cmd_matrix, "table": cmd_table, "data": cmd_data,
-            "attributes": cmd_attributes,
+            "attributes": cmd_attributes, "reproduce": cmd_reproduce, "figures": cmd_figures,
+            "export": cmd_export,
             "validate-cluster": cmd_validate_cluster}
 
 

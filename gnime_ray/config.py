@@ -55,6 +55,10 @@ class Preset:
     val_fraction: float = 0.1
     # images per explainer call; the paper Grad-CAM variant depends on it (release quirk)
     explain_batch_size: int = 256
+    # images per batch where nothing is trained (releasing maps, validating and evaluating the
+    # attackers): bounds the memory of those passes; the numbers do not depend on it beyond float
+    # rounding (a split smaller than it is one batch)
+    eval_batch_size: int = 512
     # use only the first max_images images of the dataset (None = all); for tests
     max_images: Optional[int] = None
     # width multiplier of INV, the attackers and PredMI (1 = the release); the NG's width is a
@@ -87,7 +91,7 @@ class Preset:
 
     def __post_init__(self) -> None:
         _check(isinstance(self.name, str) and bool(self.name), "name", "a non-empty string", self.name)
-        for f in ("classifier_epochs", "classifier_batch_size", "classifier_patience", "explain_batch_size",
+        for f in ("classifier_epochs", "classifier_batch_size", "classifier_patience", "explain_batch_size", "eval_batch_size",
                   "gnime_epochs", "gnime_batch_size", "attack_epochs", "attack_batch_size", "attack_patience",
                   "ond_steps", "celeba_identities", "celeba_images_per_identity", "attribute_images",
                   "attribute_epochs", "attribute_batch_size"):
@@ -135,9 +139,11 @@ PRESETS: dict[str, Preset] = {
 
 # The release's per-dataset budgets of the paper preset: batch 128 for the CelebA classifier and
 # GNIME (official-code-notes.md), and for ImageNet-100 (same network family; the paper is silent).
+# Evaluation batches of 64 keep a pass of CelebA's full-width networks (a 128-filter conv at 128x128
+# is 0.5 GB of activations per 64 images) inside a 0.25 GPU fraction.
 PAPER_DATASET_BUDGETS: dict[str, dict[str, Any]] = {
-    "celeba": {"classifier_batch_size": 128, "gnime_batch_size": 128},
-    "imagenet100": {"classifier_batch_size": 128, "gnime_batch_size": 128},
+    "celeba": {"classifier_batch_size": 128, "gnime_batch_size": 128, "eval_batch_size": 64},
+    "imagenet100": {"classifier_batch_size": 128, "gnime_batch_size": 128, "eval_batch_size": 64},
 }
 
 
@@ -152,6 +158,23 @@ def get_preset(name: str, dataset: Optional[str] = None, **overrides: Any) -> Pr
         return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
     except ValueError as exc:
         raise GnimeRayError(f"preset {name!r}: {exc}") from None
+
+
+def preset_overrides(preset: Preset, dataset: Optional[str] = None) -> dict[str, Any]:
+    """The fields in which ``preset`` differs from its named preset (with the paper's budgets for
+    ``dataset``): what ``--set`` changed."""
+    base = get_preset(preset.name, dataset).to_dict()
+    return {k: v for k, v in preset.to_dict().items() if base.get(k) != v}
+
+
+def preset_from_dict(fields: dict[str, Any]) -> Preset:
+    """A Preset from ``Preset.to_dict()`` (as a row's config records it), validated; unknown fields
+    (a newer version's) raise GnimeRayError."""
+    known = {f.name for f in dataclasses.fields(Preset)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise GnimeRayError(f"preset fields {', '.join(unknown)} are unknown to this version of gnime_ray")
+    return Preset(**fields)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -98,16 +98,36 @@ def batched(fn, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     return torch.cat([fn(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
 
 
+def _device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (the host for a model without any)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``model`` on x (N, C, H, W) float in [0, 1] against labels (N,)."""
+    """Top-1 accuracy of ``model`` on x (N, C, H, W) float in [0, 1] against labels (N,); x may
+    live on the host: each batch is moved to the model's device."""
     was = model.training
     model.eval()
+    dev = _device(model)
     try:
-        pred = batched(lambda b: model(b).argmax(1), x, batch_size)
+        pred = batched(lambda b: model(b.to(dev)).argmax(1).cpu(), x, batch_size)
     finally:
         model.train(was)
-    return (pred.cpu() == labels.cpu()).float().mean().item()
+    return (pred == labels.cpu()).float().mean().item()
+
+
+@torch.no_grad()
+def features(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The model's penultimate features (``model.features``) of x (N, C, H, W), batch by batch on
+    the model's device, on the host."""
+    was = model.training
+    model.eval()
+    dev = _device(model)
+    try:
+        return batched(lambda b: model.features(b.to(dev)).cpu(), x, batch_size)
+    finally:
+        model.train(was)
 
 
 def f1_score(pred: torch.Tensor, truth: torch.Tensor) -> float:
@@ -124,7 +144,9 @@ def tca(eval_model: nn.Module, reconstructions: torch.Tensor, labels: torch.Tens
     return accuracy(eval_model, reconstructions, labels, batch_size)
 
 
-def _masked(x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+def masked(x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """x * maps (Table 3's input x*e): maps smaller than the image are upsampled bilinearly first,
+    one-channel maps broadcast over the colour channels."""
     if maps.shape[-2:] != x.shape[-2:]:
         maps = F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return x * maps
@@ -135,12 +157,17 @@ def utility_deepsim(target_model: nn.Module, x: torch.Tensor, e: torch.Tensor, e
                     batch_size: int = 256) -> float:
     """Table 3: DeePSiM between the target's penultimate features of x*e and x*e_hat.
 
-    x: (N, C, H, W) in [0, 1]; e, e_hat: (N, C' in {1, C}, H', W') in [0, 1]."""
+    x: (N, C, H, W) in [0, 1]; e, e_hat: (N, C' in {1, C}, H', W') in [0, 1]; on the host or the
+    model's device (each batch is moved there)."""
     was = target_model.training
     target_model.eval()
+    dev = _device(target_model)
+
+    def feats(maps: torch.Tensor):
+        return lambda i: target_model.features(masked(x[i].to(dev), maps[i].to(dev).float())).cpu()
     try:
-        fa = batched(lambda i: target_model.features(_masked(x[i], e[i])), torch.arange(x.shape[0]), batch_size)
-        fb = batched(lambda i: target_model.features(_masked(x[i], e_hat[i])), torch.arange(x.shape[0]), batch_size)
+        fa = batched(feats(e), torch.arange(x.shape[0]), batch_size)
+        fb = batched(feats(e_hat), torch.arange(x.shape[0]), batch_size)
     finally:
         target_model.train(was)
     return deepsim(fa, fb)

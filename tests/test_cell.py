@@ -1,5 +1,6 @@
 """One cell end to end on the smoke preset: rows, schema, GNIME reuse, matched magnitudes."""
 
+import json
 import math
 
 import pyarrow.dataset as pads
@@ -9,11 +10,13 @@ from gnime_ray.config import CellSpec, get_preset
 from gnime_ray.pipeline.cell import run_cell
 from gnime_ray.pipeline.prepare import prepare
 from gnime_ray.store import SCHEMA, read_rows, write_rows
+from gnime_ray.store.parquet import FIGURE_SAMPLE, read_figure_sample
 
 
 @pytest.fixture(scope="module")
 def smoke_prep(tmp_path_factory):
     import os
+
     cache = tmp_path_factory.mktemp("cache")
     os.environ["GNIME_RAY_CACHE"] = str(cache)
     prep = prepare("digits", get_preset("smoke"), 0, explainers=["grad"], log=lambda _: None)
@@ -27,8 +30,16 @@ def _run(spec, prep, lines=None):
 
 def test_gnime_cell_row_matches_schema_and_round_trips(smoke_prep, tmp_path):
     row = _run(CellSpec("digits", explainer="grad", defense="gnime"), smoke_prep)
-    assert set(row) == set(SCHEMA.names)
+    assert set(row) == set(SCHEMA.names) | {FIGURE_SAMPLE}
     assert 0 <= row["tca"] <= 1 and -1 <= row["ssim"] <= 1 and row["mse"] > 0 and row["n_eval"] == 12
+    # what figures and reproduction need: per-image values whose means are the row's, the config
+    assert len(row["ssim_per_image"]) == len(row["perturbation_per_map"]) == 12
+    assert sum(row["ssim_per_image"]) / 12 == pytest.approx(row["ssim"], rel=1e-6)
+    assert sum(row["perturbation_per_map"]) / 12 == pytest.approx(row["perturbation_mse"], rel=1e-6)
+    config = json.loads(row["config"])
+    assert CellSpec(**config["cell"]) == CellSpec("digits", explainer="grad", defense="gnime")
+    assert config["preset"] == get_preset("smoke").to_dict() and config["overrides"] == {}
+    assert config["data"]["prepare_key"] == smoke_prep.key and config["runtime"]["threads"] >= 1
     assert row["perturbation_mse"] == pytest.approx(row["matched_mse"], rel=1e-6)  # GNIME is deterministic
     assert 0 < row["utility_deepsim"] <= 1
     write_rows([row], str(tmp_path / "out"))
@@ -36,6 +47,11 @@ def test_gnime_cell_row_matches_schema_and_round_trips(smoke_prep, tmp_path):
     assert table.num_rows == 1 and set(table.schema.names) == set(SCHEMA.names)
     back = table.to_pylist()[0]
     assert back["cell"] == row["cell"] and back["ssim"] == row["ssim"] and back["study"] == "cells"
+    sample = read_figure_sample(str(tmp_path / "out"), back["figure_sample"])
+    assert back["figure_sample"].startswith("_figures/study=cells/") and back["figure_sample"].endswith(".npz")
+    assert sample["image"].dtype.name == "uint8" and sample["image"].shape == (8, 1, 32, 32)
+    assert sample["clean_map"].shape == sample["released_map"].shape == (8, 1, 32, 32)
+    assert sample["reconstruction"].shape == (8, 1, 32, 32) and list(sample["positions"]) == sorted(sample["positions"])
     # plain pyarrow with hive partitioning reads the same dataset
     assert pads.dataset(str(tmp_path / "out"), partitioning="hive").to_table().num_rows == 1
     assert not list((tmp_path / "out").rglob("*.tmp"))
@@ -73,3 +89,108 @@ def test_read_rows_ignores_other_files_in_the_results_root(smoke_prep, tmp_path)
     row = _run(CellSpec("digits", explainer="grad", defense="none"), smoke_prep)
     write_rows([row], str(out))
     assert read_rows(str(out)).num_rows == 1
+
+
+def _cli_study(tmp_path, cache_dir):
+    """A small matrix study (lrp, 2 seeds) written by the CLI, as a researcher would make one."""
+    from gnime_ray.cli import main
+
+    out = tmp_path / "out"
+    assert main(["matrix", "--dataset", "digits", "--preset", "smoke", "--seeds", "2", "--explainers", "lrp",
+                 "--out", str(out), "--study", "m", "--gamma", "0.002"]) == 0
+    return out
+
+
+def test_export_reproduce_and_figures_from_a_cli_study(cache_dir, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    import torch
+
+    from gnime_ray.cli import main
+    from gnime_ray.defenses import GnimeDefense, GnimeModel
+    from gnime_ray.explain import get_explainer
+    from gnime_ray.pipeline.cache import load_tensors
+    from gnime_ray.pipeline.prepare import prepare
+
+    out = _cli_study(tmp_path, cache_dir)
+    rows = read_rows(str(out)).to_pylist()
+    gnime_row = next(r for r in rows if r["defense"] == "gnime" and r["attack_seed"] == 0)
+    capsys.readouterr()
+
+    # Phase II: the study's GNIME with its gamma, as one TorchScript file
+    defence = tmp_path / "defence.pt"
+    assert main(["export", str(out), "--study", "m", "-o", str(defence)]) == 0
+    prep = prepare("digits", get_preset("smoke"), 0, explainers=["lrp"], log=lambda _: None)
+    model = GnimeModel.from_state(load_tensors(cache_dir / gnime_row["gnime_artifact"][len("_artifacts/"):]))
+    ev = prep.split.eval
+    maps, logits = prep.maps[("lrp", "paper")][ev].float(), prep.logits[ev]
+    expected = GnimeDefense(model, 0.002).release(maps, logits, None, 0)
+    torch.save({"maps": maps, "logits": logits}, tmp_path / "inputs.pt")
+    # a fresh Python in which gnime_ray cannot be imported: only torch loads and runs the defence
+    probe = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'gnime_ray': raise ImportError('gnime_ray is not available here')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import torch\n"
+        f"d = torch.jit.load({str(defence)!r}); x = torch.load({str(tmp_path / 'inputs.pt')!r})\n"
+        f"torch.save(d(x['maps'], x['logits']), {str(tmp_path / 'released.pt')!r})\n"
+        "assert not any(m.startswith('gnime_ray') for m in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert torch.equal(torch.load(tmp_path / "released.pt"), expected)
+
+    # the wrapper a deployment uses: logits and protected maps of a batch
+    import gnime_ray
+
+    protector = gnime_ray.Protector(prep.target, get_explainer("lrp", "paper"), defence)
+    x = prep.images(ev[:5])
+    got_logits, protected = protector(x)
+    assert torch.allclose(got_logits, prep.logits[ev[:5]], atol=1e-5)
+    assert protected.shape == (5, 1, 32, 32) and not torch.allclose(protected, maps[:5])
+
+    # a row, run again from what it recorded with a fresh cache: the same metrics, nothing written
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert main(["reproduce", str(out), "--study", "m", "--cell", gnime_row["cell"], "--attack-seed", "0",
+                 "--cache-dir", str(tmp_path / "fresh")]) == 0
+    text = capsys.readouterr().out
+    assert "reproduced: every metric within" in text and "| ssim | " in text
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+    # figures: the reconstruction grid and the perturbation histogram, PNG and CSV
+    assert main(["figures", str(out), "-o", str(tmp_path / "figs")]) == 0
+    names = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert names == ["perturbation-digits-lrp.csv", "perturbation-digits-lrp.png", "reconstructions-digits-lrp.csv",
+                     "reconstructions-digits-lrp.png"]
+    grid = (tmp_path / "figs" / "reconstructions-digits-lrp.csv").read_text().splitlines()
+    assert len(grid) == 1 + 8 * 5  # 8 kept images x (PredMI, ExpMI, RND, OND, GNIME)
+
+    # bad input: one line, non-zero
+    for argv, needle in ((["export", str(out), "--study", "nope", "-o", str(tmp_path / "x.pt")], "no study 'nope'"),
+                         (["export", str(out), "--study", "m", "--trial", "t9", "-o", str(tmp_path / "x.pt")],
+                          "has no trial 't9'"),
+                         (["reproduce", str(out), "--study", "m", "--cell", "nocell", "--attack-seed", "0"],
+                          "has no cell 'nocell'"),
+                         (["reproduce", str(out), "--study", "m", "--cell", gnime_row["cell"], "--attack-seed", "7"],
+                          "no row of cell"),
+                         (["figures", str(tmp_path / "empty"), "-o", str(tmp_path / "f2")], "no rows"),
+                         (["table", str(out), "--dataset", "digits", "--study", "m", "--trial", "t9"],
+                          "has no trial 't9'")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, (argv, err)
+
+
+def test_figures_refuse_rows_without_figure_data(tmp_path, capsys):
+    from gnime_ray.cli import main
+
+    row = {f.name: float("nan") if str(f.type) == "double" else None for f in SCHEMA}
+    row.update(study="old", dataset="digits", explainer="lrp", trial="", cell="c", aux_dataset="same", variant="paper",
+               defense="gnime", attack="expmi", study_seed=0, attack_seed=0, preset="smoke", n_eval=5,
+               attack_epochs_run=1)
+    write_rows([row], str(tmp_path / "out"))  # as an earlier version wrote rows: no figure data
+    assert main(["figures", str(tmp_path / "out"), "-o", str(tmp_path / "figs")]) == 2
+    err = capsys.readouterr().err
+    assert "keep no figure data (written by an earlier version" in err and err.count("\n") == 1

@@ -8,7 +8,6 @@ on a worker is refused; a worker node killed mid-trial costs no row."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys

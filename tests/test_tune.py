@@ -83,6 +83,9 @@ def test_smoke_study_on_fake_gpu(local_ray, tmp_path):
         assert t["trial_gpu_assigned"] == 0.25  # the configured GPU fraction
         assert t["attackers_in_trial_pg"]  # attackers ran inside the trial's placement group
         assert isinstance(t["pareto"], bool)
+        # the trial's own bundle attacked too (4 cells, 1 attacker bundle): it idled less than its attack phase
+        assert 0 < t["trial_attack_seconds"] <= t["attack_phase_seconds"]
+        assert t["idle_share"] < t["attack_phase_seconds"] / (t["gnime_seconds"] + t["attack_phase_seconds"])
     rows = result["rows"]
     # baselines once per study (PredMI and unprotected ExpMI, 2 seeds each) + per trial 2 gammas x 2 seeds
     assert len(rows) == 4 + 2 * 4
@@ -147,6 +150,32 @@ def test_multi_objective_and_grid_studies(local_ray, tmp_path):
     assert len(multi["trials"]) == 2 and any(t["pareto"] for t in multi["trials"])
     assert all(1e-3 <= t["gamma"] <= 1e-2 for t in multi["trials"])  # gamma searched on a log scale
     assert len(multi["rows"]) == 2
+    # the search, kept as an Optuna study under the results root (what optuna-dashboard opens)
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    out = tmp_path / "out"
+    kept = optuna.load_study(study_name="multi-lrp",
+                             storage=JournalStorage(JournalFileBackend(str(out / "_optuna" / "multi.log"))))
+    assert len(kept.trials) == 2 and [d.name for d in kept.directions] == ["MINIMIZE", "MAXIMIZE"]
+    by_id = {t.user_attrs["tune_trial_id"]: t for t in kept.trials}
+    for t in multi["trials"]:
+        assert by_id[t["trial"]].params["lam"] == t["lambda"] and by_id[t["trial"]].params["gamma"] == t["gamma"]
+        assert by_id[t["trial"]].values == [t["attack_ssim"], t["utility"]]
+    assert {t.user_attrs["tune_trial_id"] for t in kept.best_trials} == {t["trial"] for t in multi["trials"]
+                                                                        if t["pareto"]}
+    # one trial's table, its defence exported, and the search's figures
+    from gnime_ray.cli import main
+
+    trial = multi["trials"][0]["trial"]
+    assert main(["table", str(out), "--dataset", "digits", "--study", "multi", "--trial", trial,
+                 "--explainers", "lrp"]) == 0
+    assert main(["export", str(out), "--study", "multi", "--trial", trial, "-o", str(tmp_path / "d.pt")]) == 0
+    assert main(["export", str(out), "--study", "multi", "-o", str(tmp_path / "d.pt")]) == 2  # two GNIMEs: which?
+    assert main(["figures", str(out), "--study", "multi", "-o", str(tmp_path / "figs")]) == 0
+    assert {"search-multi-lrp.png", "search-multi-lrp.csv", "pareto-multi-lrp.png"} <= {
+        p.name for p in (tmp_path / "figs").iterdir()}
     grid = run_study(_spec(tmp_path, "grid", search="grid", lam_range=(50.0, 50.0), widths=(1.0, 0.5),
                            attack_seeds=1, baselines=False, defenses=("gnime", "rnd")), log=lambda _: None)
     assert sorted(t["ng_width"] for t in grid["trials"]) == [0.5, 1.0]
@@ -208,3 +237,44 @@ def test_address_auto_without_a_ray_start_cluster_is_one_line(tmp_path):
                         "auto", "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-2000:]
     assert "--address auto: this machine is not a node of a running Ray cluster" in r.stderr
+
+
+def test_three_attackers_map_the_maps_instead_of_copying_them(local_ray, tmp_path):
+    """Three concurrent attacker tasks on one node read one float16 maps file through the page cache:
+    each maps it and none holds a private copy of any of its pages (Private_Dirty 0)."""
+    from fixtures import write_celeba_official
+
+    from gnime_ray.config import CellSpec
+    from gnime_ray.tune.trial import attack_task, prepared
+
+    data = tmp_path / "data"
+    write_celeba_official(data, {i: 30 for i in range(1, 41)}, attrs=False)  # 1,200 images, 3x128x128
+    preset = get_preset("smoke", max_images=None, celeba_identities=40, celeba_images_per_identity=30,
+                        explain_batch_size=128)
+    spec = _spec(tmp_path, "mapped", dataset="celeba", explainers=("grad",), preset=preset, data_root=str(data),
+                 use_gpu=False)
+    prep = prepared(spec, "cpu")  # prepare once (in this process), as a study's prepare task does
+    maps_file = prep.cache_path / f"maps-grad-paper-b{preset.explain_batch_size}.f16.npy"
+    assert maps_file.stat().st_size > 100e6  # 1,200 x 3 x 128 x 128 float16 = 118 MB
+
+    @ray.remote(num_cpus=1)
+    def attack_and_inspect(seed: int) -> tuple[dict, dict]:
+        cell = CellSpec("celeba", explainer="grad", defense="none", seed=seed).to_dict()
+        row = attack_task(cell, spec, None, "t", 0.0)
+        # Rss, Private_Dirty, ... (kB) summed over this process's mappings of the maps file
+        totals: dict[str, int] = {}
+        inside = False
+        for line in open("/proc/self/smaps"):
+            head = line.split()
+            if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+                inside = line.rstrip().endswith(str(maps_file))
+                totals["mappings"] = totals.get("mappings", 0) + inside
+            elif inside and len(head) == 3 and head[0].endswith(":") and head[2] == "kB":
+                totals[head[0][:-1]] = totals.get(head[0][:-1], 0) + int(head[1])
+        return row, totals
+
+    results = ray.get([attack_and_inspect.remote(s) for s in range(3)])
+    for row, mapping in results:
+        assert row["status"] == "finished" and not row["skipped"] and row["n_eval"] == 120
+        assert mapping.get("mappings", 0) >= 1 and mapping["Rss"] > 0  # the file is mapped and was read
+        assert mapping["Private_Dirty"] == 0 and mapping.get("Anonymous", 0) == 0  # no page of it was copied

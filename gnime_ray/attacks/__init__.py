@@ -4,7 +4,9 @@ Each is trained with MSE on the attack-train split of RELEASED maps (each defenc
 attacker never sees clean maps of a defended model), Adam(lr, Keras eps 1e-7, default betas),
 early-stopping on a held-out slice of the attack-train split with patience, restoring the best
 weights (the release early-stops on the evaluation set; see data/splits.py). Reconstructions of
-the evaluation split are clipped to [0, 1] before any metric.
+the evaluation split are clipped to [0, 1] before any metric. Inputs are read batch by batch from
+host rows (data/rows.py) and moved to the device: the device holds the network and one batch, and
+no split is held whole in memory (the validation MSE is accumulated batch by batch).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 
 from .. import echo
 from ..config import ATTACKS
+from ..data.rows import HostRows, map_rows, rows_of
 from ..early_stopping import EarlyStopping
 from ..models import PredMI, UNet
 
@@ -34,45 +37,46 @@ def build_attacker(name: str, map_shape: Sequence[int], image_shape: Sequence[in
     raise ValueError(f"unknown attack {name!r}; expected one of {', '.join(ATTACKS)}")
 
 
-def _inputs(name: str, maps: torch.Tensor | None, logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return (maps, logits) if name == "expmi" else (logits,)
+def _inputs(name: str, maps, logits) -> list[HostRows]:
+    return [rows_of(maps), rows_of(logits)] if name == "expmi" else [rows_of(logits)]
 
 
-def train_attacker(name: str, model: nn.Module, maps: torch.Tensor | None, logits: torch.Tensor, images: torch.Tensor,
-                   val_maps: torch.Tensor | None, val_logits: torch.Tensor, val_images: torch.Tensor, *,
+def train_attacker(name: str, model: nn.Module, maps, logits, images, val_maps, val_logits, val_images, *,
                    epochs: int, batch_size: int, patience: int, lr: float, seed: int,
-                   device: torch.device, log: Log = echo) -> dict:
-    """Fit ``model`` in place on (released maps, logits) -> images, all float32 tensors with
-    matching first dimension (maps None for PredMI). Returns the history; the model ends with
-    its best validation-MSE weights in eval mode."""
+                   device: torch.device, log: Log = echo, eval_batch_size: int = 512) -> dict:
+    """Fit ``model`` in place on (released maps, logits) -> images. Each input is a tensor or
+    HostRows with matching rows (maps None for PredMI): released maps (N, C', H', W') float,
+    logits (N, K) float32, images (N, C, H, W) uint8 or float32 in [0, 1]. The validation pass
+    runs in batches of ``eval_batch_size``. Returns the history; the model ends with its best
+    validation-MSE weights in eval mode."""
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-7)
-    train = [t.to(device) for t in _inputs(name, maps, logits)]
-    val = [t.to(device) for t in _inputs(name, val_maps, val_logits)]
-    x, x_val = images.to(device), val_images.to(device)
+    train, x = _inputs(name, maps, logits), rows_of(images)
+    val, x_val = _inputs(name, val_maps, val_logits), rows_of(val_images)
     gen = torch.Generator().manual_seed(seed)
     stopper = EarlyStopping(patience, mode="min")
     hist = {"train_mse": [], "val_mse": []}
+    n = len(x)
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
-        perm = torch.randperm(x.shape[0], generator=gen).to(device)
+        perm = torch.randperm(n, generator=gen)
         total = 0.0
-        for i in range(0, perm.numel(), batch_size):
+        for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
-            loss = F.mse_loss(model(*(t[idx] for t in train)), x[idx])
+            loss = F.mse_loss(model(*(r.to(device, idx) for r in train)), x.to(device, idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * idx.numel()
-        val_mse = F.mse_loss(reconstruct(model, val), x_val).item()
-        hist["train_mse"].append(total / x.shape[0])
+        val_mse = validation_mse(model, val, x_val, eval_batch_size)
+        hist["train_mse"].append(total / n)
         hist["val_mse"].append(val_mse)
         if stopper.step(val_mse, epoch, model) and epoch < epochs:
             log(f"  {name}: early stop at epoch {epoch} (best val MSE {stopper.best:.5f} at epoch {stopper.best_epoch})")
             break
         if epoch % 10 == 0:
-            log(f"  {name} epoch {epoch}/{epochs}: train MSE {total / x.shape[0]:.5f}, val MSE {val_mse:.5f} "
+            log(f"  {name} epoch {epoch}/{epochs}: train MSE {total / n:.5f}, val MSE {val_mse:.5f} "
                 f"({time.perf_counter() - t0:.0f}s)")
     stopper.restore(model)
     model.eval()
@@ -82,13 +86,34 @@ def train_attacker(name: str, model: nn.Module, maps: torch.Tensor | None, logit
 
 
 @torch.no_grad()
-def reconstruct(model: nn.Module, inputs: Sequence[torch.Tensor], batch_size: int = 512) -> torch.Tensor:
-    """Reconstructions clipped to [0, 1], (N, C, H, W) float32."""
+def validation_mse(model: nn.Module, inputs: list[HostRows], images: HostRows, batch_size: int = 512) -> float:
+    """MSE of the clipped reconstructions against ``images`` over every value of the split, batch by
+    batch (squared errors summed in float64: the whole-split float32 mean up to float32 rounding),
+    so that no split is ever held whole."""
     was = model.training
     model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
     try:
-        n = inputs[0].shape[0]
-        out = torch.cat([model(*(t[i:i + batch_size] for t in inputs)) for i in range(0, n, batch_size)])
+        for pos in images.chunks(batch_size):
+            err = model(*(r.to(device, pos) for r in inputs)).cpu().clamp_(0.0, 1.0).sub_(images.take(pos))
+            for rows in err.split(64):  # float64 in slices: no float64 copy of a whole batch
+                total += float(rows.double().square().sum())
+            count += err.numel()
+    finally:
+        model.train(was)
+    return total / count
+
+
+@torch.no_grad()
+def reconstruct(model: nn.Module, inputs: Sequence, batch_size: int = 512) -> torch.Tensor:
+    """Reconstructions clipped to [0, 1], (N, C, H, W) float32 on the host, computed batch by
+    batch on the model's device from ``inputs`` (tensors or HostRows with matching rows)."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        out = map_rows(model, [rows_of(t) for t in inputs], device, batch_size)
     finally:
         model.train(was)
     return out.clamp_(0.0, 1.0)

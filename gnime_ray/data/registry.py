@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .. import GnimeRayError, echo
+from ..config import content_hash
 
 ROOT_ENV_VAR = "GNIME_RAY_DATA"
 
@@ -71,8 +72,13 @@ class ImageDataset:
                             attrs, self.attribute_names, {**self.info, "max_images": n})
 
     def fingerprint(self) -> str:
-        """A content hash of the images and labels (identifies the data in cache keys); hashed in
-        chunks so that a memory-mapped dataset is never copied whole into memory."""
+        """What identifies the data in cache keys. A dataset read through the preprocessing cache
+        (data/imagecache.py) is identified by its cache entry, itself a hash of the source files'
+        names and sizes, the selection and the output size: nothing is read. A dataset held in
+        memory (digits, MNIST, CIFAR-10: at most a few hundred MB) is hashed, in chunks."""
+        if "cache" in self.info:
+            return content_hash({"entry": Path(self.info["cache"]).name, "rows": len(self),
+                                 "max_images": self.info.get("max_images")})
         h = hashlib.sha256()
         arr = self.images.numpy()
         for i in range(0, arr.shape[0], 1024):

@@ -24,9 +24,12 @@ from .rnd import rnd_release
 class Defense(Protocol):
     name: str
 
-    def release(self, e: torch.Tensor, y: torch.Tensor, x: torch.Tensor, seed: int) -> torch.Tensor:
+    def release(self, e: torch.Tensor, y: torch.Tensor, x: torch.Tensor, seed: int | torch.Generator) -> torch.Tensor:
         """e: (N, C', H', W') clean maps in [0, 1]; y: (N, K) target logits; x: (N, C, H, W) the
-        queried images (the defender has them) -> released maps, same shape as e."""
+        queried images (the defender has them) -> released maps, float32, same shape as e.
+        ``seed``: the randomness of a stochastic defence (RND), a seed or a generator shared by
+        the batches of one split; per-map defences (GNIME, OND, the gamma bound) give each map
+        the same release whatever the batches."""
 
 
 @dataclass
@@ -34,7 +37,7 @@ class NoDefense:
     name: str = "none"
 
     def release(self, e, y, x, seed):
-        return e
+        return e.float()
 
 
 @dataclass
@@ -45,7 +48,7 @@ class GnimeDefense:
 
     def release(self, e, y, x, seed):
         e_hat = self.model.release(e, y)
-        return e_hat if self.gamma is None else apply_gamma_bound(e, e_hat, self.gamma)
+        return e_hat if self.gamma is None else apply_gamma_bound(e.float(), e_hat, self.gamma)
 
 
 @dataclass
@@ -65,7 +68,8 @@ class OndDefense:
     name: str = "ond"
 
     def release(self, e, y, x, seed):
-        return ond_release(e, y, x, self.model.inv, self.model.mu, self.model.sigma, self.target_mse, self.steps)
+        return ond_release(e.float(), y, x, self.model.inv, self.model.mu, self.model.sigma, self.target_mse,
+                           self.steps)
 
 
 __all__ = ["DEFENSES", "Defense", "NoDefense", "GnimeDefense", "RndDefense", "OndDefense", "GnimeConfig",

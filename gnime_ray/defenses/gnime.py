@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from .. import TrainingDiverged, echo
 from ..config import positive_finite
+from ..data.rows import HostRows, rows_of, to_device
 from ..models import UNet
 
 Log = Callable[[str], None]
@@ -95,12 +96,13 @@ class GnimeModel:
 
     @torch.no_grad()
     def release(self, e: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """Phase II. e: (N, C', H', W') clean maps in [0, 1]; y: (N, K) logits -> e_hat, same shape, in [0, 1]."""
+        """Phase II. e: (N, C', H', W') clean maps in [0, 1]; y: (N, K) logits -> e_hat, float32,
+        same shape, in [0, 1], on e's device (computed batch by batch on the NG's device)."""
         self.ng.eval()
         dev = next(self.ng.parameters()).device
         out = []
         for i in range(0, e.shape[0], batch_size):
-            eb, yb = e[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
+            eb, yb = to_device(e[i:i + batch_size].float(), dev), to_device(y[i:i + batch_size].float(), dev)
             n = self.ng(self.standardise(eb), yb)
             out.append((self.sigma * n + self.mu).clamp(0, 1).to(e.device))
         return torch.cat(out)
@@ -163,25 +165,43 @@ def make_optimisers(model: GnimeModel) -> tuple[torch.optim.Optimizer, torch.opt
             torch.optim.Adam(model.inv.parameters(), lr=lr, eps=1e-7))
 
 
-def train_gnime(maps: torch.Tensor, logits: torch.Tensor, images: torch.Tensor, cfg: GnimeConfig,
-                device: torch.device | str = "cpu", log: Log = echo, log_every: int = 10,
+def map_stats(maps: HostRows, chunk: int = 4096) -> tuple[float, float]:
+    """(mean, standard deviation with ddof 1) of every value of the maps: the release's global mu
+    and sigma of the target-half explanations. Read in chunks and accumulated in float64 (two
+    passes), so the whole array is never in memory; a float32 reduction over the whole array gives
+    the same numbers up to float32 rounding (and ddof 1 vs 0 differs by a relative 1/(2n))."""
+    n, total = 0, 0.0
+    for pos in maps.chunks(chunk):
+        block = maps.take(pos).double()
+        total += block.sum().item()
+        n += block.numel()
+    mu = total / n
+    ss = sum(((maps.take(pos).double() - mu) ** 2).sum().item() for pos in maps.chunks(chunk))
+    return mu, math.sqrt(ss / (n - 1))
+
+
+def train_gnime(maps: torch.Tensor | HostRows, logits: torch.Tensor | HostRows, images: torch.Tensor | HostRows,
+                cfg: GnimeConfig, device: torch.device | str = "cpu", log: Log = echo, log_every: int = 10,
                 on_epoch: Optional[Callable[[int, dict[str, float], Callable[[], dict]], None]] = None,
                 resume: Optional[dict[str, Any]] = None) -> GnimeModel:
     """Phase I on the target half.
 
-    maps: (N, C', H', W') float32 in [0, 1], the target model's clean maps; logits: (N, K) float32;
-    images: (N, C, H, W) float32 in [0, 1]. Returns the trained GnimeModel with per-epoch losses
-    in ``history``. ``on_epoch(epoch, losses, training_state)`` is called after every epoch;
-    ``training_state()`` returns everything needed to continue (weights, both optimisers, the
-    batch sampler, the history), which ``resume`` accepts: a resumed run ends exactly where an
-    uninterrupted one would. Raises TrainingDiverged as soon as a loss is not finite (the
-    weights are then meaningless: nothing is returned or cached)."""
+    maps: (N, C', H', W') clean maps in [0, 1] (float16 or float32) of the target model; logits:
+    (N, K) float32; images: (N, C, H, W) uint8 (or float32 in [0, 1]); each a tensor or HostRows
+    (rows of a memory-mapped array). Only one batch at a time is read and moved to ``device``:
+    the device holds the networks and a batch, whatever N. Returns the trained GnimeModel with
+    per-epoch losses in ``history``. ``on_epoch(epoch, losses, training_state)`` is called after
+    every epoch; ``training_state()`` returns everything needed to continue (weights, both
+    optimisers, the batch sampler, the history), which ``resume`` accepts: a resumed run ends
+    exactly where an uninterrupted one would. Raises TrainingDiverged as soon as a loss is not
+    finite (the weights are then meaningless: nothing is returned or cached)."""
     device = torch.device(device)
-    mu, sigma = maps.mean().item(), maps.std().item()
+    maps, logits, images = rows_of(maps), rows_of(logits), rows_of(images)
+    mu, sigma = map_stats(maps)
     if not sigma > 0:
         raise ValueError("the maps are constant: GNIME needs maps with a non-zero standard deviation")
     torch.manual_seed(cfg.seed)
-    ng, inv = build_networks(tuple(maps.shape[1:]), tuple(images.shape[1:]), logits.shape[1], cfg)
+    ng, inv = build_networks(maps.row_shape, images.row_shape, logits.row_shape[0], cfg)
     model = GnimeModel(ng.to(device).train(), inv.to(device).train(), mu, sigma, cfg,
                        {k: [] for k in ("l_adv", "l_clean", "l_dist", "l_inv", "l_ng")})
     opt_ng, opt_inv = make_optimisers(model)
@@ -202,13 +222,13 @@ def train_gnime(maps: torch.Tensor, logits: torch.Tensor, images: torch.Tensor, 
         return {**model.state(), "epoch": epoch, "sampler": gen.get_state(),
                 "opt_ng": copy.deepcopy(opt_ng.state_dict()), "opt_inv": copy.deepcopy(opt_inv.state_dict())}
 
-    e_std = model.standardise(maps).to(device)
-    y, x = logits.to(device), images.to(device)
-    b = min(cfg.batch_size, maps.shape[0])
+    n = len(maps)
+    b = min(cfg.batch_size, n)
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs + 1):
-        idx = torch.randperm(maps.shape[0], generator=gen)[:b].to(device)
-        losses = gnime_step(model, opt_ng, opt_inv, e_std[idx], y[idx], x[idx])
+        idx = torch.randperm(n, generator=gen)[:b]
+        losses = gnime_step(model, opt_ng, opt_inv, model.standardise(maps.to(device, idx)), logits.to(device, idx),
+                            images.to(device, idx))
         if not all(math.isfinite(v) for v in losses.values()):
             raise TrainingDiverged(f"GNIME diverged at epoch {epoch}/{cfg.epochs} (lambda {cfg.lam!r}, NG width "
                                    f"{cfg.ng_width:g}): " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items()))

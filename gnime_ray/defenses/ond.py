@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.rows import to_device
+
 
 def ond_release(e: torch.Tensor, y: torch.Tensor, x: torch.Tensor, inv: nn.Module, mu: float, sigma: float,
                 target_mse: float, steps: int = 20, step_size: float | None = None, batch_size: int = 256) -> torch.Tensor:
@@ -37,7 +39,7 @@ def ond_release(e: torch.Tensor, y: torch.Tensor, x: torch.Tensor, inv: nn.Modul
     out = []
     try:
         for i in range(0, e.shape[0], batch_size):
-            eb, yb, xb = e[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev), x[i:i + batch_size].to(dev)
+            eb, yb, xb = (to_device(t[i:i + batch_size], dev) for t in (e, y, x))
             d = torch.zeros_like(eb)
             for _ in range(steps):
                 d.requires_grad_(True)

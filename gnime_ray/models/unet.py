@@ -82,7 +82,7 @@ class UNet(nn.Module):
         h = e
         for conv in self.enc:
             h = F.relu(conv(h))
-            skips[h.shape[-1]] = h
+            skips[int(h.shape[-1])] = h  # int: spatial sizes are static (and so under torch.jit.trace)
             h = F.max_pool2d(h, 2)
         b = F.relu(self.fc_bottleneck(h.flatten(1)))
         z = F.relu(self.fc_mix(torch.cat([b, e.flatten(1), y], dim=1)))
@@ -97,7 +97,7 @@ class UNet(nn.Module):
             h = F.interpolate(F.relu(out), scale_factor=2, mode="nearest")
         if h.ndim == 2:  # a 4x4 output: no decoder conv ran
             h = h[:, :, None, None].expand(-1, -1, 4, 4)
-        r = h.shape[-1]
+        r = int(h.shape[-1])
         if r in skips:
             h = torch.cat([h, skips[r]], dim=1)
         return self.out(h)

@@ -54,16 +54,20 @@ class AttributeModels:
     path: Path
 
     @torch.no_grad()
-    def f1(self, images: torch.Tensor, attributes: torch.Tensor, attribute_names: tuple[str, ...],
-           device: torch.device) -> dict[str, float]:
-        """{f1 column: F1} of each classifier on images (N, 3, H, W) float in [0, 1] against the
-        true attributes (N, A) in {0, 1} (columns named by ``attribute_names``)."""
-        out = {}
-        for name, model in zip(self.names, self.models):
+    def predict(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """(N, len(names)) bool: each classifier's decision on images (N, 3, H, W) float in [0, 1]
+        (in batches of 64 on ``device``; host result)."""
+        cols = []
+        for model in self.models:
             model.to(device).eval()
-            pred = batched(lambda b: model(b.to(device)) > 0, images, 64).cpu()
-            out[f1_column(name)] = f1_score(pred, attributes[:, attribute_names.index(name)])
-        return out
+            cols.append(batched(lambda b: (model(b.to(device)) > 0).cpu(), images, 64))
+        return torch.stack(cols, dim=1)
+
+    def f1(self, pred: torch.Tensor, attributes: torch.Tensor, attribute_names: tuple[str, ...]) -> dict[str, float]:
+        """{f1 column: F1} of the predictions (N, len(names)) against the true attributes (N, A) in
+        {0, 1} (columns named by ``attribute_names``)."""
+        return {f1_column(name): f1_score(pred[:, i], attributes[:, attribute_names.index(name)])
+                for i, name in enumerate(self.names)}
 
 
 def _key(subset: ImageDataset, preset: Preset, weights: Optional[str]) -> str:
@@ -154,18 +158,25 @@ def train_attribute_classifiers(subset: ImageDataset, preset: Preset, *, data_ro
     return AttributeModels(PAPER_ATTRIBUTES, models, val_f1, path)
 
 
-def reconstruction_f1(prep_dataset: ImageDataset, eval_idx: torch.Tensor, rec: torch.Tensor, preset: Preset,
-                      cache_dir: Optional[str], device: torch.device, log: Log = echo) -> dict[str, float]:
-    """The F1 columns of a cell: each attribute classifier on the reconstructions ``rec`` of the
-    evaluation images ``eval_idx``; NaN when the dataset has no attributes or the classifiers
-    were not trained yet (``gnime-ray attributes``)."""
-    out = {c: float("nan") for c in F1_COLUMNS}
+def attribute_models_for(prep_dataset: ImageDataset, preset: Preset, cache_dir: Optional[str],
+                         log: Log = echo) -> Optional[AttributeModels]:
+    """The attribute classifiers of a CelebA subset, or None when the dataset has no attributes or
+    they were not trained yet (``gnime-ray attributes``); a cell's f1_* columns are then NaN."""
     if prep_dataset.attributes is None or "cache" not in prep_dataset.info:
-        return out
+        return None
     models = load_attribute_models(attribute_dir(resolve_cache_dir(cache_dir), prep_dataset, preset))
     if models is None:
         log("attributes: no trained attribute classifiers for this subset (run `gnime-ray attributes`); "
             "the f1_* columns stay NaN")
-        return out
-    out.update(models.f1(rec, prep_dataset.attributes[eval_idx], prep_dataset.attribute_names, device))
+    return models
+
+
+def reconstruction_f1(models: Optional[AttributeModels], pred: Optional[torch.Tensor], prep_dataset: ImageDataset,
+                      eval_idx: torch.Tensor) -> dict[str, float]:
+    """The F1 columns of a cell: each attribute classifier's predictions ``pred`` on the
+    reconstructions of the evaluation images ``eval_idx`` against their true attributes; NaN
+    without classifiers."""
+    out = {c: float("nan") for c in F1_COLUMNS}
+    if models is not None:
+        out.update(models.f1(pred, prep_dataset.attributes[eval_idx], prep_dataset.attribute_names))
     return out

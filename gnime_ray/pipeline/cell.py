@@ -8,22 +8,28 @@ diverged attacker) raises TrainingDiverged instead of returning a row.
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import time
+import uuid
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from .. import TrainingDiverged, __version__, echo
-from ..attacks import build_attacker, reconstruct, train_attacker
-from ..config import CellSpec, Preset, derive_seed
+from ..attacks import build_attacker, train_attacker
+from ..config import CellSpec, Preset, derive_seed, preset_overrides
+from ..store.parquet import FIGURE_SAMPLE
 from ..defenses import GnimeModel
-from ..data.registry import to_float
-from ..metrics import deepsim, feature_distance, mse, perturbation_mse, psnr, ssim, tca, utility_deepsim
-from .attributes import reconstruction_f1
-from .defend import fit_defense, gnime_ref
+from ..data.rows import HostRows
+from ..metrics import deepsim, feature_distance, features, masked, mse, perturbation_mse, psnr, ssim
+from .attributes import attribute_models_for, reconstruction_f1
+from .cache import remove_array
+from .defend import fit_defense, gnime_ref, release_rows, released_file
 from .device import pick_device
 from .prepare import Prepared, prepare, prepare_aux
 
@@ -44,44 +50,64 @@ def run_cell(spec: CellSpec, preset: Preset, *, cache_dir: Optional[str] = None,
                        cache_dir=cache_dir, data_root=data_root, device=device, log=log, out=out)
     split = prep.split
     key = (spec.explainer, spec.variant)
-    x = {k: prep.images(getattr(split, k)) for k in ("attack_train", "attack_val", "eval")}
-    y = {k: prep.logits[getattr(split, k)] for k in x}
-    clean = {k: prep.maps[key][getattr(split, k)] for k in x} if spec.attack == "expmi" else None
+    splits = ("attack_train", "attack_val", "eval")
+    # rows of the memory-mapped arrays: nothing is copied here; batches are read as they are needed
+    x = {k: prep.image_rows(getattr(split, k)) for k in splits}
+    y = {k: prep.logit_rows(getattr(split, k)) for k in splits}
+    clean = {k: prep.map_rows(key, getattr(split, k)) for k in splits} if spec.attack == "expmi" else None
     if spec.aux_dataset != "same":  # the attacker trains on what f releases for its own images
         aux = prepare_aux(prep, spec.aux_dataset, preset, spec.study_seed, explainers=explainers,
                           variant=spec.variant, cache_dir=cache_dir, data_root=data_root, device=device, log=log)
         for k, idx in (("attack_train", aux.train), ("attack_val", aux.val)):
-            x[k], y[k] = to_float(aux.dataset.images[idx]), aux.logits[idx]
+            x[k], y[k] = HostRows(aux.dataset.images, idx), HostRows(aux.logits, idx)
             if clean is not None:
-                clean[k] = aux.maps[key][idx]
-    if spec.attack == "expmi":
-        defense, matched = fit_defense(prep, spec, preset, dev, log, gnime=gnime)
-        released = {k: defense.release(clean[k], y[k], x[k], seed=derive_seed(spec.study_seed, "release", spec.key(),
-                                                                              spec.seed, k)) for k in x}
-        map_shape = tuple(clean["eval"].shape[1:])
-    else:
-        matched, released, map_shape = 0.0, {k: None for k in x}, None
+                clean[k] = HostRows(aux.maps[key], idx)
+    scratch: list[Path] = []  # this cell's own released-map files (RND), removed when it ends
+    try:
+        if spec.attack == "expmi":
+            defense, matched = fit_defense(prep, spec, preset, dev, log, gnime=gnime)
+            released = {}
+            for k in splits:
+                if spec.defense in ("gnime", "ond"):  # deterministic: one file per node for every attack seed
+                    path: Optional[Path] = released_file(prep, spec, preset, k, len(clean[k]))
+                elif spec.defense == "rnd":
+                    path = prep.cache_root / "released" / f"tmp-{uuid.uuid4().hex}.npy"
+                    scratch.append(path)
+                else:
+                    path = None
+                released[k] = release_rows(defense, clean[k], y[k], x[k], derive_seed(spec.study_seed, "release",
+                                                                                     spec.key(), spec.seed, k), path,
+                                           preset.eval_batch_size)
+            map_shape = clean["eval"].row_shape
+        else:
+            matched, released, map_shape = 0.0, {k: None for k in splits}, None
+        return _attack_and_measure(spec, preset, prep, x, y, clean, released, map_shape, matched, dev, t0, study, trial,
+                                   cache_dir, log)
+    finally:
+        for path in scratch:
+            remove_array(path)
+
+
+def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict, y: dict, clean: Optional[dict],
+                        released: dict, map_shape, matched: float, dev: torch.device, t0: float, study: str,
+                        trial: str, cache_dir: Optional[str], log: Log) -> dict:
+    """Train the attacker on the released maps, evaluate it, and return the cell's row."""
+    split = prep.split
     attack_seed = derive_seed(spec.study_seed, "attack", spec.key(), spec.seed)
     torch.manual_seed(attack_seed)
     attacker = build_attacker(spec.attack, map_shape, prep.dataset.image_shape, prep.dataset.num_classes,
                               width=preset.net_width)
-    log(f"cell {spec.key()} seed {spec.seed}: training {spec.attack} on {x['attack_train'].shape[0]} released maps")
+    log(f"cell {spec.key()} seed {spec.seed}: training {spec.attack} on {len(x['attack_train'])} released maps")
     hist = train_attacker(spec.attack, attacker, released["attack_train"], y["attack_train"], x["attack_train"],
                           released["attack_val"], y["attack_val"], x["attack_val"], epochs=preset.attack_epochs,
                           batch_size=preset.attack_batch_size, patience=preset.attack_patience, lr=preset.attack_lr,
-                          seed=attack_seed, device=dev, log=log)
+                          seed=attack_seed, device=dev, log=log, eval_batch_size=preset.eval_batch_size)
     inputs = [released["eval"], y["eval"]] if spec.attack == "expmi" else [y["eval"]]
-    rec = reconstruct(attacker, [t.to(dev) for t in inputs]).cpu()
-    truth = x["eval"]
-    target, eval_model = prep.target, prep.eval_model
-    with torch.no_grad():
-        f_rec = target.features(rec.to(dev)).cpu()
-        f_true = target.features(truth.to(dev)).cpu()
-    if clean is not None:
-        pert = perturbation_mse(clean["eval"], released["eval"]).mean().item()
-        util = utility_deepsim(target, truth.to(dev), clean["eval"].to(dev), released["eval"].to(dev))
-    else:
-        pert, util = float("nan"), float("nan")
+    attributes = attribute_models_for(prep.dataset, preset, cache_dir, log)
+    ev = evaluate(attacker, inputs, x["eval"], prep, clean["eval"] if clean is not None else None,
+                  released["eval"], attributes, dev, preset.eval_batch_size,
+                  sample=figure_positions(len(x["eval"]), spec.study_seed))
+    labels = prep.dataset.labels[split.eval]
     row = {
         "study": study, "trial": trial, "cell": spec.key(),
         "dataset": spec.dataset, "aux_dataset": spec.aux_dataset, "explainer": spec.explainer,
@@ -89,15 +115,22 @@ def run_cell(spec: CellSpec, preset: Preset, *, cache_dir: Optional[str] = None,
         "lambda": float(spec.lam), "ng_width": float(spec.width),
         "gamma": float("nan") if spec.gamma is None else float(spec.gamma),
         "study_seed": spec.study_seed, "attack_seed": spec.seed, "preset": preset.name,
-        "mse": mse(rec, truth).mean().item(), "ssim": ssim(rec, truth).mean().item(),
-        "tca": tca(eval_model, rec.to(dev), prep.dataset.labels[split.eval]),
-        "deepsim": deepsim(f_rec, f_true), "feature_distance": feature_distance(f_rec, f_true),
-        "psnr": psnr(rec, truth).mean().item(),
-        "recl_acc": tca(target, rec.to(dev), prep.dataset.labels[split.eval]),
-        "perturbation_mse": pert, "matched_mse": matched, "utility_deepsim": util,
-        "n_eval": int(truth.shape[0]), "attack_epochs_run": len(hist["val_mse"]),
+        "mse": ev["mse"].mean().item(), "ssim": ev["ssim"].mean().item(),
+        "tca": (ev["pred_eval"] == labels).float().mean().item(),
+        "deepsim": deepsim(ev["f_rec"], ev["f_true"]), "feature_distance": feature_distance(ev["f_rec"], ev["f_true"]),
+        "psnr": ev["psnr"].mean().item(),
+        "recl_acc": (ev["pred_target"] == labels).float().mean().item(),
+        "perturbation_mse": ev["perturbation"].mean().item() if clean is not None else float("nan"),
+        "matched_mse": matched,
+        "utility_deepsim": deepsim(ev["u_clean"], ev["u_released"]) if clean is not None else float("nan"),
+        "n_eval": int(labels.numel()), "attack_epochs_run": len(hist["val_mse"]),
         "classifiers_artifact": prep.classifiers_ref(),
         "gnime_artifact": gnime_ref(prep, spec, preset) if spec.attack == "expmi" and spec.uses_gnime else "",
+        "config": cell_config(spec, preset, prep, dev),
+        "ssim_per_image": ev["ssim"].tolist(),
+        "perturbation_per_map": ev["perturbation"].tolist() if clean is not None else [],
+        "figure_sample": "",  # set where the row is written (store/parquet.py), from FIGURE_SAMPLE below
+        FIGURE_SAMPLE: {k[len("sample_"):]: v.numpy() for k, v in ev.items() if k.startswith("sample_")},
         "code_version": __version__, "torch_version": torch.__version__, "device": str(dev),
         "host": platform.node(), "wall_seconds": time.perf_counter() - t0,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -106,5 +139,76 @@ def run_cell(spec: CellSpec, preset: Preset, *, cache_dir: Optional[str] = None,
     if bad:
         raise TrainingDiverged(f"cell {spec.key()} seed {spec.seed}: non-finite {', '.join(bad)} "
                                f"(the attacker diverged); no row written")
-    row.update(reconstruction_f1(prep.dataset, split.eval, rec, preset, cache_dir, dev, log))
+    row.update(reconstruction_f1(attributes, ev.get("attributes"), prep.dataset, split.eval))
     return row
+
+
+FIGURE_SAMPLE_SIZE = 8
+
+
+def figure_positions(n_eval: int, study_seed: int, k: int = FIGURE_SAMPLE_SIZE) -> torch.Tensor:
+    """The evaluation images every cell of a study keeps for figures: ``k`` positions of the
+    evaluation split drawn by a generator seeded from the study seed (sorted), the same in every
+    cell, so a figure shows one image under every defence."""
+    gen = torch.Generator().manual_seed(derive_seed(study_seed, "figure-sample"))
+    return torch.randperm(n_eval, generator=gen)[:min(k, n_eval)].sort().values
+
+
+def cell_config(spec: CellSpec, preset: Preset, prep: Prepared, device: torch.device) -> str:
+    """The row's ``config`` column: everything needed to run the cell again (``gnime-ray
+    reproduce``) as JSON: the cell, every preset field and which of them ``--set`` changed, the
+    data's identity, prepare's key, the device, the torch thread count and the versions."""
+    return json.dumps({
+        "cell": spec.to_dict(), "preset": preset.to_dict(), "overrides": preset_overrides(preset, spec.dataset),
+        "data": {"dataset": spec.dataset, "images": len(prep.dataset), "fingerprint": prep.dataset.fingerprint(),
+                 "prepare_key": prep.key},
+        "runtime": {"device": str(device), "threads": torch.get_num_threads(), "code_version": __version__,
+                    "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+    }, sort_keys=True)
+
+
+@torch.no_grad()
+def evaluate(attacker: torch.nn.Module, inputs: list[HostRows], truth: HostRows, prep: Prepared,
+             clean: Optional[HostRows], released: Optional[HostRows], attributes, device: torch.device,
+             batch_size: int = 512, sample: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """Everything a row measures on the evaluation split, one batch of ``batch_size`` at a time
+    (memory bounded by a batch, whatever the split's size): per image, the reconstruction's MSE,
+    SSIM and PSNR against the truth, f_E's and f's predictions, f's penultimate features of the
+    reconstruction and of the truth; per map, the perturbation MSE and f's features of x*e and
+    x*e_hat (utility); the attribute classifiers' predictions. Networks run on ``device``, the
+    metrics on the host (as the whole-split computation did: the same numbers whenever the split
+    fits in one batch). At the positions ``sample`` it also keeps (``sample_*``) the image (uint8),
+    the reconstruction (uint8), the clean and the released map (float16)."""
+    attacker.eval()
+    parts: dict[str, list[torch.Tensor]] = {}
+
+    def add(name: str, value: torch.Tensor) -> None:
+        parts.setdefault(name, []).append(value)
+
+    target, eval_model = prep.target.eval(), prep.eval_model.eval()
+    for pos in truth.chunks(batch_size):
+        rec = attacker(*(r.to(device, pos) for r in inputs)).cpu().clamp_(0.0, 1.0)
+        x = truth.take(pos)
+        add("mse", mse(rec, x))
+        add("ssim", ssim(rec, x))
+        add("psnr", psnr(rec, x))
+        add("pred_eval", eval_model(rec.to(device)).argmax(1).cpu())
+        add("pred_target", target(rec.to(device)).argmax(1).cpu())
+        add("f_rec", features(target, rec, batch_size))
+        add("f_true", features(target, x, batch_size))
+        if attributes is not None:
+            add("attributes", attributes.predict(rec, device))
+        if clean is not None:
+            e, e_hat = clean.take(pos), released.take(pos)
+            add("perturbation", perturbation_mse(e, e_hat))
+            add("u_clean", features(target, masked(x, e), batch_size))
+            add("u_released", features(target, masked(x, e_hat), batch_size))
+        if sample is not None:
+            keep = torch.isin(pos, sample)
+            add("sample_positions", pos[keep])
+            add("sample_image", (x[keep] * 255).round().to(torch.uint8))
+            add("sample_reconstruction", (rec[keep] * 255).round().to(torch.uint8))
+            if clean is not None:
+                add("sample_clean_map", e[keep].half())
+                add("sample_released_map", e_hat[keep].half())
+    return {k: torch.cat(v) for k, v in parts.items()}

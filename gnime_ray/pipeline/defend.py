@@ -8,17 +8,19 @@ laptop with a fresh cache fetches them instead of training again.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 
 from .. import echo
 from ..config import CellSpec, Preset, content_hash, derive_seed
+from ..data.rows import HostRows
 from ..defenses import Defense, GnimeConfig, GnimeDefense, GnimeModel, NoDefense, OndDefense, RndDefense, train_gnime
 from ..metrics import perturbation_mse
-from .cache import load_tensors, save_tensors
+from .cache import ArrayCorrupt, array_ready, load_array, load_tensors, remove_array, save_tensors, write_array
 from .prepare import Prepared
 
 Log = Callable[[str], None]
@@ -72,10 +74,51 @@ def train_or_load_gnime(prep: Prepared, spec: CellSpec, preset: Preset, device: 
     log(f"gnime: no trained GNIME for exactly lambda {cfg.lam!r}, NG width {spec.width!r} (cache or artifacts): "
         f"training on {t.numel()} target-half images ({spec.explainer}, {cfg.epochs} epochs of "
         f"{min(cfg.batch_size, t.numel())})")
-    model = train_gnime(prep.maps[(spec.explainer, spec.variant)][t], prep.logits[t], prep.images(t), cfg,
+    model = train_gnime(prep.map_rows((spec.explainer, spec.variant), t), prep.logit_rows(t), prep.image_rows(t), cfg,
                         device=device, log=log, log_every=max(1, cfg.epochs // 10))
     save_trained_gnime(prep, spec, preset, model.state())
     return model
+
+
+def released_file(prep: Prepared, spec: CellSpec, preset: Preset, split: str, rows: int) -> Path:
+    """Where the node keeps what a deterministic defence (GNIME, OND: neither depends on the attack
+    seed) releases for one split: ``CACHE/released/``, named by the trained GNIME, the defence, gamma,
+    OND's steps, the split and the attacker's data. Shared by every attacker of the node (one copy in
+    the page cache, OND's PGD run once instead of once per attack seed). A cache: safe to delete."""
+    gnime = gnime_path(prep, spec, preset).name
+    key = content_hash({"gnime": gnime, "defense": spec.defense, "gamma": spec.gamma, "split": split, "rows": rows,
+                        "aux": spec.aux_dataset if split != "eval" else "same",  # eval: always the target's
+                        "ond_steps": preset.ond_steps if spec.defense == "ond" else None})
+    return prep.cache_root / "released" / f"{spec.defense}-{key}.npy"
+
+
+def release_rows(defense: Defense, clean: HostRows, logits: HostRows, images: HostRows, seed: int,
+                 path: Optional[Path] = None, batch_size: int = 512) -> HostRows:
+    """What ``defense`` releases for the rows of a split, as rows to read batch by batch: the clean
+    rows themselves without a defence (nothing copied), else float32 maps computed batch by batch
+    (RND's noise from one generator seeded by ``seed``: the batches draw exactly what one call
+    would) into the array file ``path`` (memory-mapped back; reused when it is there already), or
+    into memory without a path."""
+    if isinstance(defense, NoDefense):
+        return clean
+    if path is not None and array_ready(path):
+        try:
+            return HostRows(load_array(path))
+        except ArrayCorrupt:
+            remove_array(path)
+    gen = torch.Generator().manual_seed(seed)
+    shape = (len(clean), *clean.row_shape)
+
+    def fill(out) -> None:
+        for pos in clean.chunks(batch_size):
+            out[pos.numpy()] = defense.release(clean.take(pos), logits.take(pos), images.take(pos), gen).numpy()
+
+    if path is None:
+        out = np.empty(shape, dtype=np.float32)
+        fill(out)
+        return HostRows(torch.from_numpy(out))
+    write_array(path, shape, np.float32, fill)
+    return HostRows(load_array(path))
 
 
 def fit_defense(prep: Prepared, spec: CellSpec, preset: Preset, device: torch.device, log: Log = echo,
@@ -87,8 +130,13 @@ def fit_defense(prep: Prepared, spec: CellSpec, preset: Preset, device: torch.de
     model = gnime if gnime is not None else train_or_load_gnime(prep, spec, preset, device, log)
     gnime = GnimeDefense(model, spec.gamma)
     ev = prep.split.eval
-    e = prep.maps[(spec.explainer, spec.variant)][ev]
-    matched = perturbation_mse(e, gnime.release(e, prep.logits[ev], prep.images(ev), seed=0)).mean().item()
+    clean = prep.map_rows((spec.explainer, spec.variant), ev)
+    as_gnime = replace(spec, defense="gnime", aux_dataset="same")  # the same file as the gnime cell's eval release
+    released = release_rows(gnime, clean, prep.logit_rows(ev), prep.image_rows(ev), seed=0,
+                            path=released_file(prep, as_gnime, preset, "eval", len(clean)),
+                            batch_size=preset.eval_batch_size)
+    per_map = [perturbation_mse(clean.take(pos), released.take(pos)) for pos in clean.chunks(preset.eval_batch_size)]
+    matched = torch.cat(per_map).mean().item()
     if spec.defense == "gnime":
         return gnime, matched
     if spec.defense == "rnd":

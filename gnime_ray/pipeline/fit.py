@@ -18,8 +18,8 @@ from torch import nn
 
 from .. import echo
 from ..data.registry import to_float
+from ..data.rows import HostRows, map_rows, to_device
 from ..early_stopping import EarlyStopping
-from ..metrics import batched
 
 Log = Callable[[str], None]
 
@@ -47,7 +47,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     gen = torch.Generator().manual_seed(seed)
     stopper = EarlyStopping(patience, mode="max")
     hist = FitHistory()
-    x_val = to_float(val_images).to(device)
+    x_val = HostRows(val_images)
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
@@ -55,7 +55,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         total, count = 0.0, 0
         for i in range(0, perm.numel(), batch_size):
             idx = perm[i:i + batch_size]
-            xb, yb = to_float(images[idx]).to(device), labels[idx].to(device)
+            xb, yb = to_device(to_float(images[idx]), device), labels[idx].to(device)
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -63,10 +63,9 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             total += loss.item() * idx.numel()
             count += idx.numel()
         model.eval()
-        with torch.no_grad():
-            val_logits = batched(model, x_val)
-        val_acc = (val_logits.argmax(1).cpu() == val_labels).float().mean().item()
-        val_loss = F.cross_entropy(val_logits, val_labels.to(device)).item()
+        val_logits = map_rows(model, [x_val], device)  # on the host
+        val_acc = (val_logits.argmax(1) == val_labels).float().mean().item()
+        val_loss = F.cross_entropy(val_logits, val_labels).item()
         hist.train_loss.append(total / count)
         hist.val_score.append(val_acc)
         log(f"  {name} epoch {epoch}/{epochs}: loss {total / count:.4f}, val acc {val_acc:.4f}, val loss {val_loss:.4f}")

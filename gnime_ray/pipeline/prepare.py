@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 
 from .. import GnimeRayError, __version__, echo
@@ -27,24 +28,36 @@ from ..cachedir import resolve_cache_dir
 from ..config import Preset, content_hash, derive_seed
 from ..data import DATASETS, DataSplit, ImageDataset, load_dataset, make_split
 from ..data.registry import to_float
+from ..data.rows import HostRows, to_device
 from ..explain import EXPLAINER_NAMES, get_explainer
 from ..metrics import accuracy
 from ..models import ARCH_BY_DATASET, Classifier, build_classifier
 from ..store.artifacts import ArtifactStore
-from .cache import load_json, load_tensors, save_json, save_tensors
+from .cache import (ArrayCorrupt, array_meta_path, array_ready, load_array, load_json, load_tensors, remove_array,
+                    save_json, save_tensors, write_array)
 from .device import pick_device
 from .fit import train_classifier
 
 Log = Callable[[str], None]
 CACHE_SCHEMA = 1
+# 2: datasets read through the image cache are identified by their cache entry (ImageDataset.fingerprint)
+KEY_VERSION = 2
+# Maps are stored in float16: a map in [0, 1] rounded to float16 is off by at most 2^-12 (2.4e-4,
+# near 1; less below), 1e-8 in mean square, far below any perturbation studied (the paper's
+# smallest GNIME perturbation MSE is 0.0039), and half the bytes of float32. Every computation
+# widens them to float32 first.
+MAP_DTYPE = np.float16
 
 
 @dataclass
 class Prepared:
     """Everything a cell needs: data, split, the two classifiers and the clean maps.
 
-    maps[(explainer, variant)]: (N, C', H', W') float32 in [0, 1] for every image of ``dataset``;
-    logits: (N, K) float32, the target's raw logits (the y_hat every network takes).
+    maps[(explainer, variant)]: (N, C', H', W') float16 in [0, 1] for every image of ``dataset``,
+    memory-mapped from the cache (shared by every process of the node; ``rows`` reads them batch
+    by batch as float32); logits: (N, K) float32, the target's raw logits (the y_hat every network
+    takes), memory-mapped likewise. ``dataset.images`` is uint8 (memory-mapped for the large
+    datasets).
     """
 
     dataset: ImageDataset
@@ -70,45 +83,108 @@ class Prepared:
         return self.artifacts.ref(self.cache_path / "classifiers.pt") if self.artifacts is not None else ""
 
     def images(self, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """float32 images in [0, 1], all or at the given indices."""
+        """float32 images in [0, 1], all or at the given indices (a copy: for small sets only)."""
         return to_float(self.dataset.images if idx is None else self.dataset.images[idx])
+
+    def image_rows(self, idx: Optional[torch.Tensor] = None) -> HostRows:
+        return HostRows(self.dataset.images, idx)
+
+    def map_rows(self, key: tuple[str, str], idx: Optional[torch.Tensor] = None) -> HostRows:
+        return HostRows(self.maps[key], idx)
+
+    def logit_rows(self, idx: Optional[torch.Tensor] = None) -> HostRows:
+        return HostRows(self.logits, idx)
+
+
+def _classifier_fields(preset: Preset) -> dict:
+    return {k: v for k, v in preset.to_dict().items() if k.startswith("classifier_") or k in ("val_fraction", "max_images")}
 
 
 def _classifier_key(dataset: ImageDataset, preset: Preset, seed: int, arch: str) -> str:
-    fields = {k: v for k, v in preset.to_dict().items() if k.startswith("classifier_") or k in ("val_fraction", "max_images")}
     return content_hash({"schema": CACHE_SCHEMA, "dataset": dataset.name, "data": dataset.fingerprint(),
-                         "arch": arch, "seed": seed, "preset": fields})
+                         "arch": arch, "seed": seed, "preset": _classifier_fields(preset)})
+
+
+def _notice_earlier_entry(cache_root: Path, dataset: str, data: ImageDataset, seed: int, preset: Preset,
+                          log: Log) -> None:
+    """One line when an entry of an earlier version for the same data, seed and budget exists under
+    another key: datasets read through the image cache were keyed by a hash of every image byte
+    before KEY_VERSION 2 and by their cache entry since, so their old entries are not reused."""
+    if "cache" not in data.info:
+        return
+    fields = _classifier_fields(preset)
+    for meta_file in sorted((cache_root / "prepare").glob(f"{dataset}-*/meta.json")):
+        meta = load_json(meta_file)
+        old = {k: v for k, v in meta.get("preset", {}).items() if k in fields}
+        if meta.get("key_version", 1) < KEY_VERSION and meta.get("seed") == seed and old == fields:
+            log(f"prepare: {meta_file.parent} was written by an earlier version (keyed by the images' bytes); "
+                f"rebuilding under the image cache's key")
+            return
+
+
+def batches_into(path: Path, n: int, batch_size: int, dtype: np.dtype,
+                 batch: Callable[[int, int], torch.Tensor]) -> None:
+    """Write ``batch(i, j)`` (rows i..j, any float tensor) for consecutive ranges into the cached
+    array ``path`` of ``n`` rows in ``dtype``; the row shape is that of the first batch. Only one
+    batch is ever in memory."""
+    first = batch(0, min(batch_size, n)).cpu()
+
+    def fill(arr: np.ndarray) -> None:
+        arr[:first.shape[0]] = first.numpy()
+        for i in range(first.shape[0], n, batch_size):
+            arr[i:i + batch_size] = batch(i, min(i + batch_size, n)).cpu().numpy()
+
+    write_array(path, (n, *first.shape[1:]), dtype, fill)
 
 
 def compute_maps(model: torch.nn.Module, images: torch.Tensor, explainer: str, variant: str,
-                 batch_size: int, device: torch.device) -> torch.Tensor:
-    """Maps of uint8 images (N, C, H, W) -> float32 (N, C', H', W') in [0, 1], on the CPU,
-    computed in consecutive chunks of ``batch_size`` (the paper Grad-CAM depends on them)."""
+                 batch_size: int, device: torch.device, path: Path) -> None:
+    """Maps of uint8 images (N, C, H, W), float32 (N, C', H', W') in [0, 1] computed in
+    consecutive chunks of ``batch_size`` (the paper Grad-CAM depends on them), stored as the
+    float16 array ``path`` (module docstring of ``MAP_DTYPE``)."""
     fn = get_explainer(explainer, variant)
     model.to(device)
-    out = [fn(model, to_float(images[i:i + batch_size]).to(device)).cpu()
-           for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(out)
+    batches_into(path, images.shape[0], batch_size, MAP_DTYPE,
+                 lambda i, j: fn(model, to_device(to_float(images[i:j]), device)))
 
 
-def artifact_store(out: Optional[str], cache_root: Path, log: Log = echo) -> Optional[ArtifactStore]:
+def artifact_store(out: Optional[str], cache_root: Path, log: Log = echo,
+                   read_only: bool = False) -> Optional[ArtifactStore]:
     """The artifact store of results root ``out`` for this node's cache (None without a root)."""
-    return ArtifactStore(out, cache_root, log) if out else None
+    return ArtifactStore(out, cache_root, log, read_only) if out else None
 
 
-def cached_tensors(path: Path, compute: Callable[[], object], artifacts: Optional[ArtifactStore]) -> tuple[object, bool]:
-    """(value, computed): the tensors cached at ``path`` (fetched from the artifact store when only
-    it has them), else ``compute()``, cached. Either way the store ends up holding them."""
-    if artifacts is not None:
-        artifacts.fetch(path)
-    computed = not path.exists()
-    if computed:
-        value = compute()
-        save_tensors(path, value)
-    else:
-        value = load_tensors(path)
+def cached_array(path: Path, compute: Callable[[Path], None], artifacts: Optional[ArtifactStore], log: Log,
+                 legacy: Optional[Path] = None, legacy_dtype: Optional[np.dtype] = None) -> tuple[torch.Tensor, bool]:
+    """(array memory-mapped, computed): the cached array ``path``, fetched from the artifact store
+    when only it has it, converted from an earlier version's ``legacy`` ``.pt`` file (one-line
+    notice), else ``compute(path)``. A truncated or corrupted file (size or SHA-256 against its
+    metadata) is reported in one line and rebuilt, never used. The store ends up holding it."""
+    computed = False
+    for attempt in (0, 1):
+        if artifacts is not None and attempt == 0 and not array_ready(path):
+            artifacts.fetch(path)
+            artifacts.fetch(array_meta_path(path))
+        if not array_ready(path):
+            if legacy is not None and legacy.exists():
+                old = load_tensors(legacy).numpy()
+                write_array(path, old.shape, legacy_dtype or old.dtype, lambda arr: arr.__setitem__(slice(None), old))
+                log(f"prepare: converted {legacy.name} (written by an earlier version) to {path.name}")
+                legacy.unlink()
+            else:
+                compute(path)
+                computed = True
+        try:
+            value = load_array(path)
+            break
+        except ArrayCorrupt as exc:
+            log(f"prepare: {exc}; rebuilding it")
+            remove_array(path)
+            if attempt == 1:
+                raise
     if artifacts is not None:
         artifacts.publish(path)
+        artifacts.publish(array_meta_path(path))
     return value, computed
 
 
@@ -116,23 +192,25 @@ def release_outputs(entry: Path, model: torch.nn.Module, images: torch.Tensor, e
                     variant: str, batch_size: int, device: torch.device, log: Log = echo,
                     artifacts: Optional[ArtifactStore] = None
                     ) -> tuple[torch.Tensor, dict[tuple[str, str], torch.Tensor], dict[str, float]]:
-    """What the target ``model`` releases for uint8 ``images``: its logits and each explainer's maps,
-    loaded from ``entry`` (or the artifact store) or computed and cached there; also the seconds
-    each computation took."""
+    """What the target ``model`` releases for uint8 ``images``: its logits (N, K) float32 and each
+    explainer's maps (N, C', H', W') float16, memory-mapped from ``entry`` (fetched from the
+    artifact store, or computed batch by batch and cached there); also the seconds each
+    computation took."""
     model.to(device).eval()
 
     @torch.no_grad()
-    def all_logits() -> torch.Tensor:
-        return torch.cat([model(to_float(images[i:i + 512]).to(device)).cpu() for i in range(0, images.shape[0], 512)])
+    def logits_into(path: Path) -> None:
+        batches_into(path, images.shape[0], 512, np.float32, lambda i, j: model(to_device(to_float(images[i:j]), device)))
 
-    logits, _ = cached_tensors(entry / "logits.pt", all_logits, artifacts)
+    logits, _ = cached_array(entry / "logits.npy", logits_into, artifacts, log, legacy=entry / "logits.pt")
     maps: dict[tuple[str, str], torch.Tensor] = {}
     seconds: dict[str, float] = {}
     for name in explainers:
         t0 = time.perf_counter()
-        maps[(name, variant)], computed = cached_tensors(
-            entry / f"maps-{name}-{variant}-b{batch_size}.pt",
-            lambda: compute_maps(model, images, name, variant, batch_size, device), artifacts)
+        stem = f"maps-{name}-{variant}-b{batch_size}"
+        maps[(name, variant)], computed = cached_array(
+            entry / f"{stem}.f16.npy", lambda p: compute_maps(model, images, name, variant, batch_size, device, p),
+            artifacts, log, legacy=entry / f"{stem}.pt", legacy_dtype=MAP_DTYPE)
         if computed:
             seconds[f"maps_{name}"] = time.perf_counter() - t0
             log(f"prepare: computed {name} ({variant}) maps {tuple(maps[(name, variant)].shape)} "
@@ -142,9 +220,11 @@ def release_outputs(entry: Path, model: torch.nn.Module, images: torch.Tensor, e
 
 def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence[str] = EXPLAINER_NAMES,
             variant: str = "paper", cache_dir: Optional[str] = None, data_root: Optional[str] = None,
-            device: Optional[str] = None, log: Log = echo, out: Optional[str] = None) -> Prepared:
+            device: Optional[str] = None, log: Log = echo, out: Optional[str] = None,
+            read_only: bool = False) -> Prepared:
     """Train (or load) f and f_E and compute (or load) the maps; ``out``: the results root whose
-    artifact store is searched before anything is trained or computed, and published to after."""
+    artifact store is searched before anything is trained or computed, and published to after
+    (unless ``read_only``)."""
     if dataset not in DATASETS:  # validate every name before touching the disk
         raise GnimeRayError(f"unknown dataset {dataset!r}; expected one of {', '.join(sorted(DATASETS))}")
     for name in explainers:
@@ -162,7 +242,7 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
     key = _classifier_key(data, preset, seed, arch)
     entry = cache_root / "prepare" / f"{dataset}-{key}"
     models_file, meta_file = entry / "classifiers.pt", entry / "meta.json"
-    artifacts = artifact_store(out, cache_root, log)
+    artifacts = artifact_store(out, cache_root, log, read_only)
     if artifacts is not None and not (models_file.exists() and meta_file.exists()):
         artifacts.fetch(models_file) and artifacts.fetch(meta_file)
 
@@ -185,9 +265,10 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
             f"training f and f_E ({arch}, preset {preset.name}, seed {seed}) on {dev}")
         x_tr, y_tr = data.images[split.target_train], data.labels[split.target_train]
         x_va, y_va = data.images[split.target_val], data.labels[split.target_val]
-        x_ev, y_ev = to_float(data.images[split.eval]).to(dev), data.labels[split.eval]
+        x_ev, y_ev = to_float(data.images[split.eval]), data.labels[split.eval]  # accuracy() moves batches
         accuracies = {}
-        meta = {"dataset": dataset, "arch": arch, "seed": seed, "preset": preset.to_dict(),
+        _notice_earlier_entry(cache_root, dataset, data, seed, preset, log)
+        meta = {"dataset": dataset, "arch": arch, "seed": seed, "preset": preset.to_dict(), "key_version": KEY_VERSION,
                 "fingerprint": data.fingerprint(), "code_version": __version__, "history": {}}
         for role, model in (("target", target), ("eval", eval_model)):
             t0 = time.perf_counter()
@@ -222,8 +303,9 @@ class AuxData:
     the adversary queries f with its own images and trains on the maps and logits it gets back.
 
     dataset: the auxiliary images; logits: (N, K) float32, f's logits; maps: {(explainer, variant):
-    (N, C', H', W') float32 in [0, 1]} computed with f; train/val: index tensors of the attacker's
-    training images and of its early-stopping slice (a seeded permutation, last ``val_fraction``).
+    (N, C', H', W') float16 in [0, 1]} computed with f (both memory-mapped, as in Prepared);
+    train/val: index tensors of the attacker's training images and of its early-stopping slice (a
+    seeded permutation, last ``val_fraction``).
     """
 
     dataset: ImageDataset

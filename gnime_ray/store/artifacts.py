@@ -31,13 +31,16 @@ CHUNK = 8 << 20
 
 
 class ArtifactStore:
-    """The artifacts of results root ``out`` for a node whose cache lives at ``cache_root``."""
+    """The artifacts of results root ``out`` for a node whose cache lives at ``cache_root``;
+    ``read_only``: fetch, never publish (reproducing a row writes nothing into its study)."""
 
-    def __init__(self, out: str, cache_root: Path, log: Optional[Callable[[str], None]] = None):
+    def __init__(self, out: str, cache_root: Path, log: Optional[Callable[[str], None]] = None,
+                 read_only: bool = False):
         self.out = out
         self.fs, self.root = resolve_out(out)
         self.cache_root = Path(cache_root)
         self.log = log or (lambda _: None)
+        self.read_only = read_only
 
     def ref(self, path: Path) -> str:
         """The artifact path of cache file ``path``, relative to the results root."""
@@ -76,10 +79,11 @@ class ArtifactStore:
         return True
 
     def publish(self, path: Path) -> str:
-        """Copy cache file ``path`` into the store unless it is there already; returns its ref."""
+        """Copy cache file ``path`` into the store unless it is there already (or the store is
+        read-only); returns its ref."""
         path = Path(path)
         remote = self._remote(path)
-        if self.fs.get_file_info(remote).type != pafs.FileType.File:
+        if not self.read_only and self.fs.get_file_info(remote).type != pafs.FileType.File:
             folder, name = remote.rsplit("/", 1)
             self.fs.create_dir(folder, recursive=True)
             tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"

@@ -5,8 +5,8 @@ pyarrow filesystem URI (s3://bucket/prefix, gs://...). The partition columns liv
 names, not in the files; ``read_rows`` (or ``pyarrow.dataset.dataset(root, partitioning="hive")``,
 pandas, DuckDB) returns them as columns.
 
-Exactly once: a row's file is named by a hash of its key (study, cell, attack seed), so writing the
-same row again (a retried attacker task, a trial restored after a node died) replaces the file
+Exactly once: a row's file is named by a hash of its identity (study, cell, attack seed and the
+exact lambda, NG width and gamma), so writing the same row again (a retried attacker task, a trial restored after a node died) replaces the file
 instead of adding a second row, and "does this row exist" is one metadata lookup. Each file is
 written to a hidden temporary name in its partition and moved into place, so a crash never leaves
 a half-written file visible (Parquet readers skip names starting with '.' or '_').
@@ -14,18 +14,21 @@ a half-written file visible (Parquet readers skip names starting with '.' or '_'
 Everything else a study keeps lives in folders starting with '_' (skipped by Parquet discovery),
 and none of it is a ``.parquet`` file, so that a glob such as DuckDB's ``OUT/**/*.parquet`` matches
 row files only: trial summaries are CSV (``_trials/``), the study specs JSON (``_studies/``),
-trained networks and maps ``.pt``/``.npy`` (``_artifacts/``), Tune's state its own files (``_tune/``).
+trained networks and maps ``.pt``/``.npy`` (``_artifacts/``), each row's sample of images for
+figures ``.npz`` (``_figures/``), Tune's state its own files (``_tune/``).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
@@ -49,12 +52,21 @@ SCHEMA = pa.schema([
     ("n_eval", pa.int64()), ("attack_epochs_run", pa.int64()),
     # where the networks this row used are kept, relative to the results root (store/artifacts.py)
     ("classifiers_artifact", pa.string()), ("gnime_artifact", pa.string()),
+    # everything needed to run the cell again (JSON: cell, preset fields and overrides, data, runtime)
+    ("config", pa.string()),
+    # per evaluation image: the reconstruction's SSIM; per evaluation map: the perturbation MSE (figures)
+    ("ssim_per_image", pa.list_(pa.float32())), ("perturbation_per_map", pa.list_(pa.float32())),
+    # the row's sample of evaluation images, maps and reconstructions (_figures/...npz), for figures
+    ("figure_sample", pa.string()),
     ("code_version", pa.string()), ("torch_version", pa.string()), ("device", pa.string()), ("host", pa.string()),
     ("wall_seconds", pa.float64()), ("created_at", pa.string()),
     # attribute leakage (CelebA, Fig. 6): F1 of each attribute classifier on the reconstructions
     *[(f"f1_{a.lower()}", pa.float64()) for a in PAPER_ATTRIBUTES],
 ])
 FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in PARTITION_COLUMNS])
+# a row may carry, under this key, arrays for figures (name -> numpy array); ``write_rows`` stores
+# them as ``_figures/study=<study>/<row key>.npz`` and names that file in the ``figure_sample`` column
+FIGURE_SAMPLE = "_figure_sample"
 
 
 def is_uri(out: str) -> bool:
@@ -111,28 +123,42 @@ def _atomic_write(fs: pafs.FileSystem, final: str, data: bytes) -> None:
     fs.move(tmp, final)
 
 
+def _exact(value: Optional[float]) -> str:
+    return "none" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
+
+
 def row_key(row: dict) -> str:
-    """The file name stem of a row: a hash of (study, cell, attack seed), its identity."""
-    return content_hash([row["study"], row["cell"], int(row["attack_seed"])], length=20)
+    """The file name stem of a row: a hash of its identity, (study, cell, attack seed) and the exact
+    lambda, NG width and gamma (the cell key rounds them to 6 digits)."""
+    return content_hash([row["study"], row["cell"], int(row["attack_seed"]), _exact(row["lambda"]),
+                         _exact(row["ng_width"]), _exact(row["gamma"])], length=20)
 
 
-def row_path(out: str, study: str, dataset: str, explainer: str, cell: str, attack_seed: int) -> tuple[pafs.FileSystem, str]:
+def row_path(out: str, row: dict) -> tuple[pafs.FileSystem, str]:
+    """Where the row (a dict with its identity's and partition's columns) lives under ``out``."""
     fs, root = resolve_out(out)
-    key = row_key({"study": study, "cell": cell, "attack_seed": attack_seed})
-    return fs, f"{root}/study={study}/dataset={dataset}/explainer={explainer}/part-{key}.parquet"
+    part = "/".join(f"{c}={row[c]}" for c in PARTITION_COLUMNS)
+    return fs, f"{root}/{part}/part-{row_key(row)}.parquet"
 
 
-def row_exists(out: str, study: str, dataset: str, explainer: str, cell: str, attack_seed: int) -> bool:
-    fs, path = row_path(out, study, dataset, explainer, cell, attack_seed)
+def row_identity(study: str, dataset: str, explainer: str, cell: str, attack_seed: int, lam: float, width: float,
+                 gamma: Optional[float]) -> dict:
+    """The columns that name a row, for ``row_exists``/``read_row``."""
+    return {"study": study, "dataset": dataset, "explainer": explainer, "cell": cell, "attack_seed": attack_seed,
+            "lambda": lam, "ng_width": width, "gamma": gamma}
+
+
+def row_exists(out: str, identity: dict) -> bool:
+    fs, path = row_path(out, identity)
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
-def read_row(out: str, study: str, dataset: str, explainer: str, cell: str, attack_seed: int) -> dict:
-    """The row of (study, cell, attack seed), partition columns included."""
-    fs, path = row_path(out, study, dataset, explainer, cell, attack_seed)
+def read_row(out: str, identity: dict) -> dict:
+    """The row named by ``identity`` (``row_identity``), partition columns included."""
+    fs, path = row_path(out, identity)
     with fs.open_input_file(path) as fh:
         row = pq.read_table(fh).to_pylist()[0]
-    return {**row, "study": study, "dataset": dataset, "explainer": explainer}
+    return {**row, **{c: identity[c] for c in PARTITION_COLUMNS}}
 
 
 def write_rows(rows: Iterable[dict], out: str) -> list[str]:
@@ -143,7 +169,13 @@ def write_rows(rows: Iterable[dict], out: str) -> list[str]:
         missing = [f.name for f in SCHEMA if f.name not in row]
         if missing:
             raise ValueError(f"row is missing columns {missing}")
-        fs, path = row_path(out, *(row[c] for c in PARTITION_COLUMNS), row["cell"], row["attack_seed"])
+        fs, path = row_path(out, row)
+        if row.get(FIGURE_SAMPLE):
+            relpath = f"_figures/study={row['study']}/{row_key(row)}.npz"
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **row[FIGURE_SAMPLE])
+            _atomic_write(fs, f"{resolve_out(out)[1]}/{relpath}", buf.getvalue())
+            row = {**row, "figure_sample": relpath}
         table = pa.Table.from_pylist([{f.name: row[f.name] for f in FILE_SCHEMA}], schema=FILE_SCHEMA)
         buf = io.BytesIO()
         pq.write_table(table, buf)
@@ -170,6 +202,14 @@ def read_rows(out: str) -> pa.Table:
     return dataset.to_table()
 
 
+def read_figure_sample(out: str, relpath: str) -> dict[str, np.ndarray]:
+    """The arrays a row kept for figures (``figure_sample`` column)."""
+    fs, root = resolve_out(out)
+    with fs.open_input_file(f"{root}/{relpath}") as fh:
+        with np.load(io.BytesIO(fh.read())) as z:
+            return {k: z[k] for k in z.files}
+
+
 def write_csv(rows: list[dict], out: str, relpath: str) -> str:
     """Write (replace) ``out/relpath`` as CSV with a header, atomically; returns its path."""
     fs, root = resolve_out(out)
@@ -186,6 +226,13 @@ def read_csv(out: str, relpath: str) -> Optional[pa.Table]:
         return None
     with fs.open_input_stream(path) as fh:
         return pacsv.read_csv(io.BytesIO(fh.read()))
+
+
+def write_file(out: str, relpath: str, data: bytes) -> str:
+    """Write (replace) ``out/relpath`` atomically; returns its path."""
+    fs, root = resolve_out(out)
+    _atomic_write(fs, f"{root}/{relpath}", data)
+    return f"{root}/{relpath}"
 
 
 def write_json(out: str, relpath: str, obj: Any) -> str:

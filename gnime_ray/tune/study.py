@@ -14,7 +14,8 @@ The driver, in order (design.md's Ray topology):
    one attacker task per (defence, gamma, attack seed) in the trial's group, each writing its own
    row (exactly once: rows are named by their key, store/parquet.py);
 5. the trials' summaries (objective, metrics, status, Pareto flag per explainer) land in
-   ``OUT/_trials/<study>.csv``.
+   ``OUT/_trials/<study>.csv``, and every trial also in an Optuna study kept in
+   ``OUT/_optuna/<study>.log`` (tune/search_log.py: optuna-dashboard opens it).
 Tune's state lives in ``OUT/_tune``; re-running a study with the same name and out restores it
 (``Tuner.restore``) and never runs a finished cell again. A node lost mid-trial costs time, not
 rows: Tune restores the trial elsewhere from its checkpoint and lost attacker tasks are retried.
@@ -43,13 +44,15 @@ from ..store.parquet import canonical_out, probe_out, read_rows, write_csv
 from .console import StudyConsole, describe_config
 from .nodes import NodeCheck, check_nodes
 from .resources import cluster_gpus, task_options, trial_resources
+from .search_log import OptunaLog
 from .spec import StudySpec, check_identity, record_identity
 from .trial import attack_task, gnime_trial, prepare_task
 
 Log = Callable[[str], None]
 TRIAL_COLUMNS = ("study", "explainer", "trial", "status", "lambda", "ng_width", "gamma", "attack_ssim", "attack_tca",
                  "utility", "perturbation_mse", "objective", "pareto", "attackers_in_trial_pg", "trial_gpu_assigned",
-                 "gnime_seconds", "attack_seconds", "node", "error")
+                 "gnime_seconds", "attack_seconds", "attack_phase_seconds", "trial_attack_seconds", "idle_share",
+                 "node", "error")
 
 
 def _param_space(spec: StudySpec, explainer: str) -> dict:
@@ -127,7 +130,8 @@ def _summary(spec: StudySpec, explainer: str, result: Any) -> dict:
     else:
         row.update(status=m.get("status", "finished"), error=m.get("error", "") or "",
                    attackers_in_trial_pg=bool(m.get("attackers_in_trial_pg", False)))
-        keys = ("trial_gpu_assigned", "gnime_seconds", "attack_seconds", "objective")
+        keys = ("trial_gpu_assigned", "gnime_seconds", "attack_seconds", "attack_phase_seconds",
+                "trial_attack_seconds", "idle_share", "objective")
         if row["status"] == "finished":
             keys += ("attack_ssim", "attack_tca", "utility", "perturbation_mse")
         row.update({k: float(m[k]) for k in keys if k in m})
@@ -180,6 +184,7 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
         trainable = tune.with_resources(tune.with_parameters(gnime_trial, study=spec, check=check), pgf)
         path = f"{storage}/{spec.name}-{explainer}"
         console = StudyConsole(spec.name, explainer, log)
+        search_log = OptunaLog(spec, explainer)
         if tune.Tuner.can_restore(path):
             log(f"study {spec.name}: restoring the {explainer} search from {path}")
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
@@ -187,20 +192,27 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
             # pass new ones): print through this run's console where the run config is reachable
             run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
             if run_config is not None:
-                run_config.callbacks = [console]
+                run_config.callbacks = [console, search_log]
         else:
             tuner = tune.Tuner(trainable, param_space=_param_space(spec, explainer), tune_config=_tune_config(spec),
                                run_config=tune.RunConfig(name=f"{spec.name}-{explainer}", storage_path=storage,
                                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                                          failure_config=tune.FailureConfig(max_failures=2),
-                                                         callbacks=[console], verbose=0))
+                                                         callbacks=[console, search_log], verbose=0))
         results = list(tuner.fit())
         node_problem = _storage_error(results)
         if node_problem:
             raise GnimeRayError(node_problem)
         summaries = [_summary(spec, explainer, r) for r in results]
+        for r, t in zip(results, summaries):  # trials that ended before this driver (a resumed study)
+            search_log.record(t["trial"], r.config or {}, r.metrics)
         done = [t for t in summaries if t["status"] == "finished"]
-        for t, flag in zip(done, pareto_flags([(t["attack_ssim"], t["utility"]) for t in done])):
+        if spec.objective == "multi":  # Optuna's own Pareto set of the two searched values
+            front = search_log.pareto_trials()
+            flags = [t["trial"] in front for t in done]
+        else:  # attack SSIM down, utility up, among this explainer's finished trials
+            flags = pareto_flags([(t["attack_ssim"], t["utility"]) for t in done])
+        for t, flag in zip(done, flags):
             t["pareto"] = flag
         for t in summaries:
             if t["status"] in ("failed", "unfinished"):

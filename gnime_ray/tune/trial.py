@@ -7,7 +7,8 @@ process that produced them published them. The prepared inputs are kept per work
 (Ray reuses workers), so a node loads them once per process, not once per task.
 
 The trial reports every GNIME epoch's losses (with a checkpoint every ``checkpoint_every`` epochs,
-from which a restored trial continues), then the attackers' progress, then its objective. Its
+from which a restored trial continues), then the attackers' progress, then its objective. Its own
+bundle does attacker work too (``run_attackers``), so no bundle idles while the attackers run. Its
 per-epoch reports carry worst-case placeholders for the searched metrics (Tune requires them in
 every report; ``final`` False). A GNIME whose losses turn non-finite ends the trial with status
 ``diverged``, the worst objective and no attacker rows.
@@ -31,7 +32,7 @@ from ..defenses.gnime import train_gnime
 from ..pipeline.defend import gnime_config, load_trained_gnime, save_trained_gnime
 from ..pipeline.prepare import Prepared, prepare, prepare_aux
 from ..pipeline.cell import run_cell
-from ..store.parquet import read_row, row_exists, write_rows
+from ..store.parquet import read_row, row_exists, row_identity, write_rows
 from .nodes import NodeCheck, ensure_node, node_name
 from .resources import cap_gpu_memory, device_for, node_cpus, task_options
 from .spec import StudySpec
@@ -76,9 +77,10 @@ def attack_task(cell: dict, study: StudySpec, check: NodeCheck, trial: str, gpu_
     pg = ray.util.get_current_placement_group()
     out = {"placement_group": pg.id.hex() if pg is not None else "", "defense": spec.defense, "gamma": spec.gamma,
            "node": node_name()}
-    where = (study.out, study.name, spec.dataset, spec.explainer, spec.key(), spec.seed)
-    if row_exists(*where):
-        return {**read_row(*where), **out, "skipped": True, "status": "finished"}
+    where = row_identity(study.name, spec.dataset, spec.explainer, spec.key(), spec.seed, float(spec.lam),
+                         float(spec.width), spec.gamma)
+    if row_exists(study.out, where):
+        return {**read_row(study.out, where), **out, "skipped": True, "status": "finished"}
     cap_gpu_memory(gpu_fraction)
     device = device_for(gpu_fraction)
     try:
@@ -107,6 +109,45 @@ def objective(rows: list[dict], floor: float) -> dict[str, float]:
     pert = sum(r["perturbation_mse"] for r in rows) / len(rows)
     score = ssim if util >= floor else 1.0 + floor - util
     return {"attack_ssim": ssim, "attack_tca": tca, "utility": util, "perturbation_mse": pert, "objective": score}
+
+
+def run_attackers(cells: list[dict], study: StudySpec, check: Optional[NodeCheck], trial_id: str, pending: dict,
+                  common: dict, gnime_seconds: float) -> tuple[list[dict], float, float]:
+    """Attack the trial's GNIME with every cell: ``attackers_per_trial`` tasks in flight in the
+    trial's attacker bundles while the trial process, whose own bundle would otherwise idle, runs
+    cells itself; so a placement group of 1 + k bundles runs k + 1 attackers at a time. Reports
+    progress to Tune. Returns the results in the order of ``cells``, the attack phase's wall
+    seconds and the seconds the trial spent attacking itself."""
+    task = ray.remote(attack_task).options(**task_options(study.gpu_attacker, study.cpus_per_task))
+    queue = list(enumerate(cells))
+    in_flight: dict[Any, int] = {}
+    done: dict[int, dict] = {}
+    t0, local = time.perf_counter(), 0.0
+
+    def report() -> None:
+        tune.report({**pending, **common, "stage": "attack", "attackers": len(cells), "attackers_done": len(done),
+                     "gnime_seconds": gnime_seconds})
+
+    def launch() -> None:  # the last cell waiting is always left to the trial itself
+        while len(queue) > 1 and len(in_flight) < study.attackers_per_trial:
+            i, cell = queue.pop()
+            in_flight[task.remote(cell, study, check, trial_id, study.gpu_attacker)] = i
+
+    launch()
+    report()
+    while queue or in_flight:
+        if queue:  # this bundle's share of the work
+            i, cell = queue.pop(0)
+            t = time.perf_counter()
+            done[i] = attack_task(cell, study, check, trial_id, study.gpu_trial)
+            local += time.perf_counter() - t
+            report()
+        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0 if queue else None) if in_flight else ([], [])
+        for ref in ready:
+            done[in_flight.pop(ref)] = ray.get(ref)
+            report()
+        launch()
+    return [done[i] for i in range(len(cells))], time.perf_counter() - t0, local
 
 
 def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional[NodeCheck] = None) -> None:
@@ -143,8 +184,9 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
                 resume = torch.load(Path(d) / "gnime.pt", map_location="cpu", weights_only=True)
         t = prep.split.target
         try:
-            model = train_gnime(prep.maps[(base.explainer, base.variant)][t], prep.logits[t], prep.images(t), cfg,
-                                device=device, log=lambda _: None, on_epoch=on_epoch, resume=resume)
+            model = train_gnime(prep.map_rows((base.explainer, base.variant), t), prep.logit_rows(t),
+                                prep.image_rows(t), cfg, device=device, log=lambda _: None, on_epoch=on_epoch,
+                                resume=resume)
         except TrainingDiverged as exc:
             tune.report({**worst_result(study), **common, "final": True, "status": "diverged", "error": str(exc),
                          "gnime_seconds": time.perf_counter() - t0, "attackers": 0})
@@ -152,29 +194,18 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
         save_trained_gnime(prep, base, study.preset, model.state())  # published: attackers on any node fetch it
     gnime_seconds = time.perf_counter() - t0
 
-    task = ray.remote(attack_task).options(**task_options(study.gpu_attacker, study.cpus_per_task))
-    launched: dict[Any, tuple[str, Optional[float]]] = {}
-    for gamma in gammas:
-        for defense in study.defenses:
-            for seed in range(study.attack_seeds):
-                cell = dataclasses.asdict(dataclasses.replace(base, defense=defense, gamma=gamma, seed=seed))
-                ref = task.remote(cell, study, check, trial_id, study.gpu_attacker)
-                launched[ref] = (defense, gamma)
-    waiting, results = list(launched), []
-    tune.report({**pending, **common, "stage": "attack", "attackers": len(launched), "attackers_done": 0,
-                 "gnime_seconds": gnime_seconds})
-    while waiting:
-        ready, waiting = ray.wait(waiting, num_returns=1)
-        results.append(ray.get(ready[0]))
-        tune.report({**pending, **common, "stage": "attack", "attackers": len(launched),
-                     "attackers_done": len(results), "gnime_seconds": gnime_seconds})
-
+    cells = [dataclasses.asdict(dataclasses.replace(base, defense=defense, gamma=gamma, seed=seed))
+             for gamma in gammas for defense in study.defenses for seed in range(study.attack_seeds)]
+    results, attack_phase, local_seconds = run_attackers(cells, study, check, trial_id, pending, common, gnime_seconds)
+    idle = max(0.0, attack_phase - local_seconds)
     primary = "gnime" if "gnime" in study.defenses else study.defenses[0]
     main = [r for r in results if r["defense"] == primary and r["gamma"] == gammas[0]]
     diverged = [r for r in results if r["status"] != "finished"]
     pg = ray.util.get_current_placement_group()
     assigned = ray.get_runtime_context().get_assigned_resources()
     result = {**common, "final": True, "attackers": len(results), "gnime_seconds": gnime_seconds,
+              "attack_phase_seconds": attack_phase, "trial_attack_seconds": local_seconds,
+              "idle_share": idle / max(gnime_seconds + attack_phase, 1e-9),
               "attackers_in_trial_pg": pg is not None and all(r["placement_group"] == pg.id.hex() for r in results),
               "trial_gpu_assigned": float(assigned.get("GPU", 0.0)),
               "attack_seconds": float(sum(r["wall_seconds"] for r in results

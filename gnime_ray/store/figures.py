@@ -1,0 +1,312 @@
+"""The paper's figures and the search's trade-offs, drawn from a results root (PNG, plus a CSV of
+the plotted numbers beside each).
+
+- ``reconstructions-<dataset>-<explainer>``: Figures 1 and 4. For the evaluation images every cell
+  of a study keeps (pipeline/cell.py ``figure_positions``), the target image and what each attacker
+  reconstructs from what each defence released: PredMI, ExpMI without defence, RND, OND, GNIME;
+  each reconstruction's SSIM printed under it. The GNIME configuration shown is the search's best
+  finished trial (lowest objective) when the rows come from a search, else the one configuration
+  the rows hold; RND and OND at that configuration where they were run.
+- ``perturbation-<dataset>-<explainer>``: Figure 5. The histogram of GNIME's per-map perturbation
+  MSE over the evaluation split, with two marked cases as in the paper, a common one (nearest the
+  median) and an extreme one, each shown as its image x, clean map e and released map e_hat; both
+  are chosen among the evaluation images every row keeps (the extreme one is the largest of those,
+  not necessarily of the whole split, whose maps are not kept).
+- ``attributes-<dataset>``: Figure 6. The F1 of each attribute classifier on the reconstructions,
+  per defence (rows with f1_* values only).
+- ``search-<study>-<explainer>``: for a search study, attack SSIM and utility against lambda and
+  against gamma, one point per finished trial; ``pareto-<study>-<explainer>``: every trial in
+  (attack SSIM, utility), the Pareto front drawn, the chosen (best objective) trial marked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .. import GnimeRayError, echo
+from .parquet import read_csv, read_figure_sample, read_rows
+
+Log = Callable[[str], None]
+COLUMNS = (("predmi", "none", "PredMI"), ("expmi", "none", "ExpMI (no defence)"), ("expmi", "rnd", "RND"),
+           ("expmi", "ond", "OND"), ("expmi", "gnime", "GNIME"))
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _null_formatter():
+    from matplotlib.ticker import NullFormatter
+
+    return NullFormatter()
+
+
+def _write_csv(path: Path, header: list[str], lines: list[list]) -> None:
+    path.write_text("\n".join([",".join(header)] + [",".join(map(str, line)) for line in lines]) + "\n")
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def _trials(out: str, studies: set[str]) -> list[dict]:
+    found = []
+    for study in sorted(studies):
+        table = read_csv(out, f"_trials/{study}.csv")
+        if table is not None:
+            found += table.to_pylist()
+    return found
+
+
+def _image(a: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> what imshow takes: (H, W) grey or (H, W, 3)."""
+    a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else np.clip(a.astype(np.float32), 0, 1)
+    return a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
+
+
+def _map(a: np.ndarray) -> np.ndarray:
+    return np.clip(a.astype(np.float32).mean(0), 0, 1)  # channels averaged, for display
+
+
+def _pick(rows: list[dict]) -> Optional[dict]:
+    """The row of the smallest attack seed."""
+    return min(rows, key=lambda r: r["attack_seed"]) if rows else None
+
+
+def make_figures(out: str, dest: Path, study: Optional[str] = None, dataset: Optional[str] = None,
+                 log: Log = echo) -> list[Path]:
+    """Draw every figure the rows under ``out`` support into ``dest``; returns the files written.
+    GnimeRayError (one line) when there is nothing to draw."""
+    rows = [r for r in read_rows(out).to_pylist() if study is None or r["study"] == study]
+    if not rows:
+        raise GnimeRayError(f"no rows{' of study ' + repr(study) if study else ''} under {out}")
+    if dataset is None:
+        datasets = sorted({r["dataset"] for r in rows})
+        if len(datasets) > 1:
+            raise GnimeRayError(f"the rows hold several datasets ({', '.join(datasets)}): pass --dataset")
+        dataset = datasets[0]
+    rows = [r for r in rows if r["dataset"] == dataset and r.get("aux_dataset", "same") == "same"]
+    if not rows:
+        raise GnimeRayError(f"no rows of dataset {dataset!r} under {out}")
+    if not any(r.get("figure_sample") for r in rows):
+        raise GnimeRayError(f"the rows under {out} keep no figure data (written by an earlier version of gnime_ray); "
+                            f"run the study again to draw figures")
+    dest.mkdir(parents=True, exist_ok=True)
+    trials = _trials(out, {r["study"] for r in rows})
+    written: list[Path] = []
+    for explainer in sorted({r["explainer"] for r in rows if r["explainer"] != "none"}):
+        chosen = _choose_config(rows, trials, explainer)
+        if chosen is None:
+            continue
+        written += _reconstructions(out, dest, rows, dataset, explainer, chosen, log)
+        written += _perturbation(out, dest, rows, dataset, explainer, chosen)
+    written += _attributes(dest, rows, dataset)
+    for (name, explainer), group in sorted(_by_search(trials).items()):
+        written += _search(dest, name, explainer, group)
+    if not written:
+        raise GnimeRayError(f"nothing to draw for dataset {dataset!r} under {out}")
+    for path in written:
+        log(f"figures: {path}")
+    return written
+
+
+def _choose_config(rows: list[dict], trials: list[dict], explainer: str) -> Optional[tuple]:
+    """(lambda, NG width, gamma, study seed) of the GNIME shown: the best finished trial of the
+    explainer's search, else the one configuration of its GNIME rows (None without any)."""
+    gnime = [r for r in rows if r["explainer"] == explainer and r["defense"] == "gnime" and r.get("figure_sample")]
+    if not gnime:
+        return None
+    done = [t for t in trials if t["explainer"] == explainer and t["status"] == "finished"]
+    if done:
+        best = min(done, key=lambda t: t["objective"])
+        match = [r for r in gnime if r["trial"] == best["trial"]]
+        if match:
+            r = match[0]
+            return r["lambda"], r["ng_width"], r["gamma"], r["study_seed"]
+    configs = sorted({(r["lambda"], r["ng_width"], r["gamma"], r["study_seed"]) for r in gnime}, key=str)
+    return configs[0]
+
+
+def _at(rows: list[dict], explainer: str, config: tuple, attack: str, defense: str) -> Optional[dict]:
+    lam, width, gamma, study_seed = config
+    found = [r for r in rows if r["attack"] == attack and r["defense"] == defense and r["study_seed"] == study_seed
+             and r.get("figure_sample")]
+    if attack == "expmi":
+        found = [r for r in found if r["explainer"] == explainer]
+    if defense in ("rnd", "ond", "gnime"):
+        found = [r for r in found if r["lambda"] == lam and r["ng_width"] == width and _same(r["gamma"], gamma)]
+    return _pick(found)
+
+
+def _reconstructions(out, dest, rows, dataset, explainer, config, log) -> list[Path]:
+    plt = _plt()
+    cells = [(label, _at(rows, explainer, config, attack, defense)) for attack, defense, label in COLUMNS]
+    cells = [(label, row) for label, row in cells if row is not None]
+    samples = {label: read_figure_sample(out, row["figure_sample"]) for label, row in cells}
+    first = samples[cells[0][0]]
+    positions = list(first["positions"])
+    fig, axes = plt.subplots(len(positions), 1 + len(cells), figsize=(1.6 * (1 + len(cells)), 1.7 * len(positions)),
+                             squeeze=False)
+    lines = []
+    for i, pos in enumerate(positions):
+        axes[i][0].imshow(_image(first["image"][i]), cmap="gray", vmin=0, vmax=1)
+        for j, (label, row) in enumerate(cells, start=1):
+            sample = samples[label]
+            k = list(sample["positions"]).index(pos)
+            s = row["ssim_per_image"][int(pos)]
+            axes[i][j].imshow(_image(sample["reconstruction"][k]), cmap="gray", vmin=0, vmax=1)
+            axes[i][j].set_xlabel(f"SSIM {s:.3f}", fontsize=8)
+            lines.append([int(pos), label, row["study"], row["trial"], row["attack_seed"], f"{s:.6f}"])
+    for j, label in enumerate(["target"] + [label for label, _ in cells]):
+        axes[0][j].set_title(label, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    lam, width, gamma, _ = config
+    fig.suptitle(f"{dataset}, {explainer}: reconstructions per defence (GNIME lambda {lam:.6g}, width {width:g}"
+                 f"{'' if math.isnan(gamma) else f', gamma {gamma:.3g}'})", fontsize=10)
+    fig.tight_layout()
+    png = dest / f"reconstructions-{dataset}-{explainer}.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    csv = png.with_suffix(".csv")
+    _write_csv(csv, ["eval_position", "column", "study", "trial", "attack_seed", "ssim"], lines)
+    missing = [label for _, _, label in COLUMNS if label not in samples]
+    if missing:
+        log(f"figures: no rows for {', '.join(missing)} at this configuration; their columns are left out")
+    return [png, csv]
+
+
+def _perturbation(out, dest, rows, dataset, explainer, config) -> list[Path]:
+    row = _at(rows, explainer, config, "expmi", "gnime")
+    if row is None or not row["perturbation_per_map"]:
+        return []
+    plt = _plt()
+    values = np.asarray(row["perturbation_per_map"], dtype=np.float64)
+    sample = read_figure_sample(out, row["figure_sample"])
+    kept = [float(values[int(p)]) for p in sample["positions"]]
+    common = int(np.argmin([abs(v - float(np.median(values))) for v in kept]))
+    extreme = int(np.argmax(kept))
+    fig = plt.figure(figsize=(9, 4.2))
+    grid = fig.add_gridspec(2, 4, width_ratios=[2.2, 1, 1, 1])
+    hist = fig.add_subplot(grid[:, 0])
+    hist.hist(values, bins=40, color="#888888")
+    for k, colour, name in ((common, "tab:blue", "common: nearest the median"),
+                            (extreme, "tab:red", f"extreme: the largest of the {len(kept)} kept")):
+        hist.axvline(kept[k], color=colour, linestyle="--", label=f"{name} ({kept[k]:.4f})")
+    hist.set_xlabel("perturbation MSE per map")
+    hist.set_ylabel("maps")
+    hist.legend(fontsize=8)
+    for r, (k, name) in enumerate(((common, "common"), (extreme, "extreme"))):
+        for c, (key, title) in enumerate((("image", "x"), ("clean_map", "e"), ("released_map", "e_hat")), start=1):
+            ax = fig.add_subplot(grid[r, c])
+            array = sample[key][k]
+            ax.imshow(_image(array) if key == "image" else _map(array), cmap="gray" if key == "image" else "viridis",
+                      vmin=0, vmax=1)
+            ax.set_title(f"{name}: {title}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"{dataset}, {explainer}: GNIME's perturbation per map ({len(values)} evaluation maps, "
+                 f"mean {values.mean():.4f})", fontsize=10)
+    fig.tight_layout()
+    png = dest / f"perturbation-{dataset}-{explainer}.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    csv = png.with_suffix(".csv")
+    marks = {int(sample["positions"][common]): "common", int(sample["positions"][extreme]): "extreme"}
+    _write_csv(csv, ["eval_position", "perturbation_mse", "marked"],
+               [[i, f"{v:.8f}", marks.get(i, "")] for i, v in enumerate(values)])
+    return [png, csv]
+
+
+def _attributes(dest, rows, dataset) -> list[Path]:
+    cols = sorted({k for r in rows for k, v in r.items() if k.startswith("f1_") and v is not None and not math.isnan(v)})
+    if not cols:
+        return []
+    plt = _plt()
+    by_defense: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        label = "PredMI" if r["attack"] == "predmi" else f"{r['explainer']} {r['defense']}"
+        by_defense[label].append(r)
+    labels = sorted(by_defense)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(cols) * len(labels) / 2), 3.8))
+    width = 0.8 / len(labels)
+    lines = []
+    for j, label in enumerate(labels):
+        means = [float(np.nanmean([r[c] for r in by_defense[label]])) for c in cols]
+        ax.bar(np.arange(len(cols)) + j * width, means, width, label=label)
+        lines += [[label, c[3:], f"{m:.6f}"] for c, m in zip(cols, means)]
+    ax.set_xticks(np.arange(len(cols)) + 0.4 - width / 2)
+    ax.set_xticklabels([c[3:] for c in cols], rotation=30, fontsize=8)
+    ax.set_ylabel("F1 on reconstructions")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{dataset}: attributes read off the reconstructions (Fig. 6)", fontsize=10)
+    fig.tight_layout()
+    png = dest / f"attributes-{dataset}.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    csv = png.with_suffix(".csv")
+    _write_csv(csv, ["defence", "attribute", "f1"], lines)
+    return [png, csv]
+
+
+def _by_search(trials: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for t in trials:
+        groups[(t["study"], t["explainer"])].append(t)
+    return {k: v for k, v in groups.items() if sum(t["status"] == "finished" for t in v) >= 2}
+
+
+def _search(dest, study, explainer, trials) -> list[Path]:
+    plt = _plt()
+    done = [t for t in trials if t["status"] == "finished"]
+    best = min(done, key=lambda t: t["objective"])
+    knobs = [k for k in ("lambda", "gamma") if len({t[k] for t in done if t[k] is not None and not math.isnan(t[k])}) > 1]
+    fig, axes = plt.subplots(2, max(1, len(knobs)), figsize=(4.2 * max(1, len(knobs)), 6), squeeze=False)
+    for c, knob in enumerate(knobs):
+        for r, (metric, label) in enumerate((("attack_ssim", "attack SSIM (lower: more private)"),
+                                             ("utility", "utility DeePSiM (higher: more useful)"))):
+            ax = axes[r][c]
+            ax.scatter([t[knob] for t in done], [t[metric] for t in done], c=["tab:red" if t is best else "tab:blue"
+                                                                                  for t in done])
+            values = [t[knob] for t in done]
+            if max(values) >= 10 * min(values):  # a log axis where the knob spans a decade or more
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(_null_formatter())  # minor labels of a short log axis overlap
+            ax.set_xlabel(knob)
+            ax.set_ylabel(label, fontsize=8)
+    fig.suptitle(f"{study}, {explainer}: {len(done)} trials (the chosen one in red)", fontsize=10)
+    fig.tight_layout()
+    png = dest / f"search-{study}-{explainer}.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    csv = png.with_suffix(".csv")
+    header = ["trial", "lambda", "ng_width", "gamma", "attack_ssim", "utility", "objective", "pareto", "chosen"]
+    _write_csv(csv, header, [[t["trial"], repr(t["lambda"]), t["ng_width"], repr(t["gamma"]), t["attack_ssim"],
+                              t["utility"], t["objective"], t["pareto"], t is best] for t in done])
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter([t["attack_ssim"] for t in done], [t["utility"] for t in done], color="tab:blue", label="trials")
+    front = sorted((t for t in done if t["pareto"]), key=lambda t: t["attack_ssim"])
+    ax.plot([t["attack_ssim"] for t in front], [t["utility"] for t in front], color="tab:green", marker="o",
+            label="Pareto front")
+    ax.scatter([best["attack_ssim"]], [best["utility"]], s=160, facecolors="none", edgecolors="tab:red", linewidths=2,
+               label=f"chosen (lambda {best['lambda']:.4g})")
+    ax.set_xlabel("attack SSIM (lower: more private)")
+    ax.set_ylabel("utility DeePSiM (higher: more useful)")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{study}, {explainer}: privacy against utility", fontsize=10)
+    fig.tight_layout()
+    pareto = dest / f"pareto-{study}-{explainer}.png"
+    fig.savefig(pareto, dpi=110)
+    plt.close(fig)
+    return [png, csv, pareto]

@@ -1,0 +1,105 @@
+"""The search, kept as an Optuna study that outlives the driver and the cluster.
+
+Ray's OptunaSearch keeps its Optuna study in the driver's memory (pickled into Tune's state, from
+which only Tune can restore it). ``OptunaLog`` is a Tune callback that records every trial of an
+explainer's experiment, as it ends, as a trial of an Optuna study named ``<study>-<explainer>`` in
+a journal file (Optuna's JournalStorage): the exact lambda, NG width and gamma with their search
+distributions, the searched values (the objective; or attack SSIM and utility for a
+multi-objective study), the trial's status (a diverged or failed trial as Optuna's FAIL) and its
+other metrics as user attributes. The file is written on the driver and copied to
+``OUT/_optuna/<study>.log`` after each trial, and fetched from there when the study resumes, so
+``optuna-dashboard OUT/_optuna/<study>.log`` and ``optuna.load_study`` open it from the results
+root at any time (grid studies too). The Pareto flags of a multi-objective study are Optuna's own
+``best_trials`` of that study.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import optuna
+import pyarrow.fs as pafs
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+from ray.tune import Callback
+
+from ..store.parquet import resolve_out, write_file
+from .spec import StudySpec
+
+USER_ATTRS = ("attack_ssim", "attack_tca", "utility", "perturbation_mse", "objective", "gnime_seconds",
+              "attack_phase_seconds", "idle_share", "node")
+
+
+def optuna_relpath(study: str) -> str:
+    return f"_optuna/{study}.log"
+
+
+def open_study(path: Path, name: str, directions: list[str]) -> optuna.Study:
+    return optuna.create_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))),
+                               directions=directions, load_if_exists=True)
+
+
+class OptunaLog(Callback):
+    """Every ended trial of one explainer's experiment as a trial of an Optuna study (module
+    docstring)."""
+
+    def __init__(self, spec: StudySpec, explainer: str):
+        self.spec, self.explainer = spec, explainer
+        fs, root = resolve_out(spec.out)
+        remote = f"{root}/{optuna_relpath(spec.name)}"
+        self.path = Path(tempfile.mkdtemp(prefix="gnime-optuna-")) / f"{spec.name}.log"
+        if fs.get_file_info(remote).type == pafs.FileType.File:  # resuming: continue the saved one
+            with fs.open_input_stream(remote) as src:
+                self.path.write_bytes(src.read())
+        self.directions = ["minimize"] if spec.objective == "single" else ["minimize", "maximize"]
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study = open_study(self.path, f"{spec.name}-{explainer}", self.directions)
+        self.known = {t.user_attrs.get("tune_trial_id") for t in self.study.trials}
+
+    def _distributions(self, config: dict) -> dict:
+        spec = self.spec
+        if spec.search == "grid":
+            dists = {"lam": CategoricalDistribution(sorted({spec.lam_range[0], spec.lam_range[1]})),
+                     "width": CategoricalDistribution(list(spec.widths))}
+        else:
+            dists = {"lam": FloatDistribution(*spec.lam_range, log=True),
+                     "width": CategoricalDistribution(list(spec.widths))}
+        if "gamma" in config and spec.gamma_range is not None:
+            dists["gamma"] = FloatDistribution(*spec.gamma_range, log=True)
+        return dists
+
+    def record(self, trial_id: str, config: dict, result: Optional[dict]) -> None:
+        if trial_id in self.known:
+            return
+        dists = self._distributions(config)
+        params = {k: config[k] for k in dists}
+        result = result or {}
+        status = result.get("status", "finished") if result.get("final") else "failed"
+        attrs = {"tune_trial_id": trial_id, "status": status, "error": str(result.get("error", ""))[:500]}
+        attrs.update({k: result[k] for k in USER_ATTRS if isinstance(result.get(k), (int, float, str))
+                      and not (isinstance(result.get(k), float) and math.isnan(result[k]))})
+        if status == "finished":
+            values = ([result["objective"]] if self.spec.objective == "single"
+                      else [result["attack_ssim"], result["utility"]])
+            state = TrialState.COMPLETE
+        else:
+            values, state = None, TrialState.FAIL
+        self.study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, values=values, state=state,
+                                                       user_attrs=attrs))
+        self.known.add(trial_id)
+        write_file(self.spec.out, optuna_relpath(self.spec.name), self.path.read_bytes())
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.record(trial.trial_id, trial.config, trial.last_result)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.record(trial.trial_id, trial.config, None)
+
+    def pareto_trials(self) -> set[str]:
+        """Tune ids of the study's Pareto-optimal trials (multi-objective: Optuna's best_trials)."""
+        return {t.user_attrs["tune_trial_id"] for t in self.study.best_trials}
