@@ -1,7 +1,7 @@
 """gnime_ray: GNIME (Jeong et al., NeurIPS 2022) and explanation-aware model inversion, on Ray.
 
 Layers, each importing only those before it (see the project's design notes):
-config, cachedir -> store (results root, artifacts, tables) -> data -> models -> explain -> defenses
+config, cachedir, optim -> store (results root, artifacts, tables) -> data -> models -> explain -> defenses
 -> attacks -> metrics -> pipeline -> tune (the only Ray code) -> cli.
 """
 

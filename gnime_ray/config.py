@@ -77,6 +77,9 @@ class Preset:
     ond_steps: int = 20
     # bf16 autocast in the GNIME step (CPU and GPU)
     bf16: bool = False
+    # memory format of the networks and batches in training: auto (the machine's fastest, a rule in
+    # gnime_ray/speed.py), channels_last or contiguous; it changes float rounding only
+    memory_format: str = "auto"
     # CelebA's balanced subset (official layout): identities with at least this many images, this
     # many identities, the seed of the selection rule (gnime_ray/data/celeba.py)
     celeba_identities: int = 1000
@@ -100,6 +103,8 @@ class Preset:
         for f in ("classifier_lr", "classifier_width", "net_width", "gnime_lr", "attack_lr", "attribute_lr"):
             _check(positive_finite(getattr(self, f)), f, "a finite number > 0", getattr(self, f))
         _check(isinstance(self.bf16, bool), "bf16", "true or false", self.bf16)
+        _check(self.memory_format in ("auto", "channels_last", "contiguous"), "memory_format",
+               "auto, channels_last or contiguous", self.memory_format)
         _check(isinstance(self.celeba_selection_seed, int) and self.celeba_selection_seed >= 0,
                "celeba_selection_seed", "an integer >= 0", self.celeba_selection_seed)
         _check(is_number(self.val_fraction) and 0 < self.val_fraction < 0.5, "val_fraction", "in (0, 0.5)", self.val_fraction)
@@ -221,7 +226,7 @@ def derive_seed(seed: int, *key: Any) -> int:
 
 # Canonical names; the registries in data/, explain/, defenses/ and attacks/ use these keys.
 EXPLAINERS = ("grad", "gradcam", "lrp")
-VARIANTS = ("paper", "standard")
+VARIANTS = ("paper", "paper-flat", "standard")  # explain/__init__.py
 DEFENSES = ("none", "rnd", "ond", "gnime")
 ATTACKS = ("expmi", "predmi")
 # the eight CelebA attributes of the attribute-leakage study (paper Fig. 6 does not name them in

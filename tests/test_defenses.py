@@ -145,3 +145,37 @@ def test_resumed_training_ends_where_uninterrupted_training_does():
     assert resumed.history == full.history
     for a, b in zip(full.ng.state_dict().values(), resumed.ng.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_keras_adam_equals_the_closed_form_keras_update():
+    """Keras' Adam (epsilon before the bias correction) against its closed form, step by step, in
+    float64 numpy, on a small problem whose gradients change with the parameters; PyTorch's Adam
+    with the same epsilon departs from it (most in the first steps)."""
+    import numpy as np
+
+    from gnime_ray.optim import KerasAdam
+
+    rng = np.random.default_rng(0)
+    target, w0 = rng.normal(size=6), rng.normal(size=6) * 1e-3
+    lr, b1, b2, eps = 1e-2, 0.5, 0.999, 1e-7
+    w = torch.tensor(w0, dtype=torch.float32, requires_grad=True)
+    keras_like = KerasAdam([w], lr=lr, betas=(b1, b2), eps=eps)
+    plain = torch.tensor(w0, dtype=torch.float32, requires_grad=True)
+    torch_adam = torch.optim.Adam([plain], lr=lr, betas=(b1, b2), eps=eps)
+    ref, m, v = w0.copy(), np.zeros(6), np.zeros(6)
+    scale = np.array([1e-6, 1e-5, 1e-3, 1e-1, 1.0, 10.0])  # small gradients are where eps matters
+    for t in range(1, 9):
+        for p, opt in ((w, keras_like), (plain, torch_adam)):
+            opt.zero_grad()
+            (torch.tensor(scale, dtype=torch.float32) * (p - torch.tensor(target, dtype=torch.float32)) ** 2).sum().backward()
+            opt.step()
+        g = 2 * scale * (ref - target)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        ref = ref - lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (np.sqrt(v) + eps)
+        np.testing.assert_allclose(w.detach().numpy(), ref, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(plain.detach().numpy(), ref, rtol=1e-5, atol=1e-7)
+    # its state (the Keras epsilon included) survives a checkpoint, as GNIME's resume needs
+    again = KerasAdam([w], lr=lr, betas=(b1, b2), eps=eps)
+    again.load_state_dict(keras_like.state_dict())
+    assert again.param_groups[0]["keras_eps"] == eps

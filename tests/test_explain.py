@@ -45,7 +45,7 @@ def test_range_shape_and_purity(tiny_classifier, name, variant):
     m.eval()
     assert all(p.grad is None for p in m.parameters())
     assert maps.dtype == torch.float32 and maps.min() >= 0 and maps.max() <= 1
-    expected = (5, 1, 16, 16) if (name, variant) == ("gradcam", "paper") else (5, 1, 32, 32)
+    expected = (5, 1, 16, 16) if name == "gradcam" and variant != "standard" else (5, 1, 32, 32)
     assert maps.shape == expected
     assert maps.flatten(1).amax(1).min() > 0.99  # every map uses the full range
 
@@ -88,18 +88,42 @@ def test_gradcam_standard_matches_textbook_formula(tiny_classifier):
         assert torch.allclose(got[i], _minmax(cam)[0], atol=1e-5)
 
 
+# relevance sum and two pixels of the fixed-weight net below (torch.manual_seed(0), a linspace input),
+# computed once with this code (z+ at the first conv; the flat rule there): a regression pin
+ZPLUS_FIXED = [-0.011129806286764864, -0.00016052319016142763, -0.0003417876109340015]
+FLAT_FIXED = [-0.011129806293125355, -0.00017534846123848952, -0.0003026707397495495]
+
+
 def _small_net(seed=0, channels=1, size=8):
     torch.manual_seed(seed)
     return Classifier((channels, size, size), 3, conv=(3, 4), dense=6).double().eval()
 
 
-def test_lrp_paper_conserves_relevance():
+@pytest.mark.parametrize("flat_first", [False, True])
+def test_lrp_paper_conserves_relevance(flat_first):
     torch.manual_seed(0)
     m = Classifier((1, 32, 32), 10, conv=(16, 32), dense=64).eval()
     x = torch.rand(8, 1, 32, 32)
-    R = lrp_paper_relevance(m, x)
+    R = lrp_paper_relevance(m, x, flat_first=flat_first)
     assert R.shape == x.shape
     assert torch.allclose(R.sum(dim=(1, 2, 3)), m(x).sum(dim=1), rtol=1e-4, atol=1e-5)
+
+
+def test_lrp_first_layer_rules_differ_and_match_fixed_values():
+    """The published maps (z+ on the input at the first conv) and the code as written (flat rule)
+    are different maps; both are pinned to values computed once on fixed weights (regression)."""
+    torch.manual_seed(0)
+    m = Classifier((1, 8, 8), 3, conv=(3, 4), dense=6).double().eval()
+    x = torch.linspace(0, 1, 64, dtype=torch.float64).view(1, 1, 8, 8)
+    zplus, flat = lrp_paper_relevance(m, x), lrp_paper_relevance(m, x, flat_first=True)
+    assert not torch.allclose(zplus, flat)
+    assert zplus[0, 0, 0, 0].item() == 0.0  # z+ on the input: a zero pixel gets no relevance
+    np.testing.assert_allclose([zplus.sum().item(), zplus[0, 0, 3, 4].item(), zplus[0, 0, 7, 7].item()],
+                               ZPLUS_FIXED, rtol=1e-10)
+    np.testing.assert_allclose([flat.sum().item(), flat[0, 0, 3, 4].item(), flat[0, 0, 7, 7].item()],
+                               FLAT_FIXED, rtol=1e-10)
+    assert torch.equal(get_explainer("lrp", "paper")(m, x), get_explainer("lrp", "paper")(m, x))
+    assert not torch.allclose(get_explainer("lrp", "paper")(m, x), get_explainer("lrp", "paper-flat")(m, x))
 
 
 def _layer_matrix(layer, in_shape):
@@ -116,8 +140,9 @@ def _layer_matrix(layer, in_shape):
     return out.reshape(n, -1).T.numpy()
 
 
-def _lrp_reference(model, x):
-    """Slow, explicit z+ LRP in matrix form (float64 numpy, loops over neurons)."""
+def _lrp_reference(model, x, flat_first=False):
+    """Slow, explicit z+ LRP in matrix form (float64 numpy, loops over neurons); ``flat_first``:
+    the first layer's input replaced by ones (the flat rule)."""
     layers = list(model.layers)
     acts = [x[0]]
     with torch.no_grad():
@@ -130,7 +155,7 @@ def _lrp_reference(model, x):
         if isinstance(l, (nn.ReLU, nn.Dropout, nn.Flatten)):
             continue
         a = acts[i].numpy().ravel()
-        if i == first:
+        if i == first and flat_first:
             a = np.ones_like(a)
         M = np.clip(_layer_matrix(l, tuple(acts[i].shape)), 0, None)
         R_in = np.zeros_like(a)
@@ -143,12 +168,13 @@ def _lrp_reference(model, x):
 
 
 @pytest.mark.parametrize("channels", [1, 2])
-def test_lrp_paper_equals_matrix_reference(channels):
+@pytest.mark.parametrize("flat_first", [False, True])
+def test_lrp_paper_equals_matrix_reference(channels, flat_first):
     m = _small_net(seed=channels, channels=channels)
     x = torch.rand(2, channels, 8, 8, dtype=torch.float64)
-    got = lrp_paper_relevance(m, x)
+    got = lrp_paper_relevance(m, x, flat_first=flat_first)
     for i in range(2):
-        ref = _lrp_reference(m, x[i:i + 1])
+        ref = _lrp_reference(m, x[i:i + 1], flat_first=flat_first)
         np.testing.assert_allclose(got[i].numpy(), ref, rtol=1e-9, atol=1e-12)
 
 

@@ -19,6 +19,7 @@ from gnime_ray.defenses import NoDefense, RndDefense
 from gnime_ray.defenses.gnime import (GnimeConfig, GnimeModel, build_networks, gnime_step, make_optimisers,
                                       map_stats, train_gnime)
 from gnime_ray.early_stopping import EarlyStopping
+from gnime_ray.optim import KerasAdam
 from gnime_ray.pipeline.cache import ArrayCorrupt, load_array, write_array
 from gnime_ray.pipeline.defend import release_rows
 
@@ -66,7 +67,7 @@ def test_streamed_gnime_equals_the_in_memory_loop():
 
 
 def _reference_attacker(model, maps, logits, x, vmaps, vlogits, vx, epochs, batch_size, patience, lr, seed):
-    opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-7)
+    opt = KerasAdam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     stopper = EarlyStopping(patience, mode="min")
     history = []

@@ -1,7 +1,8 @@
 """Model-inversion attackers: ExpMI (released map + logits) and PredMI (logits only).
 
 Each is trained with MSE on the attack-train split of RELEASED maps (each defence's own: the
-attacker never sees clean maps of a defended model), Adam(lr, Keras eps 1e-7, default betas),
+attacker never sees clean maps of a defended model), Keras' Adam (lr, eps 1e-7, default betas;
+gnime_ray/optim.py),
 early-stopping on a held-out slice of the attack-train split with patience, restoring the best
 weights (the release early-stops on the evaluation set; see data/splits.py). Reconstructions of
 the evaluation split are clipped to [0, 1] before any metric. Inputs are read batch by batch from
@@ -12,7 +13,7 @@ no split is held whole in memory (the validation MSE is accumulated batch by bat
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,8 @@ from ..config import ATTACKS
 from ..data.rows import HostRows, map_rows, rows_of
 from ..early_stopping import EarlyStopping
 from ..models import PredMI, UNet
+from ..optim import KerasAdam
+from ..speed import Speed
 
 Log = Callable[[str], None]
 
@@ -43,14 +46,16 @@ def _inputs(name: str, maps, logits) -> list[HostRows]:
 
 def train_attacker(name: str, model: nn.Module, maps, logits, images, val_maps, val_logits, val_images, *,
                    epochs: int, batch_size: int, patience: int, lr: float, seed: int,
-                   device: torch.device, log: Log = echo, eval_batch_size: int = 512) -> dict:
+                   device: torch.device, log: Log = echo, eval_batch_size: int = 512,
+                   speed: Optional[Speed] = None) -> dict:
     """Fit ``model`` in place on (released maps, logits) -> images. Each input is a tensor or
     HostRows with matching rows (maps None for PredMI): released maps (N, C', H', W') float,
     logits (N, K) float32, images (N, C, H, W) uint8 or float32 in [0, 1]. The validation pass
     runs in batches of ``eval_batch_size``. Returns the history; the model ends with its best
     validation-MSE weights in eval mode."""
-    model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-7)
+    speed = speed or Speed(False, False, "default")
+    speed.model(model.to(device))
+    opt = KerasAdam(model.parameters(), lr=lr)
     train, x = _inputs(name, maps, logits), rows_of(images)
     val, x_val = _inputs(name, val_maps, val_logits), rows_of(val_images)
     gen = torch.Generator().manual_seed(seed)
@@ -64,7 +69,7 @@ def train_attacker(name: str, model: nn.Module, maps, logits, images, val_maps, 
         total = 0.0
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
-            loss = F.mse_loss(model(*(r.to(device, idx) for r in train)), x.to(device, idx))
+            loss = F.mse_loss(model(*(speed.batch(r.to(device, idx)) for r in train)), speed.batch(x.to(device, idx)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

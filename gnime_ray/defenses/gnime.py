@@ -15,7 +15,8 @@ Both gradients come from ONE forward pass (one NG forward, two INV forwards) and
 a gradient-scaling function between e_hat and INV multiplies the gradient reaching the NG
 through L_adv by -lambda, so backpropagating L_adv + L_clean + L_dist gives INV exactly
 grad L_INV and NG exactly grad L_NG. INV steps first, then NG (the gradients were both taken
-before either step: simultaneous updates). Two Adam optimisers, lr 1e-4, default betas, eps 1e-7.
+before either step: simultaneous updates). Two Adam optimisers, lr 1e-4, default betas, eps 1e-7,
+with Keras' placement of epsilon (gnime_ray/optim.py).
 y_hat is the target's raw logit vector.
 
 Deviation (a release bug, fixed): the release feeds INV the clean map standardised but the
@@ -38,6 +39,8 @@ from .. import TrainingDiverged, echo
 from ..config import positive_finite
 from ..data.rows import HostRows, rows_of, to_device
 from ..models import UNet
+from ..optim import KerasAdam
+from ..speed import Speed
 
 Log = Callable[[str], None]
 
@@ -159,10 +162,9 @@ def gnime_step(model: GnimeModel, opt_ng: torch.optim.Optimizer, opt_inv: torch.
 
 
 def make_optimisers(model: GnimeModel) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """(opt_ng, opt_inv): Adam, lr from the config, default betas, Keras eps 1e-7."""
+    """(opt_ng, opt_inv): Keras' Adam (optim.py), lr from the config, default betas, eps 1e-7."""
     lr = model.config.lr
-    return (torch.optim.Adam(model.ng.parameters(), lr=lr, eps=1e-7),
-            torch.optim.Adam(model.inv.parameters(), lr=lr, eps=1e-7))
+    return KerasAdam(model.ng.parameters(), lr=lr), KerasAdam(model.inv.parameters(), lr=lr)
 
 
 def map_stats(maps: HostRows, chunk: int = 4096) -> tuple[float, float]:
@@ -183,7 +185,7 @@ def map_stats(maps: HostRows, chunk: int = 4096) -> tuple[float, float]:
 def train_gnime(maps: torch.Tensor | HostRows, logits: torch.Tensor | HostRows, images: torch.Tensor | HostRows,
                 cfg: GnimeConfig, device: torch.device | str = "cpu", log: Log = echo, log_every: int = 10,
                 on_epoch: Optional[Callable[[int, dict[str, float], Callable[[], dict]], None]] = None,
-                resume: Optional[dict[str, Any]] = None) -> GnimeModel:
+                resume: Optional[dict[str, Any]] = None, speed: Optional[Speed] = None) -> GnimeModel:
     """Phase I on the target half.
 
     maps: (N, C', H', W') clean maps in [0, 1] (float16 or float32) of the target model; logits:
@@ -193,16 +195,18 @@ def train_gnime(maps: torch.Tensor | HostRows, logits: torch.Tensor | HostRows, 
     per-epoch losses in ``history``. ``on_epoch(epoch, losses, training_state)`` is called after
     every epoch; ``training_state()`` returns everything needed to continue (weights, both
     optimisers, the batch sampler, the history), which ``resume`` accepts: a resumed run ends
-    exactly where an uninterrupted one would. Raises TrainingDiverged as soon as a loss is not
-    finite (the weights are then meaningless: nothing is returned or cached)."""
+    exactly where an uninterrupted one would. ``speed``: the memory format of the networks and
+    batches (gnime_ray/speed.py; default contiguous). Raises TrainingDiverged as soon as a loss is
+    not finite (the weights are then meaningless: nothing is returned or cached)."""
     device = torch.device(device)
     maps, logits, images = rows_of(maps), rows_of(logits), rows_of(images)
     mu, sigma = map_stats(maps)
     if not sigma > 0:
         raise ValueError("the maps are constant: GNIME needs maps with a non-zero standard deviation")
+    speed = speed or Speed(False, cfg.bf16, "default")
     torch.manual_seed(cfg.seed)
     ng, inv = build_networks(maps.row_shape, images.row_shape, logits.row_shape[0], cfg)
-    model = GnimeModel(ng.to(device).train(), inv.to(device).train(), mu, sigma, cfg,
+    model = GnimeModel(speed.model(ng.to(device)).train(), speed.model(inv.to(device)).train(), mu, sigma, cfg,
                        {k: [] for k in ("l_adv", "l_clean", "l_dist", "l_inv", "l_ng")})
     opt_ng, opt_inv = make_optimisers(model)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -227,8 +231,8 @@ def train_gnime(maps: torch.Tensor | HostRows, logits: torch.Tensor | HostRows, 
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs + 1):
         idx = torch.randperm(n, generator=gen)[:b]
-        losses = gnime_step(model, opt_ng, opt_inv, model.standardise(maps.to(device, idx)), logits.to(device, idx),
-                            images.to(device, idx))
+        losses = gnime_step(model, opt_ng, opt_inv, speed.batch(model.standardise(maps.to(device, idx))),
+                            logits.to(device, idx), speed.batch(images.to(device, idx)))
         if not all(math.isfinite(v) for v in losses.values()):
             raise TrainingDiverged(f"GNIME diverged at epoch {epoch}/{cfg.epochs} (lambda {cfg.lam!r}, NG width "
                                    f"{cfg.ng_width:g}): " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items()))

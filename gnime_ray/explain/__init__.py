@@ -3,7 +3,9 @@
 ``x: (N, C, H, W) float32 in [0, 1]``; ``maps: (N, C', H', W') float32 in [0, 1]``, computed for
 the model's predicted class (LRP 'paper': for the whole logit vector). Two variants each:
 
-- ``paper``: the release's behaviour, quirks included (official-code-notes.md);
+- ``paper``: the release's behaviour as its scripts ran it, quirks included (official-code-notes.md);
+- ``paper-flat``: ``paper`` with LRP's flat rule at the first conv, the release's code as written
+  (which its scripts never reached: explain/lrp.py); Grad and Grad-CAM as ``paper``;
 - ``standard``: the textbook definitions (per-sample Grad-CAM with ReLU and bilinear upsampling;
   single-class LRP through Zennit's EpsilonPlusFlat composite).
 
@@ -22,7 +24,7 @@ from .. import GnimeRayError
 from ..config import EXPLAINERS as EXPLAINER_NAMES, VARIANTS
 from .grad import grad_map
 from .gradcam import gradcam_paper, gradcam_standard
-from .lrp import lrp_paper, lrp_paper_relevance, lrp_standard
+from .lrp import lrp_paper, lrp_paper_flat, lrp_paper_relevance, lrp_standard
 
 Explainer = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -33,6 +35,9 @@ EXPLAINERS: dict[tuple[str, str], Explainer] = {
     ("gradcam", "standard"): gradcam_standard,
     ("lrp", "paper"): lrp_paper,
     ("lrp", "standard"): lrp_standard,
+    ("grad", "paper-flat"): grad_map,
+    ("gradcam", "paper-flat"): gradcam_paper,
+    ("lrp", "paper-flat"): lrp_paper_flat,
 }
 
 
@@ -50,7 +55,7 @@ def _pure(fn: Explainer) -> Explainer:
 
 
 def get_explainer(name: str, variant: str = "paper") -> Explainer:
-    """The explainer ``name`` ('grad', 'gradcam', 'lrp') in ``variant`` ('paper', 'standard')."""
+    """The explainer ``name`` ('grad', 'gradcam', 'lrp') in ``variant`` ('paper', 'paper-flat', 'standard')."""
     if name not in EXPLAINER_NAMES:
         raise GnimeRayError(f"unknown explainer {name!r}; expected one of {', '.join(EXPLAINER_NAMES)}")
     if variant not in VARIANTS:

@@ -23,6 +23,7 @@ import torch
 from .. import TrainingDiverged, __version__, echo
 from ..attacks import build_attacker, train_attacker
 from ..config import CellSpec, Preset, derive_seed, preset_overrides
+from ..speed import Speed, choose
 from ..store.parquet import FIGURE_SAMPLE
 from ..defenses import GnimeModel
 from ..data.rows import HostRows
@@ -97,11 +98,13 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
     torch.manual_seed(attack_seed)
     attacker = build_attacker(spec.attack, map_shape, prep.dataset.image_shape, prep.dataset.num_classes,
                               width=preset.net_width)
-    log(f"cell {spec.key()} seed {spec.seed}: training {spec.attack} on {len(x['attack_train'])} released maps")
+    speed = choose(dev, preset.memory_format, False)
+    log(f"cell {spec.key()} seed {spec.seed}: training {spec.attack} on {len(x['attack_train'])} released maps "
+        f"({speed.describe()})")
     hist = train_attacker(spec.attack, attacker, released["attack_train"], y["attack_train"], x["attack_train"],
                           released["attack_val"], y["attack_val"], x["attack_val"], epochs=preset.attack_epochs,
                           batch_size=preset.attack_batch_size, patience=preset.attack_patience, lr=preset.attack_lr,
-                          seed=attack_seed, device=dev, log=log, eval_batch_size=preset.eval_batch_size)
+                          seed=attack_seed, device=dev, log=log, eval_batch_size=preset.eval_batch_size, speed=speed)
     inputs = [released["eval"], y["eval"]] if spec.attack == "expmi" else [y["eval"]]
     attributes = attribute_models_for(prep.dataset, preset, cache_dir, log)
     ev = evaluate(attacker, inputs, x["eval"], prep, clean["eval"] if clean is not None else None,
@@ -126,7 +129,7 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
         "n_eval": int(labels.numel()), "attack_epochs_run": len(hist["val_mse"]),
         "classifiers_artifact": prep.classifiers_ref(),
         "gnime_artifact": gnime_ref(prep, spec, preset) if spec.attack == "expmi" and spec.uses_gnime else "",
-        "config": cell_config(spec, preset, prep, dev),
+        "config": cell_config(spec, preset, prep, dev, speed),
         "ssim_per_image": ev["ssim"].tolist(),
         "perturbation_per_map": ev["perturbation"].tolist() if clean is not None else [],
         "figure_sample": "",  # set where the row is written (store/parquet.py), from FIGURE_SAMPLE below
@@ -154,15 +157,17 @@ def figure_positions(n_eval: int, study_seed: int, k: int = FIGURE_SAMPLE_SIZE) 
     return torch.randperm(n_eval, generator=gen)[:min(k, n_eval)].sort().values
 
 
-def cell_config(spec: CellSpec, preset: Preset, prep: Prepared, device: torch.device) -> str:
+def cell_config(spec: CellSpec, preset: Preset, prep: Prepared, device: torch.device, speed: Speed) -> str:
     """The row's ``config`` column: everything needed to run the cell again (``gnime-ray
     reproduce``) as JSON: the cell, every preset field and which of them ``--set`` changed, the
-    data's identity, prepare's key, the device, the torch thread count and the versions."""
+    data's identity, prepare's key, the device, the torch thread count, the memory format the
+    attacker trained in (gnime_ray/speed.py) and the versions."""
     return json.dumps({
         "cell": spec.to_dict(), "preset": preset.to_dict(), "overrides": preset_overrides(preset, spec.dataset),
         "data": {"dataset": spec.dataset, "images": len(prep.dataset), "fingerprint": prep.dataset.fingerprint(),
                  "prepare_key": prep.key},
-        "runtime": {"device": str(device), "threads": torch.get_num_threads(), "code_version": __version__,
+        "runtime": {"device": str(device), "threads": torch.get_num_threads(), "memory_format": speed.name,
+                    "code_version": __version__,
                     "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
     }, sort_keys=True)
 

@@ -20,6 +20,7 @@ from ..config import CellSpec, Preset, content_hash, derive_seed
 from ..data.rows import HostRows
 from ..defenses import Defense, GnimeConfig, GnimeDefense, GnimeModel, NoDefense, OndDefense, RndDefense, train_gnime
 from ..metrics import perturbation_mse
+from ..speed import choose
 from .cache import ArrayCorrupt, array_ready, load_array, load_tensors, remove_array, save_tensors, write_array
 from .prepare import Prepared
 
@@ -74,8 +75,10 @@ def train_or_load_gnime(prep: Prepared, spec: CellSpec, preset: Preset, device: 
     log(f"gnime: no trained GNIME for exactly lambda {cfg.lam!r}, NG width {spec.width!r} (cache or artifacts): "
         f"training on {t.numel()} target-half images ({spec.explainer}, {cfg.epochs} epochs of "
         f"{min(cfg.batch_size, t.numel())})")
+    speed = choose(device, preset.memory_format, cfg.bf16)
+    log(f"gnime: speed settings {speed.describe()}")
     model = train_gnime(prep.map_rows((spec.explainer, spec.variant), t), prep.logit_rows(t), prep.image_rows(t), cfg,
-                        device=device, log=log, log_every=max(1, cfg.epochs // 10))
+                        device=device, log=log, log_every=max(1, cfg.epochs // 10), speed=speed)
     save_trained_gnime(prep, spec, preset, model.state())
     return model
 

@@ -1,6 +1,6 @@
 """Training loops shared by the pipeline: early stopping and the classifier fit.
 
-Classifiers (release): Adam(lr 1e-4, betas 0.5/0.999, eps 1e-7 as Keras), cross-entropy on
+Classifiers (release): Keras' Adam(lr 1e-4, betas 0.5/0.999, eps 1e-7; gnime_ray/optim.py), cross-entropy on
 logits, shuffled mini-batches, early stopping on held-out accuracy with patience, restoring the
 best weights. Deviation: equal held-out accuracies (frequent on small validation slices) are
 ranked by held-out loss, where Keras keeps the first epoch that reached the accuracy.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,8 @@ from .. import echo
 from ..data.registry import to_float
 from ..data.rows import HostRows, map_rows, to_device
 from ..early_stopping import EarlyStopping
+from ..optim import KerasAdam
+from ..speed import Speed
 
 Log = Callable[[str], None]
 
@@ -33,16 +35,18 @@ class FitHistory:
 
 
 def adam(params, lr: float, betas=(0.9, 0.999)) -> torch.optim.Adam:
-    """Adam with Keras' epsilon (1e-7)."""
-    return torch.optim.Adam(params, lr=lr, betas=betas, eps=1e-7)
+    """Keras' Adam (gnime_ray/optim.py: epsilon 1e-7, added before the bias correction)."""
+    return KerasAdam(params, lr=lr, betas=betas)
 
 
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, val_images: torch.Tensor,
                      val_labels: torch.Tensor, *, epochs: int, batch_size: int, patience: int, lr: float,
-                     seed: int, device: torch.device, log: Log = echo, name: str = "classifier") -> FitHistory:
+                     seed: int, device: torch.device, log: Log = echo, name: str = "classifier",
+                     speed: Optional[Speed] = None) -> FitHistory:
     """Fit ``model`` in place. images: (N, C, H, W) uint8; labels: (N,) int64. Returns the history;
     the model ends with its best-validation-accuracy weights, in eval mode."""
-    model.to(device)
+    speed = speed or Speed(False, False, "default")
+    speed.model(model.to(device))
     opt = adam(model.parameters(), lr, betas=(0.5, 0.999))
     gen = torch.Generator().manual_seed(seed)
     stopper = EarlyStopping(patience, mode="max")
@@ -55,7 +59,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         total, count = 0.0, 0
         for i in range(0, perm.numel(), batch_size):
             idx = perm[i:i + batch_size]
-            xb, yb = to_device(to_float(images[idx]), device), labels[idx].to(device)
+            xb, yb = speed.batch(to_device(to_float(images[idx]), device)), labels[idx].to(device)
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

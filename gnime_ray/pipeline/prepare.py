@@ -36,6 +36,7 @@ from ..store.artifacts import ArtifactStore
 from .cache import (ArrayCorrupt, array_meta_path, array_ready, load_array, load_json, load_tensors, remove_array,
                     save_json, save_tensors, write_array)
 from .device import pick_device
+from ..speed import choose
 from .fit import train_classifier
 
 Log = Callable[[str], None]
@@ -273,6 +274,7 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
         for role, model in (("target", target), ("eval", eval_model)):
             t0 = time.perf_counter()
             hist = train_classifier(model, x_tr, y_tr, x_va, y_va, epochs=preset.classifier_epochs,
+                                    speed=choose(dev, preset.memory_format, False),
                                     batch_size=preset.classifier_batch_size, patience=preset.classifier_patience,
                                     lr=preset.classifier_lr, seed=derive_seed(seed, "fit", role), device=dev,
                                     log=log, name="f" if role == "target" else "f_E")

@@ -69,6 +69,8 @@ def reproduce_row(row: dict, out: str, *, cache_dir: Optional[str] = None, data_
     if device != recorded:
         log(f"reproduce: the row was made on {recorded}, this run uses {device}: expect float32-level differences")
     torch.set_num_threads(int(runtime["threads"]))
+    if "memory_format" in runtime:  # the attacker's, as it was chosen on the machine that made the row
+        preset = preset.replace(memory_format=runtime["memory_format"])
     explainers = [] if spec.attack == "predmi" else [spec.explainer]
     prep = prepare(spec.dataset, preset, spec.study_seed, explainers=explainers, variant=spec.variant,
                    cache_dir=cache_dir, data_root=data_root, device=device, log=log, out=out, read_only=True)

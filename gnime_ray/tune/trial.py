@@ -35,6 +35,7 @@ from ..pipeline.cell import run_cell
 from ..store.parquet import read_row, row_exists, row_identity, write_rows
 from .nodes import NodeCheck, ensure_node, node_name
 from .resources import cap_gpu_memory, device_for, node_cpus, task_options
+from ..speed import choose
 from .spec import StudySpec
 
 _prepared: dict[tuple, Prepared] = {}
@@ -186,7 +187,7 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
         try:
             model = train_gnime(prep.map_rows((base.explainer, base.variant), t), prep.logit_rows(t),
                                 prep.image_rows(t), cfg, device=device, log=lambda _: None, on_epoch=on_epoch,
-                                resume=resume)
+                                resume=resume, speed=choose(device, study.preset.memory_format, cfg.bf16))
         except TrainingDiverged as exc:
             tune.report({**worst_result(study), **common, "final": True, "status": "diverged", "error": str(exc),
                          "gnime_seconds": time.perf_counter() - t0, "attackers": 0})
