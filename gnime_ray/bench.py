@@ -60,7 +60,7 @@ def _gnime_rate(dev: torch.device, b: int, width: float, repeats: int, speed) ->
 
 
 def _compare(dev: torch.device, b: int, width: float, repeats: int) -> int:
-    default = choose(dev)
+    default = choose(dev, width=width)
     rates = {fmt: _gnime_rate(dev, b, width, repeats, choose(dev, fmt)) for fmt in ("contiguous", "channels_last")}
     best = max(rates, key=rates.get)
     for fmt, rate in rates.items():
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     dev, b = torch.device(args.device), args.batch
-    speed = choose(dev, args.memory_format, args.bf16)
+    speed = choose(dev, args.memory_format, args.bf16, width=args.width)
     if args.compare:
         return _compare(dev, b, args.width, args.repeats)
     fmt = speed.memory_format

@@ -56,7 +56,9 @@ def _add_gnime_knobs(p: argparse.ArgumentParser) -> None:
                    help="GNIME's lambda (default: 100; 500 for CelebA)")
     p.add_argument("--width", type=_number, default=1.0, help="NG capacity, relative to the release (default: 1)")
     p.add_argument("--gamma", type=_number, default=None, help="Eq. 3 noise variance bound (default: none)")
-    p.add_argument("--variant", default="paper", help="explainer variant: paper or standard (default: paper)")
+    p.add_argument("--variant", default="paper",
+                   help="explainer variant: paper (the release as its scripts ran), paper-flat (LRP's flat first "
+                        "layer, the release's code as written) or standard (default: paper)")
     p.add_argument("--study-seed", type=_seed, default=0, help="seed of prepare and GNIME (default: 0)")
     p.add_argument("--aux-dataset", default="same",
                    help="train the attackers on another dataset's images, e.g. facescrub for CelebA (Table 2; "
@@ -70,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="train the target f and f_E, compute and cache the maps")
     _add_common(p)
     p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated (default: grad,gradcam,lrp)")
-    p.add_argument("--variant", default="paper", help="explainer variant: paper or standard (default: paper)")
+    p.add_argument("--variant", default="paper",
+                   help="explainer variant: paper (the release as its scripts ran), paper-flat (LRP's flat first "
+                        "layer, the release's code as written) or standard (default: paper)")
 
     p = sub.add_parser("cell", help="one Table 1 cell: prepare, defence, one attacker, metrics -> one Parquet row")
     _add_common(p)
@@ -85,7 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--seeds", type=_seed, default=3, help="attack seeds per cell (default: 3)")
     p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated (default: grad,gradcam,lrp)")
-    p.add_argument("--study", default=None, help="study name (default: matrix-DATASET-PRESET)")
+    p.add_argument("--study", default=None, help="study name (default: matrix-DATASET-PRESET, with -calibrated "
+                                                 "and -gnimeN when those options are used)")
+    p.add_argument("--gnime-seeds", type=_seed, default=1,
+                   help="independently trained GNIMEs per explainer (default: 1); the table then reports the "
+                        "attack-seed and the GNIME-seed spreads")
+    p.add_argument("--calibrate", nargs="?", const="paper", default=None, metavar="TARGET",
+                   help="first search lambda per explainer so that GNIME's perturbation MSE on the target half "
+                        "matches TARGET: 'paper' (the default: the paper's Table 3 value of the matching dataset; "
+                        "MNIST's for digits) or a number; --lambda is the search's start")
     _add_gnime_knobs(p)
 
     p = sub.add_parser("table", help="Table 1 (or Table 2 with --aux-dataset) from the Parquet rows under OUT, "
@@ -211,8 +223,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
     from .config import CellSpec
+    from .pipeline.calibrate import parse_target
     from .pipeline.matrix import run_matrix
     from .store import paper_table, table1
+    from .store.report import operating_points
     from .store.parquet import probe_out
 
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
@@ -221,17 +235,26 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         CellSpec(args.dataset, explainer=e, lam=args.lam, width=args.width, gamma=args.gamma, variant=args.variant)
     if args.seeds < 1:
         raise GnimeRayError("--seeds must be >= 1")
+    if args.gnime_seeds < 1:
+        raise GnimeRayError("--gnime-seeds must be >= 1")
+    if args.calibrate is not None:
+        for e in explainers:
+            parse_target(args.calibrate, args.dataset, e)
     _check_dataset(args.dataset, args.aux_dataset)
     probe_out(args.out)
     aux = "" if args.aux_dataset == "same" else f"-{args.aux_dataset}"
-    study = args.study or f"matrix-{args.dataset}{aux}-{preset.name}"
+    suffix = ("-calibrated" if args.calibrate is not None else "") + (f"-gnime{args.gnime_seeds}" if args.gnime_seeds > 1 else "")
+    study = args.study or f"matrix-{args.dataset}{aux}-{preset.name}{suffix}"
     t0 = time.perf_counter()
     rows = run_matrix(args.dataset, preset, seeds=args.seeds, out=args.out, study=study, explainers=explainers,
                       study_seed=args.study_seed, variant=args.variant, lam=args.lam, width=args.width,
                       gamma=args.gamma, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device,
-                      aux=args.aux_dataset)
+                      aux=args.aux_dataset, gnime_seeds=args.gnime_seeds, calibrate=args.calibrate)
     print()
     print(table1(pa.Table.from_pylist(rows), args.dataset, explainers, aux=args.aux_dataset))
+    if args.aux_dataset == "same":
+        print()
+        print(operating_points(pa.Table.from_pylist(rows), args.dataset, explainers))
     print()
     try:
         print(paper_table(args.dataset, explainers, aux=args.aux_dataset))
@@ -245,6 +268,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
     from .store import paper_table, read_rows, table1
+    from .store.report import operating_points
 
     rows = [r for r in read_rows(args.out).to_pylist() if args.study is None or r["study"] == args.study]
     if args.study is not None and not rows:
@@ -265,6 +289,9 @@ def cmd_table(args: argparse.Namespace) -> int:
               f"{config['gamma']!r}\n")
     explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]
     print(table1(pa.Table.from_pylist(rows), args.dataset, explainers, aux=args.aux_dataset))
+    if args.aux_dataset == "same" and any(r["defense"] == "gnime" for r in rows):
+        print()
+        print(operating_points(pa.Table.from_pylist(rows), args.dataset, explainers))
     print()
     try:
         print(paper_table(args.dataset, explainers, aux=args.aux_dataset))

@@ -245,7 +245,9 @@ class CellSpec:
     """One cell of the Table 1 matrix: (dataset, explainer, defence, attack) at one attack seed.
 
     ``study_seed`` seeds prepare (split, f, f_E) and GNIME; ``seed`` is the attack seed (the
-    attacker's initialisation and batches, and RND's noise). ``lam``, ``width`` (NG capacity,
+    attacker's initialisation and batches, and RND's noise); ``gnime_seed`` selects one of several
+    independently trained GNIMEs on the same data and classifiers (0: the study seed's own GNIME;
+    another value trains another one, and the gnime, rnd and ond cells built on it are other cells). ``lam``, ``width`` (NG capacity,
     relative to the release) and ``gamma`` (Eq. 3; None = unbounded) configure GNIME; they apply to
     the gnime, rnd and ond cells (rnd and ond are matched to GNIME's perturbation). PredMI ignores
     the explainer and the defence (both recorded as 'none').
@@ -262,6 +264,7 @@ class CellSpec:
     variant: str = "paper"
     study_seed: int = 0
     aux_dataset: str = "same"
+    gnime_seed: int = 0
 
     def __post_init__(self) -> None:
         _check(self.attack in ATTACKS, "attack", f"one of {', '.join(ATTACKS)}", self.attack)
@@ -272,7 +275,7 @@ class CellSpec:
             _check(self.explainer in EXPLAINERS, "explainer", f"one of {', '.join(EXPLAINERS)}", self.explainer)
             _check(self.defense in DEFENSES, "defense", f"one of {', '.join(DEFENSES)}", self.defense)
         _check(self.variant in VARIANTS, "variant", f"one of {', '.join(VARIANTS)}", self.variant)
-        for f in ("seed", "study_seed"):
+        for f in ("seed", "study_seed", "gnime_seed"):
             v = getattr(self, f)
             _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f, "an integer >= 0", v)
         if self.lam is None:
@@ -285,6 +288,7 @@ class CellSpec:
             object.__setattr__(self, "lam", default_lambda(self.dataset))
             object.__setattr__(self, "width", 1.0)
             object.__setattr__(self, "gamma", None)
+            object.__setattr__(self, "gnime_seed", 0)
 
     @property
     def uses_gnime(self) -> bool:
@@ -293,8 +297,9 @@ class CellSpec:
     def key(self) -> str:
         """A stable identifier of the cell (without the attack seed)."""
         g = "none" if self.gamma is None else f"{self.gamma:g}"
+        n = f"-n{self.gnime_seed}" if self.gnime_seed else ""  # GNIME seed 0 keeps the keys rows already have
         return (f"{self.dataset}/{self.aux_dataset}/{self.explainer}-{self.variant}/{self.defense}/{self.attack}/"
-                f"lam{self.lam:g}-w{self.width:g}-g{g}/s{self.study_seed}")
+                f"lam{self.lam:g}-w{self.width:g}-g{g}{n}/s{self.study_seed}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,12 +1,17 @@
-"""The fastest correct settings of the machine a process runs on, chosen once per process.
+"""The fastest correct settings of the machine a process runs on, measured once per machine.
 
 Memory format (the preset field ``memory_format``: ``auto``, ``channels_last`` or ``contiguous``):
-``auto`` follows a rule from what was measured (``python -m gnime_ray.bench``, one GNIME step at
-width 1, batch 128, 32x32x1):
+``auto`` is decided by measurement, because no rule from CPU flags held across the project's
+machines (``python -m gnime_ray.bench --compare``, one GNIME step at width 1, batch 128, 32x32x1):
+on a 2-core AMD EPYC with AVX-512 channels_last gave 55.2 against 42.7 images/s; on a 2-core AMD
+EPYC with AVX2 only it gave 35.7 against 26.3 with torch 2.14.1, where an earlier torch build had
+shown no difference at all. So:
 - CUDA: channels_last (NHWC is what cuDNN's tensor-core convolutions work in);
-- a CPU with AVX-512: channels_last (oneDNN's NHWC kernels: 55.2 against 42.7 images/s on a
-  2-core AMD EPYC with AVX-512, the release's TensorFlow at 57.2);
-- any other CPU: contiguous (on the AVX2 machines channels_last was no faster: 17.2 against 17.2).
+- CPU: a short timed probe (``probe``): training steps of the release's U-Net at the run's map
+  shape and width in both formats, a few seconds once; channels_last when it is at least 5%
+  faster, contiguous otherwise. The verdict is kept per machine (CPU model and flags, torch
+  version, thread count, shape, width) under ``CACHE/speed/``, so every later process on the
+  machine reads it instead of measuring, and concurrent processes measure once (a file lock).
 The choice only changes float rounding, never the computation. It is printed in a run's log and
 recorded in each row (``config.runtime.memory_format``), and ``gnime-ray reproduce`` uses the
 recorded one.
@@ -18,25 +23,42 @@ without bf16 units, and the digits findings have not been re-checked under it ye
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+import platform
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 
+from .cachedir import resolve_cache_dir
+from .config import content_hash
+
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+# channels_last must beat contiguous by this factor to be chosen (timing noise on a busy machine)
+MARGIN = 0.95
+# the probe's shape and width when a caller does not say (the release's 32x32x1 networks)
+DEFAULT_SHAPE = (1, 32, 32)
 
 
 @lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and feature flags (Linux /proc/cpuinfo; the platform's name elsewhere)."""
+    model, flags = platform.processor() or platform.machine(), frozenset()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = frozenset(line.split(":", 1)[1].split())
+                break
     except OSError:
         pass
-    return frozenset()
+    return model, flags
 
 
 @dataclass(frozen=True)
@@ -67,14 +89,67 @@ class Speed:
         return f"{self.name}{', bf16 autocast' if self.bf16 else ', fp32'} ({self.reason})"
 
 
-def choose(device: torch.device | str, memory_format: str = "auto", bf16: bool = False) -> Speed:
-    """The settings for ``device`` (module docstring); ``memory_format`` other than ``auto`` wins."""
+def _step_seconds(shape: Sequence[int], width: float, channels_last: bool, steps: int = 3) -> float:
+    """Median seconds of one training step (forward, backward, Adam) of the release's U-Net from
+    ``shape`` to ``shape`` at ``width``, on CPU, in one memory format (after one warm-up step)."""
+    from .models.unet import UNet  # the probe's workload; models never import this module
+
+    torch.manual_seed(0)
+    c, h, w = shape
+    batch = max(2, 32768 // (h * w))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = UNet(shape, shape, 10, width=width).to(memory_format=fmt)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    e = torch.rand(batch, c, h, w).contiguous(memory_format=fmt)
+    y = torch.randn(batch, 10)
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(net(e, y), e).backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def probe(shape: Sequence[int] = DEFAULT_SHAPE, width: float = 1.0,
+          cache_dir: Optional[str] = None) -> dict:
+    """This machine's CPU verdict for ``shape`` and ``width``: {"channels_last": bool,
+    "seconds": {format: s}, ...}, measured once and kept under ``CACHE/speed/`` (module docstring)."""
+    model, flags = cpu_info()
+    facts = {"cpu": model, "flags": sorted(flags), "torch": torch.__version__, "threads": torch.get_num_threads(),
+             "shape": [int(s) for s in shape], "width": float(width)}
+    folder = resolve_cache_dir(cache_dir) / "speed"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"probe-{content_hash(facts)}.json"
+    with open(folder / f"{path.stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process measures; the others wait and read
+        if path.exists():
+            try:
+                return json.loads(path.read_text())
+            except ValueError:
+                pass  # a damaged file: measure again
+        seconds = {name: _step_seconds(shape, width, name == "channels_last") for name in ("contiguous", "channels_last")}
+        verdict = {**facts, "seconds": seconds,
+                   "channels_last": seconds["channels_last"] < MARGIN * seconds["contiguous"]}
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(verdict, indent=1))
+        tmp.replace(path)
+        return verdict
+
+
+def choose(device: torch.device | str, memory_format: str = "auto", bf16: bool = False, *,
+           shape: Sequence[int] = DEFAULT_SHAPE, width: float = 1.0, cache_dir: Optional[str] = None) -> Speed:
+    """The settings for ``device`` (module docstring): ``memory_format`` other than ``auto`` wins;
+    on a CPU, ``auto`` follows the probe at ``shape`` and ``width`` (the run's maps and networks)."""
     if memory_format not in MEMORY_FORMATS:
         raise ValueError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
     if memory_format != "auto":
         return Speed(memory_format == "channels_last", bf16, "set by the preset")
     if torch.device(device).type == "cuda":
         return Speed(True, bf16, "CUDA")
-    if "avx512f" in cpu_flags():
-        return Speed(True, bf16, "a CPU with AVX-512")
-    return Speed(False, bf16, "a CPU without AVX-512")
+    verdict = probe(shape, width, cache_dir)
+    s = verdict["seconds"]
+    ratio = s["contiguous"] / s["channels_last"]
+    return Speed(bool(verdict["channels_last"]), bf16,
+                 f"measured on this CPU: channels_last {ratio:.2f}x the speed of contiguous")

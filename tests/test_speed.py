@@ -1,24 +1,70 @@
-"""The per-machine speed settings: the rule, the override, and that a memory format changes only
-float rounding."""
+"""The per-machine speed settings: the override, the CUDA rule, the CPU probe (measured once per
+machine and kept), and that a memory format changes only float rounding."""
+
+import json
 
 import pytest
 import torch
 
 from gnime_ray import speed as speed_module
 from gnime_ray.defenses.gnime import GnimeConfig, train_gnime
-from gnime_ray.speed import Speed, choose
+from gnime_ray.speed import Speed, choose, probe
 
 
-def test_the_rule_follows_the_device_and_the_cpu_flags(monkeypatch):
-    monkeypatch.setattr(speed_module, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    assert choose("cpu") == Speed(False, False, "a CPU without AVX-512")
-    monkeypatch.setattr(speed_module, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
-    assert choose("cpu").channels_last and not choose("cpu").bf16  # bf16 changes numbers: only when asked
-    assert choose("cuda").channels_last
-    assert choose("cpu", "contiguous") == Speed(False, False, "set by the preset")
+@pytest.fixture
+def timed(monkeypatch):
+    """Replace the probe's timing by given seconds per format, counting the measurements."""
+    calls = []
+
+    def set_seconds(contiguous: float, channels_last: float) -> list:
+        def fake(shape, width, channels_last_flag, steps=3):
+            calls.append((tuple(shape), width, channels_last_flag))
+            return channels_last if channels_last_flag else contiguous
+        monkeypatch.setattr(speed_module, "_step_seconds", fake)
+        return calls
+    return set_seconds
+
+
+def test_the_preset_wins_and_cuda_follows_the_rule(tmp_path, timed):
+    calls = timed(1.0, 0.5)
+    assert choose("cpu", "contiguous", cache_dir=str(tmp_path)) == Speed(False, False, "set by the preset")
     assert choose("cpu", "channels_last", bf16=True) == Speed(True, True, "set by the preset")
+    assert choose("cuda", cache_dir=str(tmp_path)) == Speed(True, False, "CUDA")
+    assert calls == []  # neither measures
     with pytest.raises(ValueError, match="memory_format"):
         choose("cpu", "nhwc")
+
+
+def test_the_cpu_probe_picks_the_measurably_faster_format_and_keeps_it(tmp_path, timed):
+    calls = timed(contiguous=1.0, channels_last=0.7)
+    first = choose("cpu", shape=(1, 32, 32), width=0.25, cache_dir=str(tmp_path))
+    assert first.channels_last and not first.bf16 and "1.43x" in first.reason
+    assert len(calls) == 2 and {c[2] for c in calls} == {True, False}
+    assert choose("cpu", shape=(1, 32, 32), width=0.25, cache_dir=str(tmp_path)) == first
+    assert len(calls) == 2  # read from CACHE/speed, not measured again
+    [kept] = (tmp_path / "speed").glob("probe-*.json")
+    verdict = json.loads(kept.read_text())
+    assert verdict["shape"] == [1, 32, 32] and verdict["width"] == 0.25 and verdict["torch"] == torch.__version__
+    # another shape is another workload: measured on its own; within the margin stays contiguous
+    timed(contiguous=1.0, channels_last=0.97)
+    assert not choose("cpu", shape=(3, 64, 64), width=0.25, cache_dir=str(tmp_path)).channels_last
+
+
+def test_a_damaged_verdict_is_measured_again(tmp_path, timed):
+    calls = timed(1.0, 2.0)
+    probe((1, 16, 16), 0.125, str(tmp_path))
+    [kept] = (tmp_path / "speed").glob("probe-*.json")
+    kept.write_text("{not json")
+    assert probe((1, 16, 16), 0.125, str(tmp_path))["channels_last"] is False
+    assert len(calls) == 4
+
+
+def test_the_real_probe_times_both_formats(tmp_path):
+    verdict = probe((1, 16, 16), 0.0625, str(tmp_path))
+    assert set(verdict["seconds"]) == {"contiguous", "channels_last"}
+    assert all(0 < s < 60 for s in verdict["seconds"].values())
+    assert verdict["channels_last"] == (verdict["seconds"]["channels_last"]
+                                        < speed_module.MARGIN * verdict["seconds"]["contiguous"])
 
 
 def test_channels_last_trains_the_same_gnime_up_to_float_rounding():

@@ -98,7 +98,8 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
     torch.manual_seed(attack_seed)
     attacker = build_attacker(spec.attack, map_shape, prep.dataset.image_shape, prep.dataset.num_classes,
                               width=preset.net_width)
-    speed = choose(dev, preset.memory_format, False)
+    speed = choose(dev, preset.memory_format, False, shape=map_shape or prep.dataset.image_shape,
+                   width=preset.net_width, cache_dir=cache_dir)
     log(f"cell {spec.key()} seed {spec.seed}: training {spec.attack} on {len(x['attack_train'])} released maps "
         f"({speed.describe()})")
     hist = train_attacker(spec.attack, attacker, released["attack_train"], y["attack_train"], x["attack_train"],
@@ -117,7 +118,8 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
         "variant": spec.variant, "defense": spec.defense, "attack": spec.attack,
         "lambda": float(spec.lam), "ng_width": float(spec.width),
         "gamma": float("nan") if spec.gamma is None else float(spec.gamma),
-        "study_seed": spec.study_seed, "attack_seed": spec.seed, "preset": preset.name,
+        "study_seed": spec.study_seed, "attack_seed": spec.seed, "gnime_seed": spec.gnime_seed,
+        "preset": preset.name, "calibration": "",  # the matrix's lambda calibration fills it (pipeline/calibrate.py)
         "mse": ev["mse"].mean().item(), "ssim": ev["ssim"].mean().item(),
         "tca": (ev["pred_eval"] == labels).float().mean().item(),
         "deepsim": deepsim(ev["f_rec"], ev["f_true"]), "feature_distance": feature_distance(ev["f_rec"], ev["f_true"]),

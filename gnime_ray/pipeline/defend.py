@@ -30,7 +30,8 @@ Log = Callable[[str], None]
 def gnime_config(spec: CellSpec, preset: Preset) -> GnimeConfig:
     return GnimeConfig(lam=float(spec.lam), ng_width=spec.width * preset.net_width, inv_width=preset.net_width,
                        epochs=preset.gnime_epochs, batch_size=preset.gnime_batch_size, lr=preset.gnime_lr,
-                       seed=derive_seed(spec.study_seed, "gnime", spec.explainer, spec.variant), bf16=preset.bf16)
+                       seed=derive_seed(spec.study_seed, "gnime", spec.explainer, spec.variant,
+                                            *([spec.gnime_seed] if spec.gnime_seed else [])), bf16=preset.bf16)
 
 
 def gnime_path(prep: Prepared, spec: CellSpec, preset: Preset) -> Path:
@@ -75,7 +76,8 @@ def train_or_load_gnime(prep: Prepared, spec: CellSpec, preset: Preset, device: 
     log(f"gnime: no trained GNIME for exactly lambda {cfg.lam!r}, NG width {spec.width!r} (cache or artifacts): "
         f"training on {t.numel()} target-half images ({spec.explainer}, {cfg.epochs} epochs of "
         f"{min(cfg.batch_size, t.numel())})")
-    speed = choose(device, preset.memory_format, cfg.bf16)
+    speed = choose(device, preset.memory_format, cfg.bf16, shape=prep.map_shape(spec.explainer, spec.variant),
+                   width=preset.net_width, cache_dir=str(prep.cache_root))
     log(f"gnime: speed settings {speed.describe()}")
     model = train_gnime(prep.map_rows((spec.explainer, spec.variant), t), prep.logit_rows(t), prep.image_rows(t), cfg,
                         device=device, log=log, log_every=max(1, cfg.epochs // 10), speed=speed)

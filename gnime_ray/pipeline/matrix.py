@@ -1,7 +1,12 @@
 """The Table 1 matrix for one dataset without Ray: PredMI, and ExpMI x {none, rnd, ond, gnime}
 x explainers, each at several attack seeds; with an auxiliary attacker dataset (Table 2), PredMI
 and ExpMI x {none, gnime} x explainers, every attacker trained on the auxiliary data. One GNIME training per explainer is shared by its
-gnime, rnd and ond cells (cached). Each row is written to Parquet as soon as its cell finishes;
+gnime, rnd and ond cells (cached). With ``gnime_seeds`` > 1, each explainer's gnime, rnd and ond
+cells are repeated on that many independently trained GNIMEs (CellSpec.gnime_seed), so that the
+table can report GNIME's own training variance beside the attack seeds'. With ``calibrate``
+(``paper`` or a perturbation MSE), each explainer's lambda is first searched so that GNIME's
+perturbation matches the target (pipeline/calibrate.py; on GNIME seed 0), and the rows of the
+cells built on GNIME record that search in their ``calibration`` column. Each row is written to Parquet as soon as its cell finishes;
 cells whose (study, cell, attack seed) row already exists under ``out`` are skipped, so an
 interrupted matrix resumes where it stopped. The trained networks land in ``out``'s artifact
 store beside the rows (store/artifacts.py).
@@ -9,13 +14,15 @@ store beside the rows (store/artifacts.py).
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from .. import echo
 from ..config import DEFENSES, CellSpec, Preset
 from ..store.report import TABLE2_DEFENSES
 from ..store import read_rows, write_rows
+from .calibrate import Calibration, calibrate_lambda, parse_target
 from .cell import run_cell
+from .device import pick_device
 from .prepare import prepare
 
 Log = Callable[[str], None]
@@ -23,13 +30,17 @@ Log = Callable[[str], None]
 
 def matrix_specs(dataset: str, explainers: Sequence[str], seeds: int, study_seed: int = 0,
                  variant: str = "paper", lam: Optional[float] = None, width: float = 1.0,
-                 gamma: Optional[float] = None, aux: str = "same") -> list[CellSpec]:
+                 gamma: Optional[float] = None, aux: str = "same", gnime_seeds: int = 1,
+                 lam_by_explainer: Optional[Mapping[str, float]] = None) -> list[CellSpec]:
+    """The matrix's cells; ``lam_by_explainer`` (calibrated lambdas) overrides ``lam`` per explainer."""
     specs = [CellSpec(dataset, attack="predmi", seed=s, study_seed=study_seed, aux_dataset=aux) for s in range(seeds)]
     for e in explainers:
+        lam_e = (lam_by_explainer or {}).get(e, lam)
         for d in (DEFENSES if aux == "same" else TABLE2_DEFENSES):
-            specs += [CellSpec(dataset, explainer=e, defense=d, attack="expmi", seed=s, lam=lam, width=width,
-                               gamma=gamma, variant=variant, study_seed=study_seed, aux_dataset=aux)
-                      for s in range(seeds)]
+            for n in range(gnime_seeds if d != "none" else 1):
+                specs += [CellSpec(dataset, explainer=e, defense=d, attack="expmi", seed=s, lam=lam_e, width=width,
+                                   gamma=gamma, variant=variant, study_seed=study_seed, aux_dataset=aux, gnime_seed=n)
+                          for s in range(seeds)]
     return specs
 
 
@@ -37,20 +48,38 @@ def run_matrix(dataset: str, preset: Preset, *, seeds: int, out: str, study: str
                explainers: Sequence[str] = ("grad", "gradcam", "lrp"), study_seed: int = 0, variant: str = "paper",
                lam: Optional[float] = None, width: float = 1.0, gamma: Optional[float] = None,
                cache_dir: Optional[str] = None, data_root: Optional[str] = None, device: Optional[str] = None,
-               aux: str = "same", log: Log = echo) -> list[dict]:
-    """Run (or resume) the matrix; returns the rows of this study for ``dataset``."""
-    specs = matrix_specs(dataset, explainers, seeds, study_seed, variant, lam, width, gamma, aux)
+               aux: str = "same", gnime_seeds: int = 1, calibrate: Optional[str] = None,
+               log: Log = echo) -> list[dict]:
+    """Run (or resume) the matrix; returns the rows of this study for ``dataset``. ``calibrate``:
+    None (lambda as given), ``paper`` or a perturbation MSE as text (module docstring)."""
+    prep = None
+    calibrations: dict[str, Calibration] = {}
+    if calibrate is not None:
+        targets = {e: parse_target(calibrate, dataset, e) for e in explainers}  # bad input fails before any work
+        prep = prepare(dataset, preset, study_seed, explainers=explainers, variant=variant, cache_dir=cache_dir,
+                       data_root=data_root, device=device, log=log, out=out)
+        for e in explainers:
+            start = CellSpec(dataset, explainer=e, lam=lam, width=width, gamma=gamma, variant=variant,
+                             study_seed=study_seed)
+            calibrations[e] = calibrate_lambda(prep, start, preset, targets[e][0], source=targets[e][1],
+                                               device=pick_device(device), log=log)
+    specs = matrix_specs(dataset, explainers, seeds, study_seed, variant, lam, width, gamma, aux, gnime_seeds,
+                         {e: c.lam for e, c in calibrations.items()})
     done = {(r["cell"], r["attack_seed"]) for r in read_rows(out).to_pylist() if r["study"] == study}
     todo = [s for s in specs if (s.key(), s.seed) not in done]
     log(f"matrix {study}: {len(specs)} cells, {len(specs) - len(todo)} already done")
     if todo:
-        prep = prepare(dataset, preset, study_seed, explainers=explainers, variant=variant, cache_dir=cache_dir,
-                       data_root=data_root, device=device, log=log, out=out)
+        if prep is None:
+            prep = prepare(dataset, preset, study_seed, explainers=explainers, variant=variant, cache_dir=cache_dir,
+                           data_root=data_root, device=device, log=log, out=out)
         for i, spec in enumerate(todo, 1):
             row = run_cell(spec, preset, device=device, study=study, log=log, prep=prep, cache_dir=cache_dir,
                            data_root=data_root)
+            if spec.explainer in calibrations and spec.uses_gnime:
+                row["calibration"] = calibrations[spec.explainer].to_json()
             write_rows([row], out)
-            log(f"[{i}/{len(todo)}] {spec.attack} {spec.explainer} {spec.defense} seed {spec.seed}: "
+            log(f"[{i}/{len(todo)}] {spec.attack} {spec.explainer} {spec.defense}"
+                f"{f' GNIME {spec.gnime_seed}' if gnime_seeds > 1 and spec.uses_gnime else ''} seed {spec.seed}: "
                 f"SSIM {row['ssim']:.4f} TCA {row['tca']:.4f} MSE {row['mse']:.4f} "
                 f"({row['wall_seconds']:.0f}s)")
     return [r for r in read_rows(out).to_pylist() if r["study"] == study and r["dataset"] == dataset]

@@ -90,6 +90,10 @@ class Prepared:
     def image_rows(self, idx: Optional[torch.Tensor] = None) -> HostRows:
         return HostRows(self.dataset.images, idx)
 
+    def map_shape(self, explainer: str, variant: str) -> tuple[int, ...]:
+        """One map's shape (C', H', W') for an explainer and variant this entry holds."""
+        return tuple(self.maps[(explainer, variant)].shape[1:])
+
     def map_rows(self, key: tuple[str, str], idx: Optional[torch.Tensor] = None) -> HostRows:
         return HostRows(self.maps[key], idx)
 
@@ -271,10 +275,12 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
         _notice_earlier_entry(cache_root, dataset, data, seed, preset, log)
         meta = {"dataset": dataset, "arch": arch, "seed": seed, "preset": preset.to_dict(), "key_version": KEY_VERSION,
                 "fingerprint": data.fingerprint(), "code_version": __version__, "history": {}}
+        speed = choose(dev, preset.memory_format, False, shape=data.image_shape, width=preset.classifier_width,
+                       cache_dir=str(cache_root))
+        log(f"prepare: speed settings {speed.describe()}")
         for role, model in (("target", target), ("eval", eval_model)):
             t0 = time.perf_counter()
-            hist = train_classifier(model, x_tr, y_tr, x_va, y_va, epochs=preset.classifier_epochs,
-                                    speed=choose(dev, preset.memory_format, False),
+            hist = train_classifier(model, x_tr, y_tr, x_va, y_va, epochs=preset.classifier_epochs, speed=speed,
                                     batch_size=preset.classifier_batch_size, patience=preset.classifier_patience,
                                     lr=preset.classifier_lr, seed=derive_seed(seed, "fit", role), device=dev,
                                     log=log, name="f" if role == "target" else "f_E")

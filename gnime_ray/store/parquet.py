@@ -46,6 +46,10 @@ SCHEMA = pa.schema([
     ("aux_dataset", pa.string()), ("variant", pa.string()), ("defense", pa.string()), ("attack", pa.string()),
     ("lambda", pa.float64()), ("ng_width", pa.float64()), ("gamma", pa.float64()),
     ("study_seed", pa.int64()), ("attack_seed", pa.int64()), ("preset", pa.string()),
+    # which of several independently trained GNIMEs the row's defence used (0: the study seed's own)
+    ("gnime_seed", pa.int64()),
+    # how lambda was calibrated to a perturbation target (JSON; '' when it was given)
+    ("calibration", pa.string()),
     ("mse", pa.float64()), ("ssim", pa.float64()), ("tca", pa.float64()), ("deepsim", pa.float64()),
     ("feature_distance", pa.float64()), ("psnr", pa.float64()), ("recl_acc", pa.float64()),
     ("perturbation_mse", pa.float64()), ("matched_mse", pa.float64()), ("utility_deepsim", pa.float64()),

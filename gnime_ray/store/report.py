@@ -4,15 +4,19 @@ Rows: MSE (higher = better defence), SSIM, TCA, DeePSiM (lower = better defence)
 PredMI, then per explainer ExpMI (no defence), RND, OND, GNIME (Table 1), or ExpMI and GNIME with
 the attacker trained on an auxiliary dataset (Table 2: ``aux='facescrub'``). A cell shows mean +- std over the
 attack seeds (sample standard deviation, ddof=1; 0 for a single seed), as the paper reports over
-its five attack runs. The paper's numbers come from gnime_ray/reference/paper_tables.csv (Tables 1-3
+its five attack runs. When the rows come from several independently trained GNIMEs (the matrix's
+``--gnime-seeds``), a cell shows the mean and two spreads: over the attack seeds (pooled within
+each GNIME) and over the GNIMEs (the std of their means). The paper's numbers come from gnime_ray/reference/paper_tables.csv (Tables 1-3
 of the paper as numbers, shipped with the package); digits is compared with the paper's MNIST row.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
@@ -44,12 +48,42 @@ def _columns(explainers: Sequence[str], aux: str = "same") -> list[tuple[str, st
     return cols
 
 
+def _std(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
 def _fmt(values: list[float]) -> str:
     if not values:
         return "–"
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return f"{mean:.4f} ± {std:.4f}"
+    return f"{sum(values) / len(values):.4f} ± {_std(values):.4f}"
+
+
+def _fmt_two_spreads(by_gnime: dict[int, list[float]]) -> str:
+    """mean ± attack-seed spread / GNIME-seed spread: the pooled sample std within each trained
+    GNIME (over its attack seeds), and the sample std of the per-GNIME means ('–' for a column
+    with one GNIME, such as PredMI and ExpMI without defence)."""
+    groups = [v for v in by_gnime.values() if v]
+    if not groups:
+        return "–"
+    values = [v for g in groups for v in g]
+    within = math.sqrt(sum(_std(g) ** 2 for g in groups) / len(groups))
+    between = _std([sum(g) / len(g) for g in groups]) if len(groups) > 1 else None
+    return f"{sum(values) / len(values):.4f} ± {within:.4f} / " + ("–" if between is None else f"{between:.4f}")
+
+
+GNIME_SEED_IN_CELL = re.compile(r"-n\d+(?=/s\d+$)")
+
+
+def base_cell(cell: str) -> str:
+    """A cell's key without its GNIME seed: the cells one table column aggregates."""
+    return GNIME_SEED_IN_CELL.sub("", cell)
+
+
+def _gnime_seed(row: dict) -> int:
+    return row.get("gnime_seed") or 0  # rows of earlier versions: null
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -60,25 +94,41 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 def table1(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "lrp"),
            aux: str = "same") -> str:
     """Markdown Table 1 for ``dataset`` from result rows (one configuration per column); with an
-    auxiliary attacker dataset ``aux``, Table 2's columns from the rows of that attacker."""
+    auxiliary attacker dataset ``aux``, Table 2's columns from the rows of that attacker. Rows of
+    several trained GNIMEs of one configuration form one column with two spreads (module docstring)."""
     rows = [r for r in table.to_pylist() if r["dataset"] == dataset and r.get("aux_dataset", "same") == aux]
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["attack"], r["explainer"], r["defense"])].append(r)
     for key, group in groups.items():
-        cells = {r["cell"] for r in group}
+        cells = {base_cell(r["cell"]) for r in group}
         if len(cells) > 1:
             raise GnimeRayError(f"column {key} mixes configurations {sorted(cells)}; select one study or config first")
-        seeds = [r["attack_seed"] for r in group]
+        seeds = [(_gnime_seed(r), r["attack_seed"]) for r in group]
         if len(seeds) != len(set(seeds)):
             studies = sorted({r["study"] for r in group})
             raise GnimeRayError(f"column {key} holds the same attack seed more than once (studies {', '.join(studies)}); "
                                 f"select one study first")
     cols = _columns(explainers, aux)
-    body = [[label] + [_fmt([g[m] for g in groups.get((a, e, d), [])]) for a, e, d, _ in cols] for m, label in METRICS]
+    gnimes = sorted({_gnime_seed(r) for r in rows})
+
+    def cell_text(group: list[dict], m: str) -> str:
+        if len(gnimes) < 2:
+            return _fmt([g[m] for g in group])
+        by_gnime: dict[int, list[float]] = defaultdict(list)
+        for g in group:
+            by_gnime[_gnime_seed(g)].append(g[m])
+        return _fmt_two_spreads(by_gnime)
+
+    body = [[label] + [cell_text(groups.get((a, e, d), []), m) for a, e, d, _ in cols] for m, label in METRICS]
     seeds = sorted({r["attack_seed"] for r in rows})
     where = "" if aux == "same" else f", attacker trained on {aux}"
-    return _markdown([f"{dataset} (ours{where}, {len(seeds)} seeds)"] + [c[3] for c in cols], body)
+    runs = f"{len(seeds)} seeds" if len(gnimes) < 2 else f"{len(seeds)} attack seeds x {len(gnimes)} GNIMEs"
+    text = _markdown([f"{dataset} (ours{where}, {runs})"] + [c[3] for c in cols], body)
+    if len(gnimes) > 1:
+        text += ("\n\nmean ± attack-seed spread / GNIME-seed spread (pooled sample std over each trained GNIME's "
+                 "attack seeds / sample std of the per-GNIME means)")
+    return text
 
 
 def paper_table(dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "lrp"),
@@ -108,3 +158,45 @@ def paper_table(dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "l
         body.append(line)
     where = "" if aux == "same" else f", attacker trained on {aux}"
     return _markdown([f"{name} (paper{where}, 5 runs)"] + [c[3] for c in cols], body)
+
+
+def operating_points(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "lrp"),
+                     path: Optional[Path] = None) -> str:
+    """Markdown: per explainer, GNIME's operating point in the rows (lambda, how it was chosen,
+    the perturbation MSE on the evaluation split and the utility DeePSiM of Table 3, with the GNIME
+    seeds' spread), beside the paper's Table 3 values for the matching dataset."""
+    name = PAPER_DATASET.get(dataset, dataset)
+    paper: dict[tuple[str, str], float] = {}
+    path = path or paper_tables_path()
+    if path.exists():
+        with open(path, newline="") as fh:
+            for r in csv.DictReader(fh):
+                if r["table"] == "3" and r["dataset"] == name:
+                    paper[(r["explainer"], r["metric"])] = float(r["mean"])
+    rows = [r for r in table.to_pylist() if r["dataset"] == dataset and r["defense"] == "gnime"
+            and r.get("aux_dataset", "same") == "same"]
+    header = ["explainer", "lambda", "chosen by", "GNIMEs", "perturbation MSE (eval)", f"paper ({name})",
+              "utility DeePSiM", f"paper ({name})"]
+    body = []
+    for e in explainers:
+        group = [r for r in rows if r["explainer"] == e]
+        if not group:
+            continue
+        per_gnime: dict[int, list[dict]] = defaultdict(list)
+        for r in group:
+            per_gnime[_gnime_seed(r)].append(r)
+        cal = json.loads(group[0]["calibration"]) if group[0].get("calibration") else None
+        chosen = "given" if cal is None else (
+            f"calibrated to {cal['target_mse']:g} ({cal['target_source']}): {cal['achieved_mse']:.4f} on the target "
+            f"half after {len(cal['evaluations'])} trainings" + ("" if cal["converged"] else ", NOT converged"))
+
+        def spread(metric: str) -> str:
+            means = [sum(r[metric] for r in g) / len(g) for g in per_gnime.values()]
+            return f"{sum(means) / len(means):.4f} ± {_std(means):.4f}"
+
+        lams = sorted({r["lambda"] for r in group})
+        paper_value = lambda m: f"{paper[(e, m)]:.4f}" if (e, m) in paper else "–"
+        body.append([e, ", ".join(f"{v:g}" for v in lams), chosen, str(len(per_gnime)),
+                     spread("perturbation_mse"), paper_value("perturbation_mse"),
+                     spread("utility_deepsim"), paper_value("utility_deepsim")])
+    return _markdown(header, body) + "\n\n(± : sample std over the trained GNIMEs; 0 for one)"

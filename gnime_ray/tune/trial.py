@@ -187,7 +187,9 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
         try:
             model = train_gnime(prep.map_rows((base.explainer, base.variant), t), prep.logit_rows(t),
                                 prep.image_rows(t), cfg, device=device, log=lambda _: None, on_epoch=on_epoch,
-                                resume=resume, speed=choose(device, study.preset.memory_format, cfg.bf16))
+                                resume=resume, speed=choose(device, study.preset.memory_format, cfg.bf16,
+                                                          shape=prep.map_shape(base.explainer, base.variant),
+                                                          width=study.preset.net_width, cache_dir=study.cache_dir))
         except TrainingDiverged as exc:
             tune.report({**worst_result(study), **common, "final": True, "status": "diverged", "error": str(exc),
                          "gnime_seconds": time.perf_counter() - t0, "attackers": 0})
