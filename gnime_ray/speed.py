@@ -12,8 +12,9 @@ shown no difference at all. So:
   faster, contiguous otherwise. The verdict is kept per machine (CPU model and flags, torch
   version, thread count, shape, width) under ``CACHE/speed/``, so every later process on the
   machine reads it instead of measuring, and concurrent processes measure once (a file lock).
-The choice only changes float rounding, never the computation. It is printed in a run's log and
-recorded in each row (``config.runtime.memory_format``), and ``gnime-ray reproduce`` uses the
+The choice only changes float rounding, never the computation, and only in training: a trained
+network returns to the contiguous format (``Speed.trained``), so maps, releases and evaluations do
+not depend on it. It is printed in a run's log and recorded in each row (``config.runtime.memory_format``), and ``gnime-ray reproduce`` uses the
 recorded one.
 
 bf16 autocast (the preset field ``bf16``) changes the numbers, so it stays what the preset says
@@ -80,6 +81,13 @@ class Speed:
     def model(self, module: torch.nn.Module) -> torch.nn.Module:
         """The module with its 4-d weights in this memory format (in place)."""
         return module.to(memory_format=self.memory_format) if self.channels_last else module
+
+    @staticmethod
+    def trained(module: torch.nn.Module) -> torch.nn.Module:
+        """The module back in the contiguous format once training ends (in place): what a trained
+        network computes afterwards (maps, releases, evaluations) is then the same whichever format
+        it trained in and whether it was trained in this process or loaded from a file."""
+        return module.to(memory_format=torch.contiguous_format)
 
     def batch(self, t: torch.Tensor) -> torch.Tensor:
         """A 4-d batch in this memory format (others unchanged)."""

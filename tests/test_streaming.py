@@ -190,6 +190,27 @@ def test_an_earlier_versions_entry_of_a_cached_dataset_is_named_then_rebuilt(cac
     assert not again.from_cache and again.cache_path == first.cache_path
 
 
+def test_an_entry_made_before_the_lrp_and_adam_fixes_is_named_then_rebuilt(cache_dir):
+    """Entries of cache schema 1 hold the flat-first-layer LRP and classifiers trained with
+    PyTorch's Adam: other numbers under the same names, so they are never reused, and a line says so."""
+    import json
+
+    from gnime_ray.config import get_preset
+    from gnime_ray.pipeline.prepare import prepare
+
+    preset = get_preset("smoke")
+    first = prepare("digits", preset, explainers=["grad"], log=lambda _: None)
+    old = first.cache_path.with_name("digits-0123456789abcdef")  # schema 1's key for the same data
+    first.cache_path.rename(old)
+    meta = json.loads((old / "meta.json").read_text())
+    meta.pop("schema")
+    (old / "meta.json").write_text(json.dumps(meta))
+    lines: list[str] = []
+    again = prepare("digits", preset, explainers=["grad"], log=lines.append)
+    assert sum("earlier version (LRP's flat first layer, PyTorch's Adam); rebuilding" in l for l in lines) == 1
+    assert not again.from_cache and again.cache_path == first.cache_path
+
+
 def test_deterministic_releases_are_computed_once_per_node_and_rnd_scratch_is_removed(cache_dir):
     from gnime_ray.config import CellSpec, get_preset
     from gnime_ray.pipeline.cell import run_cell

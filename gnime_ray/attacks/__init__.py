@@ -84,7 +84,7 @@ def train_attacker(name: str, model: nn.Module, maps, logits, images, val_maps, 
             log(f"  {name} epoch {epoch}/{epochs}: train MSE {total / n:.5f}, val MSE {val_mse:.5f} "
                 f"({time.perf_counter() - t0:.0f}s)")
     stopper.restore(model)
-    model.eval()
+    speed.trained(model).eval()
     hist["best_epoch"] = stopper.best_epoch
     hist["seconds"] = time.perf_counter() - t0
     return hist

@@ -243,6 +243,6 @@ def train_gnime(maps: torch.Tensor | HostRows, logits: torch.Tensor | HostRows, 
         if epoch % log_every == 0 or epoch in (start, cfg.epochs):
             log(f"  gnime epoch {epoch}/{cfg.epochs}: L_adv {losses['l_adv']:.4f} L_clean {losses['l_clean']:.4f} "
                 f"L_dist {losses['l_dist']:.4f} ({time.perf_counter() - t0:.0f}s)")
-    model.ng.eval()
-    model.inv.eval()
+    speed.trained(model.ng).eval()
+    speed.trained(model.inv).eval()
     return model

@@ -78,7 +78,8 @@ def _key(subset: ImageDataset, preset: Preset, weights: Optional[str]) -> str:
         digest = hashlib.sha256(Path(weights).expanduser().read_bytes()).hexdigest()[:16]
     fields = {k: v for k, v in preset.to_dict().items() if k.startswith(("attribute_", "celeba_"))}
     return content_hash({"subset": Path(subset.info["cache"]).name, "preset": fields, "weights": digest,
-                         "val_fraction": preset.val_fraction, "attributes": PAPER_ATTRIBUTES})
+                         "val_fraction": preset.val_fraction, "attributes": PAPER_ATTRIBUTES,
+                         "optimiser": "keras-adam"})  # trained with PyTorch's Adam before
 
 
 def attribute_dir(cache_root: Path, subset: ImageDataset, preset: Preset, weights: Optional[str] = None) -> Path:

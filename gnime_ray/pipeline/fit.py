@@ -77,7 +77,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             log(f"  {name}: early stop at epoch {epoch} (best val acc {stopper.best[0]:.4f} at epoch {stopper.best_epoch})")
             break
     stopper.restore(model)
-    model.eval()
+    speed.trained(model).eval()
     hist.best_epoch = stopper.best_epoch
     hist.seconds = time.perf_counter() - t0
     return hist

@@ -40,7 +40,9 @@ from ..speed import choose
 from .fit import train_classifier
 
 Log = Callable[[str], None]
-CACHE_SCHEMA = 1
+# 2: the paper LRP uses z+ on the input at the first conv (explain/lrp.py) and everything trains with
+# Keras' Adam (optim.py): classifiers and maps of schema 1 are different numbers, never reused
+CACHE_SCHEMA = 2
 # 2: datasets read through the image cache are identified by their cache entry (ImageDataset.fingerprint)
 KEY_VERSION = 2
 # Maps are stored in float16: a map in [0, 1] rounded to float16 is off by at most 2^-12 (2.4e-4,
@@ -113,15 +115,20 @@ def _classifier_key(dataset: ImageDataset, preset: Preset, seed: int, arch: str)
 def _notice_earlier_entry(cache_root: Path, dataset: str, data: ImageDataset, seed: int, preset: Preset,
                           log: Log) -> None:
     """One line when an entry of an earlier version for the same data, seed and budget exists under
-    another key: datasets read through the image cache were keyed by a hash of every image byte
-    before KEY_VERSION 2 and by their cache entry since, so their old entries are not reused."""
-    if "cache" not in data.info:
-        return
+    another key: entries of CACHE_SCHEMA 1 hold the flat-first-layer LRP and classifiers trained with
+    PyTorch's Adam; datasets read through the image cache were keyed by a hash of every image byte
+    before KEY_VERSION 2 and by their cache entry since. Such entries are not reused."""
     fields = _classifier_fields(preset)
     for meta_file in sorted((cache_root / "prepare").glob(f"{dataset}-*/meta.json")):
         meta = load_json(meta_file)
         old = {k: v for k, v in meta.get("preset", {}).items() if k in fields}
-        if meta.get("key_version", 1) < KEY_VERSION and meta.get("seed") == seed and old == fields:
+        if meta.get("seed") != seed or old != fields:
+            continue
+        if meta.get("schema", 1) < CACHE_SCHEMA and meta.get("fingerprint") == data.fingerprint():
+            log(f"prepare: {meta_file.parent} was written by an earlier version (LRP's flat first layer, PyTorch's "
+                f"Adam); rebuilding")
+            return
+        if "cache" in data.info and meta.get("key_version", 1) < KEY_VERSION:
             log(f"prepare: {meta_file.parent} was written by an earlier version (keyed by the images' bytes); "
                 f"rebuilding under the image cache's key")
             return
@@ -274,6 +281,7 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
         accuracies = {}
         _notice_earlier_entry(cache_root, dataset, data, seed, preset, log)
         meta = {"dataset": dataset, "arch": arch, "seed": seed, "preset": preset.to_dict(), "key_version": KEY_VERSION,
+                "schema": CACHE_SCHEMA,
                 "fingerprint": data.fingerprint(), "code_version": __version__, "history": {}}
         speed = choose(dev, preset.memory_format, False, shape=data.image_shape, width=preset.classifier_width,
                        cache_dir=str(cache_root))

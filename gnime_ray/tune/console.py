@@ -70,7 +70,7 @@ class StudyConsole(Callback):
         tid = trial.trial_id
         if tid not in self.seen_node and result.get("node"):
             self.seen_node.add(tid)
-            self._say(trial, f"running on {result['node']}")
+            self._say(trial, f"running on {result['node']}" + (f", GNIME in {result['speed']}" if result.get("speed") else ""))
         stage = result.get("stage")
         if stage == "gnime":
             epoch, epochs = int(result["epoch"]), int(result["epochs"])

@@ -52,7 +52,7 @@ Log = Callable[[str], None]
 TRIAL_COLUMNS = ("study", "explainer", "trial", "status", "lambda", "ng_width", "gamma", "attack_ssim", "attack_tca",
                  "utility", "perturbation_mse", "objective", "pareto", "attackers_in_trial_pg", "trial_gpu_assigned",
                  "gnime_seconds", "attack_seconds", "attack_phase_seconds", "trial_attack_seconds", "idle_share",
-                 "node", "error")
+                 "node", "speed", "error")
 
 
 def _param_space(spec: StudySpec, explainer: str) -> dict:
@@ -118,7 +118,7 @@ def _summary(spec: StudySpec, explainer: str, result: Any) -> dict:
     nan = float("nan")
     row: dict[str, Any] = {c: nan for c in TRIAL_COLUMNS}
     row.update(study=spec.name, explainer=explainer, trial=m.get("trial_id") or os.path.basename(str(result.path)),
-               node=m.get("node", ""), error="", pareto=False, attackers_in_trial_pg=False,
+               node=m.get("node", ""), speed=m.get("speed", ""), error="", pareto=False, attackers_in_trial_pg=False,
                ng_width=float(cfg.get("width", nan)), gamma=float(cfg.get("gamma", nan)))
     if "gamma" not in cfg and m.get("gamma", -1.0) >= 0:  # a grid study's fixed gamma (-1: unbounded)
         row["gamma"] = float(m["gamma"])

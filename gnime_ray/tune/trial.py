@@ -164,7 +164,9 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
     prep = prepared(study, device)
     cfg = gnime_config(base, study.preset)
     pending = {**worst_result(study), "final": False}
-    common = {"gamma": -1.0 if gammas[0] is None else gammas[0], "node": node_name()}
+    speed = choose(device, study.preset.memory_format, cfg.bf16, shape=prep.map_shape(base.explainer, base.variant),
+                   width=study.preset.net_width, cache_dir=study.cache_dir)
+    common = {"gamma": -1.0 if gammas[0] is None else gammas[0], "node": node_name(), "speed": speed.describe()}
 
     def on_epoch(epoch: int, losses: dict, state: Callable[[], dict]) -> None:
         metrics = {**losses, "epoch": epoch, "epochs": cfg.epochs, "stage": "gnime", **common, **pending}
@@ -187,9 +189,7 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
         try:
             model = train_gnime(prep.map_rows((base.explainer, base.variant), t), prep.logit_rows(t),
                                 prep.image_rows(t), cfg, device=device, log=lambda _: None, on_epoch=on_epoch,
-                                resume=resume, speed=choose(device, study.preset.memory_format, cfg.bf16,
-                                                          shape=prep.map_shape(base.explainer, base.variant),
-                                                          width=study.preset.net_width, cache_dir=study.cache_dir))
+                                resume=resume, speed=speed)
         except TrainingDiverged as exc:
             tune.report({**worst_result(study), **common, "final": True, "status": "diverged", "error": str(exc),
                          "gnime_seconds": time.perf_counter() - t0, "attackers": 0})
