@@ -8,8 +8,9 @@ EPYC with AVX2 only it gave 35.7 against 26.3 with torch 2.14.1, where an earlie
 shown no difference at all. So:
 - CUDA: channels_last (NHWC is what cuDNN's tensor-core convolutions work in);
 - CPU: a short timed probe (``probe``): training steps of the release's U-Net at the run's map
-  shape and width in both formats, a few seconds once; channels_last when it is at least 5%
-  faster, contiguous otherwise. The verdict is kept per machine (CPU model and flags, torch
+  shape and width in both formats, alternating (a passing load slows both alike), a few seconds
+  once; channels_last when it is at least 5% faster, contiguous otherwise. On a busy machine the
+  verdict can still be wrong; delete ``CACHE/speed/`` to measure again, or set ``memory_format``. The verdict is kept per machine (CPU model and flags, torch
   version, thread count, shape, width) under ``CACHE/speed/``, so every later process on the
   machine reads it instead of measuring, and concurrent processes measure once (a file lock).
 The choice only changes float rounding, never the computation, and only in training: a trained
@@ -42,6 +43,8 @@ from .config import content_hash
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 # channels_last must beat contiguous by this factor to be chosen (timing noise on a busy machine)
 MARGIN = 0.95
+# 2: both formats' steps alternate, batch 64 at 32x32 (1: one format after the other, batch 32)
+PROBE_VERSION = 2
 # the probe's shape and width when a caller does not say (the release's 32x32x1 networks)
 DEFAULT_SHAPE = (1, 32, 32)
 
@@ -97,27 +100,29 @@ class Speed:
         return f"{self.name}{', bf16 autocast' if self.bf16 else ', fp32'} ({self.reason})"
 
 
-def _step_seconds(shape: Sequence[int], width: float, channels_last: bool, steps: int = 3) -> float:
+def _step_seconds(shape: Sequence[int], width: float, steps: int = 3) -> dict[str, float]:
     """Median seconds of one training step (forward, backward, Adam) of the release's U-Net from
-    ``shape`` to ``shape`` at ``width``, on CPU, in one memory format (after one warm-up step)."""
+    ``shape`` to ``shape`` at ``width``, on CPU, per memory format. The formats' steps alternate
+    (after one warm-up step each), so a load that comes and goes slows both alike."""
     from .models.unet import UNet  # the probe's workload; models never import this module
 
-    torch.manual_seed(0)
     c, h, w = shape
-    batch = max(2, 32768 // (h * w))
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net = UNet(shape, shape, 10, width=width).to(memory_format=fmt)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    e = torch.rand(batch, c, h, w).contiguous(memory_format=fmt)
-    y = torch.randn(batch, 10)
-    times = []
+    batch = max(4, 65536 // (h * w))
+    runs = {}
+    for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        torch.manual_seed(0)
+        net = UNet(shape, shape, 10, width=width).to(memory_format=fmt)
+        e = torch.rand(batch, c, h, w).contiguous(memory_format=fmt)
+        runs[name] = (net, torch.optim.Adam(net.parameters(), lr=1e-4), e, torch.randn(batch, 10))
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(steps + 1):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.mse_loss(net(e, y), e).backward()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-    return sorted(times[1:])[len(times[1:]) // 2]
+        for name, (net, opt, e, y) in runs.items():
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(net(e, y), e).backward()
+            opt.step()
+            times[name].append(time.perf_counter() - t0)
+    return {name: sorted(t[1:])[len(t[1:]) // 2] for name, t in times.items()}
 
 
 def probe(shape: Sequence[int] = DEFAULT_SHAPE, width: float = 1.0,
@@ -125,8 +130,8 @@ def probe(shape: Sequence[int] = DEFAULT_SHAPE, width: float = 1.0,
     """This machine's CPU verdict for ``shape`` and ``width``: {"channels_last": bool,
     "seconds": {format: s}, ...}, measured once and kept under ``CACHE/speed/`` (module docstring)."""
     model, flags = cpu_info()
-    facts = {"cpu": model, "flags": sorted(flags), "torch": torch.__version__, "threads": torch.get_num_threads(),
-             "shape": [int(s) for s in shape], "width": float(width)}
+    facts = {"probe": PROBE_VERSION, "cpu": model, "flags": sorted(flags), "torch": torch.__version__,
+             "threads": torch.get_num_threads(), "shape": [int(s) for s in shape], "width": float(width)}
     folder = resolve_cache_dir(cache_dir) / "speed"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"probe-{content_hash(facts)}.json"
@@ -137,7 +142,7 @@ def probe(shape: Sequence[int] = DEFAULT_SHAPE, width: float = 1.0,
                 return json.loads(path.read_text())
             except ValueError:
                 pass  # a damaged file: measure again
-        seconds = {name: _step_seconds(shape, width, name == "channels_last") for name in ("contiguous", "channels_last")}
+        seconds = _step_seconds(shape, width)
         verdict = {**facts, "seconds": seconds,
                    "channels_last": seconds["channels_last"] < MARGIN * seconds["contiguous"]}
         tmp = path.with_suffix(f".tmp{os.getpid()}")
