@@ -13,6 +13,7 @@ autoscaler adds GPU nodes on demand) is checked by the first task of the study t
 from __future__ import annotations
 
 import datetime
+import os
 import socket
 import uuid
 from dataclasses import dataclass
@@ -27,7 +28,20 @@ from ..cachedir import resolve_cache_dir
 from ..data import locate_dataset
 from ..store.parquet import delete_file, is_uri, read_json, resolve_out, write_json
 
-CHECK_TIMEOUT_S = 120.0
+# how long every node has to answer the check: a worker's first task starts a Python process that
+# imports torch, which on a loaded small machine (or a node still pulling its image) takes minutes
+TIMEOUT_ENV = "GNIME_RAY_NODE_CHECK_TIMEOUT"
+
+
+def check_timeout() -> float:
+    raw = os.environ.get(TIMEOUT_ENV, "300")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise GnimeRayError(f"{TIMEOUT_ENV} must be a number of seconds > 0, got {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,7 @@ def check_nodes(study: str, out: str, datasets: tuple[str, ...], data_root: Opti
                 log: Callable[[str], None]) -> NodeCheck:
     """Write the marker, check every alive node; returns the check for later nodes. Raises
     GnimeRayError naming the first node that failed (the marker removed again)."""
+    timeout = check_timeout()
     relpath = f"_cluster/{study}.json"
     check = NodeCheck(out, relpath, uuid.uuid4().hex, datasets, data_root, cache_dir)
     fs, root = resolve_out(out)
@@ -113,11 +128,11 @@ def check_nodes(study: str, out: str, datasets: tuple[str, ...], data_root: Opti
     refs = [_check_task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(check)
             for n in nodes]
     try:
-        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=CHECK_TIMEOUT_S)
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
         problems = [p for p in ray.get(ready) if p]
         if pending:
             problems.append(f"{len(pending)} of {len(nodes)} nodes did not answer the storage check within "
-                            f"{CHECK_TIMEOUT_S:.0f} s")
+                            f"{timeout:.0f} s (set {TIMEOUT_ENV} to wait longer)")
     except BaseException:
         undo()
         raise
