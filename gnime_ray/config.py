@@ -77,7 +77,7 @@ class Preset:
     ond_steps: int = 20
     # bf16 autocast in the GNIME step (CPU and GPU)
     bf16: bool = False
-    # memory format of the networks and batches in training: auto (the machine's fastest, a rule in
+    # memory format of the networks and batches in training: auto (the fastest, measured per machine in
     # gnime_ray/speed.py), channels_last or contiguous; it changes float rounding only
     memory_format: str = "auto"
     # CelebA's balanced subset (official layout): identities with at least this many images, this
