@@ -194,3 +194,16 @@ def test_figures_refuse_rows_without_figure_data(tmp_path, capsys):
     assert main(["figures", str(tmp_path / "out"), "-o", str(tmp_path / "figs")]) == 2
     err = capsys.readouterr().err
     assert "keep no figure data (written by an earlier version" in err and err.count("\n") == 1
+
+
+def test_figure_6_plots_the_mean_f1_per_defence(tmp_path):
+    """The attribute figure (Fig. 6): one bar per (defence, attribute) at the mean F1 over the rows."""
+    from gnime_ray.store.figures import _attributes
+
+    rows = [{"attack": "expmi", "explainer": "lrp", "defense": "none", "f1_male": f, "f1_young": 0.3} for f in (0.5, 0.7)]
+    rows += [{"attack": "predmi", "explainer": "none", "defense": "none", "f1_male": 0.4, "f1_young": float("nan")}]
+    png, csv = _attributes(tmp_path, rows, "celeba")
+    assert png.stat().st_size > 0
+    assert csv.read_text().splitlines() == ["defence,attribute,f1", "PredMI,male,0.400000", "PredMI,young,nan",
+                                            "lrp none,male,0.600000", "lrp none,young,0.300000"]
+    assert _attributes(tmp_path, [{"attack": "predmi", "f1_male": float("nan")}], "digits") == []  # no F1: no figure

@@ -55,6 +55,14 @@ def _write_csv(path: Path, header: list[str], lines: list[list]) -> None:
     path.write_text("\n".join([",".join(header)] + [",".join(map(str, line)) for line in lines]) + "\n")
 
 
+def _save(fig, png: Path) -> Path:
+    """Lay out, write as PNG (110 dpi) and close ``fig``; returns ``png``."""
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    _plt().close(fig)
+    return png
+
+
 def _same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
@@ -175,10 +183,7 @@ def _reconstructions(out, dest, rows, dataset, explainer, config, log) -> list[P
     lam, width, gamma, _ = config
     fig.suptitle(f"{dataset}, {explainer}: reconstructions per defence (GNIME lambda {lam:.6g}, width {width:g}"
                  f"{'' if math.isnan(gamma) else f', gamma {gamma:.3g}'})", fontsize=10)
-    fig.tight_layout()
-    png = dest / f"reconstructions-{dataset}-{explainer}.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    png = _save(fig, dest / f"reconstructions-{dataset}-{explainer}.png")
     csv = png.with_suffix(".csv")
     _write_csv(csv, ["eval_position", "column", "study", "trial", "attack_seed", "ssim"], lines)
     missing = [label for _, _, label in COLUMNS if label not in samples]
@@ -218,10 +223,7 @@ def _perturbation(out, dest, rows, dataset, explainer, config) -> list[Path]:
             ax.set_yticks([])
     fig.suptitle(f"{dataset}, {explainer}: GNIME's perturbation per map ({len(values)} evaluation maps, "
                  f"mean {values.mean():.4f})", fontsize=10)
-    fig.tight_layout()
-    png = dest / f"perturbation-{dataset}-{explainer}.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    png = _save(fig, dest / f"perturbation-{dataset}-{explainer}.png")
     csv = png.with_suffix(".csv")
     marks = {int(sample["positions"][common]): "common", int(sample["positions"][extreme]): "extreme"}
     _write_csv(csv, ["eval_position", "perturbation_mse", "marked"],
@@ -251,10 +253,7 @@ def _attributes(dest, rows, dataset) -> list[Path]:
     ax.set_ylabel("F1 on reconstructions")
     ax.legend(fontsize=7)
     ax.set_title(f"{dataset}: attributes read off the reconstructions (Fig. 6)", fontsize=10)
-    fig.tight_layout()
-    png = dest / f"attributes-{dataset}.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    png = _save(fig, dest / f"attributes-{dataset}.png")
     csv = png.with_suffix(".csv")
     _write_csv(csv, ["defence", "attribute", "f1"], lines)
     return [png, csv]
@@ -286,10 +285,7 @@ def _search(dest, study, explainer, trials) -> list[Path]:
             ax.set_xlabel(knob)
             ax.set_ylabel(label, fontsize=8)
     fig.suptitle(f"{study}, {explainer}: {len(done)} trials (the chosen one in red)", fontsize=10)
-    fig.tight_layout()
-    png = dest / f"search-{study}-{explainer}.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    png = _save(fig, dest / f"search-{study}-{explainer}.png")
     csv = png.with_suffix(".csv")
     header = ["trial", "lambda", "ng_width", "gamma", "attack_ssim", "utility", "objective", "pareto", "chosen"]
     _write_csv(csv, header, [[t["trial"], repr(t["lambda"]), t["ng_width"], repr(t["gamma"]), t["attack_ssim"],
@@ -305,8 +301,5 @@ def _search(dest, study, explainer, trials) -> list[Path]:
     ax.set_ylabel("utility DeePSiM (higher: more useful)")
     ax.legend(fontsize=8)
     ax.set_title(f"{study}, {explainer}: privacy against utility", fontsize=10)
-    fig.tight_layout()
-    pareto = dest / f"pareto-{study}-{explainer}.png"
-    fig.savefig(pareto, dpi=110)
-    plt.close(fig)
+    pareto = _save(fig, dest / f"pareto-{study}-{explainer}.png")
     return [png, csv, pareto]
