@@ -51,14 +51,16 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+VARIANT_HELP = ("explainer variant: paper (the release as its scripts ran), paper-flat (LRP's flat first layer, "
+                "the release's code as written) or standard (default: paper)")
+
+
 def _add_gnime_knobs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lambda", dest="lam", type=_number, default=None,
                    help="GNIME's lambda (default: 100; 500 for CelebA)")
     p.add_argument("--width", type=_number, default=1.0, help="NG capacity, relative to the release (default: 1)")
     p.add_argument("--gamma", type=_number, default=None, help="Eq. 3 noise variance bound (default: none)")
-    p.add_argument("--variant", default="paper",
-                   help="explainer variant: paper (the release as its scripts ran), paper-flat (LRP's flat first "
-                        "layer, the release's code as written) or standard (default: paper)")
+    p.add_argument("--variant", default="paper", help=VARIANT_HELP)
     p.add_argument("--study-seed", type=_seed, default=0, help="seed of prepare and GNIME (default: 0)")
     p.add_argument("--aux-dataset", default="same",
                    help="train the attackers on another dataset's images, e.g. facescrub for CelebA (Table 2; "
@@ -72,9 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="train the target f and f_E, compute and cache the maps")
     _add_common(p)
     p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated (default: grad,gradcam,lrp)")
-    p.add_argument("--variant", default="paper",
-                   help="explainer variant: paper (the release as its scripts ran), paper-flat (LRP's flat first "
-                        "layer, the release's code as written) or standard (default: paper)")
+    p.add_argument("--variant", default="paper", help=VARIANT_HELP)
 
     p = sub.add_parser("cell", help="one Table 1 cell: prepare, defence, one attacker, metrics -> one Parquet row")
     _add_common(p)
