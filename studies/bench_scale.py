@@ -7,22 +7,24 @@ no pass/fail; the goals are printed beside them).
 2. Prepares Grad maps of all 30,000 images at full size (the classifier narrowed and trained for one
    epoch with --set so that this takes minutes on a CPU; the data sizes stay full): a float16 array
    of 30,000 x 3 x 128 x 128 in the node cache.
-3. For K = 1, 2, 4: starts a private local Ray and runs K concurrent attacker tasks (ExpMI without
-   defence, the smoke preset's attacker budget: 2 epochs of batches of 32, a 1/16-width network) through the study's own
-   attacker task, sampling every half second the memory of the node: every Ray worker's anonymous
+3. For K = 1, 2, 4: starts a private local Ray and runs K concurrent attackers (ExpMI without
+   defence, the smoke preset's attacker budget: 2 epochs of batches of 32, a 1/16-width network) as
+   the study runs a trial's attackers: in one attack pool, a process whose K threads attack at once
+   (tune/trial.py; ``--one-process-each``: K processes of one attacker each, the layout before attack
+   pools, for comparison), sampling every half second the memory of the node: every Ray worker's anonymous
    memory (private: heaps and any copy of data; what it cannot share), the cached arrays the
    workers memory-map counted once per file (page cache: one copy per node, however many workers
    read it; the largest resident size any worker maps), and the object store's used bytes. RSS
    would count the shared arrays once per process and PSS splits them only among the workers that
    happened to touch a page; both are printed for comparison. Prints per K the peak, and the
-   growth of the workers' private memory per extra task, beside the private memory of one idle
+   growth of the workers' private memory per extra attacker, beside the private memory of one idle
    worker that has only imported torch and gnime_ray (the fixed cost of any extra process).
 
-Its last line is one JSON object: maps_bytes, images_bytes, tasks, peak_node_bytes (per K),
-growth_per_extra_task_bytes (of the workers' private memory), idle_worker_bytes,
-growth_beyond_idle_worker_bytes, workers_private_bytes, max_worker_private_bytes,
-mapped_arrays_bytes, summed_pss_bytes, summed_rss_bytes, wall_seconds, and the goals: growth per
-extra task under 10% of maps_bytes; the whole run under 1.5 x (maps + images) + 1 GB per process.
+Its last line is one JSON object: maps_bytes, images_bytes, tasks (the K: attackers at once),
+layout, peak_node_bytes (per K), growth_per_extra_task_bytes (per extra attacker, of the workers'
+private memory), idle_worker_bytes, growth_beyond_idle_worker_bytes (in the process layout),
+processes, workers_private_bytes, max_worker_private_bytes, mapped_arrays_bytes, summed_pss_bytes, summed_rss_bytes, wall_seconds, and the goals: growth per
+extra attacker under 10% of maps_bytes; the whole run under 1.5 x (maps + images) + 1 GB per process.
 
     python studies/bench_scale.py                       # full size (about 15 minutes the first time here)
     python studies/bench_scale.py --identities 100      # 3,000 images, a quick look
@@ -150,11 +152,12 @@ def idle_worker_baseline() -> float:
     return anon
 
 
-def run_attackers(k: int, spec, log) -> dict[str, float]:
+def run_attackers(k: int, spec, pooled: bool, log) -> dict[str, float]:
     import ray
 
     from gnime_ray.config import CellSpec
-    from gnime_ray.tune.trial import attack_task
+    from gnime_ray.tune.resources import pool_options
+    from gnime_ray.tune.trial import attack_batch
 
     ray.init(address="local", num_cpus=k, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     peak = {"node": 0.0, "anon": 0.0, "anon_max": 0.0, "files": 0.0, "pss": 0.0, "rss": 0.0}
@@ -170,15 +173,17 @@ def run_attackers(k: int, spec, log) -> dict[str, float]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     t0 = time.perf_counter()
-    task = ray.remote(attack_task).options(num_cpus=1, max_retries=0)
     cells = [CellSpec("celeba", explainer="grad", defense="none", seed=s).to_dict() for s in range(k)]
-    rows = ray.get([task.remote(c, spec, None, f"bench-{k}", 0.0) for c in cells])
+    batches = [cells] if pooled else [[c] for c in cells]  # one pool of K threads, or K processes
+    tasks = [ray.remote(attack_batch).options(num_cpus=pool_options(len(b), 0.0, 1.0)["num_cpus"], max_retries=0)
+             .remote(b, spec, None, f"bench-{k}") for b in batches]
+    rows = [r for batch in ray.get(tasks) for r in batch]
     wall = time.perf_counter() - t0
     stop.set()
     sampler.join()
     ray.shutdown()
     assert all(r["status"] == "finished" for r in rows), rows
-    log(f"K={k}: {k} attackers in {wall:.0f}s; node peak {peak['node'] / 1e9:.2f} GB = workers' private memory "
+    log(f"K={k}: {k} attackers in {len(batches)} process(es) in {wall:.0f}s; node peak {peak['node'] / 1e9:.2f} GB = workers' private memory "
         f"{peak['anon'] / 1e9:.2f} GB (largest {peak['anon_max'] / 1e9:.2f}) + mapped arrays once "
         f"{peak['files'] / 1e9:.2f} GB + object store; summed PSS {peak['pss'] / 1e9:.2f} GB, summed RSS "
         f"{peak['rss'] / 1e9:.2f} GB")
@@ -188,7 +193,10 @@ def run_attackers(k: int, spec, log) -> dict[str, float]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--identities", type=int, default=1000, help="CelebA identities of 30 images each")
-    p.add_argument("--tasks", default="1,2,4", help="numbers of concurrent attacker tasks")
+    p.add_argument("--tasks", default="1,2,4", help="numbers of concurrent attackers")
+    p.add_argument("--one-process-each", action="store_true",
+                   help="run each attacker in a process of its own (the layout before attack pools) instead of "
+                        "K threads of one attack pool")
     p.add_argument("--work", default=None,
                    help="where the synthetic data and its cache are kept (default: $GNIME_RAY_CACHE/bench-scale, "
                         "else ~/.cache/gnime_ray/bench-scale)")
@@ -221,20 +229,28 @@ def main() -> int:
     baseline = idle_worker_baseline()
     echo(f"one idle worker with torch and gnime_ray imported: {baseline / 1e9:.2f} GB of private memory (the fixed "
          f"cost of a process)")
-    peaks = {k: run_attackers(k, spec, echo) for k in tasks}
+    layout = "a process per attacker" if args.one_process_each else "one attack pool"
+    echo(f"attackers run in {layout}")
+    peaks = {k: run_attackers(k, spec, not args.one_process_each, echo) for k in tasks}
     growth = (peaks[tasks[-1]]["anon"] - peaks[tasks[0]]["anon"]) / max(1, tasks[-1] - tasks[0])
-    budget = {k: 1.5 * (maps_bytes + images_bytes) + 1e9 * k for k in tasks}
-    echo(f"growth per extra attacker task: {growth / 1e9:.3f} GB = {100 * growth / maps_bytes:.1f}% of the maps "
-         f"(goal: under 10%); beyond an idle worker's {baseline / 1e9:.2f} GB: {(growth - baseline) / 1e9:.3f} GB = "
-         f"{100 * (growth - baseline) / maps_bytes:.1f}% of the maps")
+    processes = {k: k if args.one_process_each else 1 for k in tasks}
+    budget = {k: 1.5 * (maps_bytes + images_bytes) + 1e9 * processes[k] for k in tasks}
+    beyond = growth - baseline if args.one_process_each else growth  # a thread of a pool is no extra process
+    echo(f"growth per extra attacker: {growth / 1e9:.3f} GB = {100 * growth / maps_bytes:.1f}% of the maps "
+         f"(goal: under 10%)" + (f"; beyond an idle worker's {baseline / 1e9:.2f} GB: {beyond / 1e9:.3f} GB = "
+                                 f"{100 * beyond / maps_bytes:.1f}% of the maps" if args.one_process_each else
+                                 f"; one process per attacker would add the idle worker's {baseline / 1e9:.2f} GB "
+                                 f"on top"))
     for k in tasks:
-        echo(f"K={k}: node peak {peaks[k]['node'] / 1e9:.2f} GB, budget 1.5 x (maps + images) + 1 GB x {k} = "
-             f"{budget[k] / 1e9:.2f} GB: {'within' if peaks[k]['node'] <= budget[k] else 'OVER'}")
-    print(json.dumps({"maps_bytes": maps_bytes, "images_bytes": images_bytes, "tasks": tasks,
+        echo(f"K={k}: node peak {peaks[k]['node'] / 1e9:.2f} GB, budget 1.5 x (maps + images) + 1 GB x "
+             f"{processes[k]} process(es) = {budget[k] / 1e9:.2f} GB: "
+             f"{'within' if peaks[k]['node'] <= budget[k] else 'OVER'}")
+    print(json.dumps({"maps_bytes": maps_bytes, "images_bytes": images_bytes, "tasks": tasks, "layout": layout,
                       "peak_node_bytes": [round(peaks[k]["node"]) for k in tasks],
                       "growth_per_extra_task_bytes": round(growth),
                       "idle_worker_bytes": round(baseline),
-                      "growth_beyond_idle_worker_bytes": round(growth - baseline),
+                      "growth_beyond_idle_worker_bytes": round(beyond),
+                      "processes": [processes[k] for k in tasks],
                       "workers_private_bytes": [round(peaks[k]["anon"]) for k in tasks],
                       "max_worker_private_bytes": [round(peaks[k]["anon_max"]) for k in tasks],
                       "mapped_arrays_bytes": [round(peaks[k]["files"]) for k in tasks],

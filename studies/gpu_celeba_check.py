@@ -4,8 +4,8 @@
 Runs the synthetic full-size CelebA (30,000 aligned JPEGs, studies/bench_scale.py's data) through
 the real study engine on a private local Ray: prepare with the paper preset (its classifier
 epochs bounded), then one trial (the paper's CelebA lambda 500, width 1) at the default GPU
-fractions (0.25 per bundle: the trial plus one attacker bundle, so two attackers run at once, one
-of them in the trial's own bundle) for a bounded number of GNIME and attacker epochs. Meanwhile it
+fractions (0.25 per attacker: the trial's bundle plus an attack pool of one attacker, so two
+attackers run at once, one of them in the trial's own process) for a bounded number of GNIME and attacker epochs. Meanwhile it
 polls nvidia-smi every second. It prints: seconds per GNIME epoch (a batch of 128) and per attacker
 epoch, each process's peak GPU memory against its fraction of the card, the GPU's utilisation over
 the run, and the projected GPU-hours of the default `studies/celeba_lambda.py --preset paper` study

@@ -1,6 +1,7 @@
 """The Ray engine on local Ray with a faked GPU: resources, placement groups, Parquet rows,
 resume after the driver is killed, study scripts."""
 
+import dataclasses
 import math
 import os
 import re
@@ -40,8 +41,14 @@ def _spec(tmp, name, **kw):
 
 def test_trial_resources_bundles():
     pgf = trial_resources(0.25, 0.5, attackers=2, cpus=1, use_gpu=True)
-    assert pgf.bundles == [{"CPU": 1, "GPU": 0.25}, {"CPU": 1, "GPU": 0.5}, {"CPU": 1, "GPU": 0.5}]
+    # the trial's bundle, then its attack pool's: two attackers' resources in one bundle (one process)
+    assert pgf.bundles == [{"CPU": 1, "GPU": 0.25}, {"CPU": 2, "GPU": 1.0}]
+    assert trial_resources(0.25, 0.1, attackers=3, cpus=0.5, use_gpu=True).bundles == [
+        {"CPU": 0.5, "GPU": 0.25}, {"CPU": 1.5, "GPU": 0.3}]  # Ray's 4 decimals, not 0.30000000000000004
     assert trial_resources(0.25, 0.25, attackers=1, cpus=1, use_gpu=False).bundles == [{"CPU": 1}, {"CPU": 1}]
+    assert trial_resources(0.25, 0.5, attackers=3, cpus=1, use_gpu=False).bundles == [{"CPU": 1}, {"CPU": 3}]
+    with pytest.raises(ValueError, match=r"attackers_per_trial x attacker_gpu must be at most 1.*3 x 0.5"):
+        trial_resources(0.25, 0.5, attackers=3, cpus=1, use_gpu=True)  # a pool's attackers share one GPU
     for bad in (0.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="trial_gpu"):
             trial_resources(bad, 0.25, attackers=1, cpus=1, use_gpu=True)
@@ -75,7 +82,8 @@ def test_pareto_flags():
 
 
 def test_smoke_study_on_fake_gpu(local_ray, tmp_path):
-    spec = _spec(tmp_path, "smoke", gammas=(None, 1e-3))
+    # two trials at once, each 0.25 GPU and a pool of two attackers at 0.125: one fake GPU holds both
+    spec = _spec(tmp_path, "smoke", gammas=(None, 1e-3), attackers_per_trial=2, attacker_gpu=0.125)
     result = run_study(spec, log=lambda _: None)
     trials = result["trials"]
     assert len(trials) == 2
@@ -83,7 +91,7 @@ def test_smoke_study_on_fake_gpu(local_ray, tmp_path):
         assert t["trial_gpu_assigned"] == 0.25  # the configured GPU fraction
         assert t["attackers_in_trial_pg"]  # attackers ran inside the trial's placement group
         assert isinstance(t["pareto"], bool)
-        # the trial's own bundle attacked too (4 cells, 1 attacker bundle): it idled less than its attack phase
+        # the trial's own bundle attacked too (4 cells, a pool of 2): it idled less than its attack phase
         assert 0 < t["trial_attack_seconds"] <= t["attack_phase_seconds"]
         assert t["idle_share"] < t["attack_phase_seconds"] / (t["gnime_seconds"] + t["attack_phase_seconds"])
     rows = result["rows"]
@@ -240,12 +248,12 @@ def test_address_auto_without_a_ray_start_cluster_is_one_line(tmp_path):
 
 
 def test_three_attackers_map_the_maps_instead_of_copying_them(local_ray, tmp_path):
-    """Three concurrent attacker tasks on one node read one float16 maps file through the page cache:
+    """Three concurrent attacker processes on one node read one float16 maps file through the page cache:
     each maps it and none holds a private copy of any of its pages (Private_Dirty 0)."""
     from fixtures import write_celeba_official
 
     from gnime_ray.config import CellSpec
-    from gnime_ray.tune.trial import attack_task, prepared
+    from gnime_ray.tune.trial import attack_cell, prepared
 
     data = tmp_path / "data"
     write_celeba_official(data, {i: 30 for i in range(1, 41)}, attrs=False)  # 1,200 images, 3x128x128
@@ -260,7 +268,7 @@ def test_three_attackers_map_the_maps_instead_of_copying_them(local_ray, tmp_pat
     @ray.remote(num_cpus=1)
     def attack_and_inspect(seed: int) -> tuple[dict, dict]:
         cell = CellSpec("celeba", explainer="grad", defense="none", seed=seed).to_dict()
-        row = attack_task(cell, spec, None, "t", 0.0)
+        row = attack_cell(cell, spec, None, "t", "cpu")
         # Rss, Private_Dirty, ... (kB) summed over this process's mappings of the maps file
         totals: dict[str, int] = {}
         inside = False
@@ -278,3 +286,36 @@ def test_three_attackers_map_the_maps_instead_of_copying_them(local_ray, tmp_pat
         assert row["status"] == "finished" and not row["skipped"] and row["n_eval"] == 120
         assert mapping.get("mappings", 0) >= 1 and mapping["Rss"] > 0  # the file is mapped and was read
         assert mapping["Private_Dirty"] == 0 and mapping.get("Anonymous", 0) == 0  # no page of it was copied
+
+
+def test_attack_pool_threads_compute_what_each_attacker_computes_alone(local_ray, tmp_path):
+    """Three attackers at once in one process (an attack pool's threads: RND's noise, two seeds of
+    ExpMI without defence) give exactly the rows each gives alone, one after the other, at the same
+    torch thread count: network initialisation does not interleave across threads (seeding.py)."""
+    import torch
+
+    from gnime_ray.config import CellSpec
+    from gnime_ray.tune.trial import attack_batch, attack_cell
+
+    cells = [CellSpec("digits", explainer="grad", defense=d, seed=s).to_dict()
+             for d, s in (("none", 0), ("none", 1), ("rnd", 0))]
+    alone = _spec(tmp_path, "pooled", explainers=("grad",), out=str(tmp_path / "alone"), use_gpu=False)
+    pooled = dataclasses.replace(alone, out=str(tmp_path / "pooled"))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # what a pool sets for each attacker (cpus_per_task 1)
+        one_by_one = [attack_cell(c, alone, None, "t", "cpu") for c in cells]
+        at_once = attack_batch(cells, pooled, None, "t")
+    finally:
+        torch.set_num_threads(threads)
+    metrics = ("mse", "ssim", "psnr", "tca", "deepsim", "perturbation_mse", "utility_deepsim", "attack_epochs_run")
+
+    def same(x: float, y: float) -> bool:
+        return x == y or (math.isnan(x) and math.isnan(y))
+
+    for a, b in zip(one_by_one, at_once):
+        assert a["status"] == b["status"] == "finished" and not b["skipped"]
+        assert (a["cell"], a["attack_seed"]) == (b["cell"], b["attack_seed"])
+        assert all(same(a[m], b[m]) for m in metrics), {m: (a[m], b[m]) for m in metrics}
+        assert a["ssim_per_image"] == b["ssim_per_image"]
+    assert len({r["ssim"] for r in at_once}) == 3  # three different attackers, not one computed thrice

@@ -40,6 +40,7 @@ from ..config import positive_finite
 from ..data.rows import HostRows, rows_of, to_device
 from ..models import UNet
 from ..optim import KerasAdam
+from ..seeding import global_rng, seeded
 from ..speed import Speed
 
 Log = Callable[[str], None]
@@ -122,7 +123,8 @@ class GnimeModel:
     @classmethod
     def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> "GnimeModel":
         cfg = GnimeConfig(**state["config"])
-        ng, inv = build_networks(tuple(state["map_shape"]), tuple(state["image_shape"]), state["num_classes"], cfg)
+        with global_rng():  # the constructors draw initial weights (replaced below): seeding.py
+            ng, inv = build_networks(tuple(state["map_shape"]), tuple(state["image_shape"]), state["num_classes"], cfg)
         ng.load_state_dict(state["ng"])
         inv.load_state_dict(state["inv"])
         return cls(ng.to(device).eval(), inv.to(device).eval(), state["mu"], state["sigma"], cfg,
@@ -204,8 +206,8 @@ def train_gnime(maps: torch.Tensor | HostRows, logits: torch.Tensor | HostRows, 
     if not sigma > 0:
         raise ValueError("the maps are constant: GNIME needs maps with a non-zero standard deviation")
     speed = speed or Speed(False, cfg.bf16, "default")
-    torch.manual_seed(cfg.seed)
-    ng, inv = build_networks(maps.row_shape, images.row_shape, logits.row_shape[0], cfg)
+    with seeded(cfg.seed):
+        ng, inv = build_networks(maps.row_shape, images.row_shape, logits.row_shape[0], cfg)
     model = GnimeModel(speed.model(ng.to(device)).train(), speed.model(inv.to(device)).train(), mu, sigma, cfg,
                        {k: [] for k in ("l_adv", "l_clean", "l_dist", "l_inv", "l_ng")})
     opt_ng, opt_inv = make_optimisers(model)

@@ -31,6 +31,7 @@ from ..data.registry import DataRequest, to_float
 from ..early_stopping import EarlyStopping
 from ..metrics import batched, f1_score
 from ..models.attributes import AttributeClassifier
+from ..seeding import global_rng, seeded
 from .cache import load_json, load_tensors, save_json, save_tensors
 from .device import pick_device
 from .fit import adam
@@ -93,7 +94,8 @@ def load_attribute_models(path: Path) -> Optional[AttributeModels]:
     state, meta = load_tensors(path / "classifiers.pt"), load_json(path / "meta.json")
     models = []
     for name in meta["names"]:
-        m = AttributeClassifier()
+        with global_rng():  # the constructor draws initial weights (replaced below): seeding.py
+            m = AttributeClassifier()
         m.load_state_dict(state[name])
         models.append(m.eval())
     return AttributeModels(tuple(meta["names"]), models, meta["val_f1"], path)
@@ -125,8 +127,8 @@ def train_attribute_classifiers(subset: ImageDataset, preset: Preset, *, data_ro
     for name in PAPER_ATTRIBUTES:
         col = data.attribute_names.index(name)
         y = data.attributes[:, col].float()
-        torch.manual_seed(derive_seed(seed, "attribute-init", name))
-        model = AttributeClassifier(weights).to(dev)
+        with seeded(derive_seed(seed, "attribute-init", name)):
+            model = AttributeClassifier(weights).to(dev)
         opt = adam(model.parameters(), preset.attribute_lr)
         gen = torch.Generator().manual_seed(derive_seed(seed, "attribute-batches", name))
         stopper = EarlyStopping(patience=max(1, preset.attribute_epochs), mode="max")

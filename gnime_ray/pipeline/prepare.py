@@ -32,6 +32,7 @@ from ..data.rows import HostRows, to_device
 from ..explain import EXPLAINER_NAMES, get_explainer
 from ..metrics import accuracy
 from ..models import ARCH_BY_DATASET, Classifier, build_classifier
+from ..seeding import seeded
 from ..store.artifacts import ArtifactStore
 from .cache import (ArrayCorrupt, array_meta_path, array_ready, load_array, load_json, load_tensors, remove_array,
                     save_json, save_tensors, write_array)
@@ -259,8 +260,8 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
         artifacts.fetch(models_file) and artifacts.fetch(meta_file)
 
     def build(role: str) -> Classifier:
-        torch.manual_seed(derive_seed(seed, "init", role))
-        return build_classifier(arch, data.image_shape, data.num_classes, width=preset.classifier_width)
+        with seeded(derive_seed(seed, "init", role)):
+            return build_classifier(arch, data.image_shape, data.num_classes, width=preset.classifier_width)
 
     target, eval_model = build("target"), build("eval")
     seconds: dict[str, float] = {}

@@ -1,5 +1,5 @@
 """The Ray layer, and the only code that imports ray: the study's spec and identity, resources,
-node checks, the GNIME trainable and attacker tasks, the study driver (Tune + Optuna or grid), the
+node checks, the GNIME trainable and attack pools, the study driver (Tune + Optuna or grid), the
 console, and cluster helpers."""
 
 from .cluster import connect, validate_cluster_file

@@ -83,7 +83,7 @@ class StudyConsole(Callback):
             done, total = int(result["attackers_done"]), int(result["attackers"])
             if done == 0:
                 self._say(trial, f"GNIME ready ({result['gnime_seconds']:.0f}s); {total} attackers to run (in its "
-                                 f"attacker bundles and in its own)")
+                                 f"attack pool and in its own process)")
             else:
                 self._say(trial, f"attackers {done}/{total} finished")
         elif result.get("final"):

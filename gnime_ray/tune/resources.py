@@ -1,9 +1,11 @@
-"""Resources of a trial: one placement group per trial, ``[trial bundle] + [attacker bundle] * k``.
+"""Resources of a trial: one placement group per trial, ``[trial bundle, attack bundle]``.
 
-A trial's GNIME training uses the first bundle; its attacker tasks are scheduled into the other k
-bundles of the same placement group (extra attackers queue for a free bundle). On a GPU study each
-bundle asks for a GPU fraction (default 0.25, four trials or attackers per GPU) and the process
-caps its CUDA memory to the same fraction; a CPU-only study's bundles ask for CPUs only.
+A trial's GNIME training uses the first bundle; the second holds its attack pool (tune/trial.py):
+one process running k = ``attackers_per_trial`` attackers at once, so it asks for k attackers'
+resources (k x ``cpus_per_task`` CPUs and, on a GPU study, k x ``attacker_gpu`` of one GPU).
+Extra attackers queue in the pool. On a GPU study the trial asks for a GPU fraction (default 0.25)
+and caps its CUDA memory to it, the pool to the sum of its attackers' fractions (default 2 x 0.25);
+a CPU-only study's bundles ask for CPUs only.
 
 Whether a study uses GPUs is decided once, before any placement group (``decide_gpu``), and every
 bundle and task of the study follows that decision: an autoscaling cluster may have no GPU node
@@ -47,23 +49,34 @@ def decide_gpu(cpu_only: bool, started_locally: bool, log: Callable[[str], None]
     return True
 
 
+def pool_resources(attackers: int, attacker_gpu: float, cpus: float, use_gpu: bool) -> dict[str, float]:
+    """The resources of an attack pool of ``attackers`` attackers (their sum; GPU rounded to Ray's
+    precision)."""
+    if use_gpu and attackers * attacker_gpu > 1 + 1e-9:
+        raise ValueError(f"attackers_per_trial x attacker_gpu must be at most 1 (a trial's attackers share one "
+                         f"process on one GPU), got {attackers} x {attacker_gpu:g}")
+    return {"CPU": attackers * cpus, **({"GPU": round(attackers * attacker_gpu, 4)} if use_gpu else {})}
+
+
 def trial_resources(trial_gpu: float, attacker_gpu: float, attackers: int, cpus: float,
                     use_gpu: bool) -> PlacementGroupFactory:
-    """The placement group factory of one trial."""
+    """The placement group factory of one trial: its own bundle and its attack pool's."""
     for name, v in (("trial_gpu", trial_gpu), ("attacker_gpu", attacker_gpu)):
         if not (math.isfinite(v) and 0 < v <= 1):
             raise ValueError(f"{name} must be a finite number in (0, 1], got {v!r}")
     if attackers < 1:
         raise ValueError(f"attackers must be >= 1, got {attackers}")
     trial = {"CPU": cpus, **({"GPU": trial_gpu} if use_gpu else {})}
-    attacker = {"CPU": cpus, **({"GPU": attacker_gpu} if use_gpu else {})}
-    return PlacementGroupFactory([trial] + [attacker] * attackers)
+    return PlacementGroupFactory([trial, pool_resources(attackers, attacker_gpu, cpus, use_gpu)])
 
 
-def task_options(gpu_fraction: float, cpus: float) -> dict:
-    """Ray task options of an attacker (inside its trial's placement group: child tasks of a
-    trial are captured by the trial's group). ``gpu_fraction`` 0: a CPU task."""
-    return {"num_cpus": cpus, "num_gpus": gpu_fraction, "max_retries": 3}
+def pool_options(attackers: int, attacker_gpu: float, cpus: float) -> dict:
+    """Ray actor options of an attack pool (tune/trial.py) of ``attackers`` threads, each with the
+    resources of one attacker (``attacker_gpu`` 0: a CPU pool). A pool lost with its node is
+    restarted and its unfinished attackers run again (a row is written exactly once)."""
+    res = pool_resources(attackers, attacker_gpu, cpus, attacker_gpu > 0)
+    return {"num_cpus": res["CPU"], "num_gpus": res.get("GPU", 0), "max_concurrency": attackers,
+            "max_restarts": 3, "max_task_retries": 3}
 
 
 def cap_gpu_memory(fraction: float) -> None:

@@ -42,8 +42,8 @@ def study_parser(description: str, *, name: str, num_samples: int, seeds: int) -
     p.add_argument("--max-concurrent", type=int, default=2, help="trials running at once")
     p.add_argument("--seeds", type=int, default=seeds, help="attack seeds per cell")
     p.add_argument("--trial-gpu", type=float, default=0.25, help="GPU fraction of a trial")
-    p.add_argument("--attacker-gpu", type=float, default=0.25, help="GPU fraction of an attacker task")
-    p.add_argument("--attackers-per-trial", type=int, default=2, help="attacker bundles in a trial's placement group")
+    p.add_argument("--attacker-gpu", type=float, default=0.25, help="GPU fraction of an attacker (a trial's attack pool asks for k of them)")
+    p.add_argument("--attackers-per-trial", type=int, default=2, help="attackers at once in a trial's attack pool (one process), beside the one in the trial itself")
     p.add_argument("--study-seed", type=int, default=0, help="seed of prepare, GNIME and the search")
     return p
 

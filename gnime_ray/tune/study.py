@@ -1,6 +1,6 @@
 """A study: one Tune experiment per explainer, whose trials each train one GNIME (lambda, NG
-width, optionally gamma) and then attack it with Ray tasks; plus the no-defence baselines, once
-per study.
+width, optionally gamma) and then attack it in an attack pool (several attackers in one process);
+plus the no-defence baselines, once per study.
 
 The driver, in order (design.md's Ray topology):
 1. before any work: the results root answers (a bucket exists), the study's name is not taken by
@@ -8,17 +8,20 @@ The driver, in order (design.md's Ray topology):
    node sees the results root, the data and a writable cache (tune/nodes.py);
 2. prepare (f, f_E, the maps of every explainer) runs once as a Ray task and publishes its outputs
    as artifacts under the results root, from which every other process loads them (tune/trial.py);
-3. ExpMI without defence and PredMI run once per (dataset, explainer) as tasks, beside the search;
-4. per explainer, Tune runs the trials, each on its placement group ``[trial bundle] + [attacker
-   bundle] * k`` (tune/resources.py): GNIME training with per-epoch reports and checkpoints, then
-   one attacker task per (defence, gamma, attack seed) in the trial's group, each writing its own
-   row (exactly once: rows are named by their key, store/parquet.py);
+3. ExpMI without defence and PredMI run once per (dataset, explainer), beside the search, as tasks
+   of ``attackers_per_trial`` attackers each (one process per task, its attackers at once);
+4. per explainer, Tune runs the trials, each on its placement group ``[trial bundle, attack
+   bundle]`` (tune/resources.py): GNIME training with per-epoch reports and checkpoints, then one
+   attacker per (defence, gamma, attack seed), k at a time in the trial's attack pool (an actor in
+   the attack bundle, tune/trial.py) and one at a time in the trial process itself, each writing
+   its own row (exactly once: rows are named by their key, store/parquet.py);
 5. the trials' summaries (objective, metrics, status, Pareto flag per explainer) land in
    ``OUT/_trials/<study>.csv``, and every trial also in an Optuna study kept in
    ``OUT/_optuna/<study>.log`` (tune/search_log.py: optuna-dashboard opens it).
 Tune's state lives in ``OUT/_tune``; re-running a study with the same name and out restores it
 (``Tuner.restore``) and never runs a finished cell again. A node lost mid-trial costs time, not
-rows: Tune restores the trial elsewhere from its checkpoint and lost attacker tasks are retried.
+rows: Tune restores the trial elsewhere from its checkpoint, and a lost attack pool is restarted
+and its unfinished attackers retried.
 
 Search: OptunaSearch over lambda (log scale), NG width (a choice) and, optionally, gamma (log
 scale), seeded; single objective (minimise the attack's SSIM, penalised below a utility floor,
@@ -43,10 +46,10 @@ from ..config import CellSpec
 from ..store.parquet import canonical_out, probe_out, read_rows, write_csv
 from .console import StudyConsole, describe_config
 from .nodes import NodeCheck, check_nodes
-from .resources import cluster_gpus, task_options, trial_resources
+from .resources import cluster_gpus, pool_options, trial_resources
 from .search_log import OptunaLog
 from .spec import StudySpec, check_identity, record_identity
-from .trial import attack_task, gnime_trial, prepare_task
+from .trial import attack_batch, gnime_trial, prepare_task
 
 Log = Callable[[str], None]
 TRIAL_COLUMNS = ("study", "explainer", "trial", "status", "lambda", "ng_width", "gamma", "attack_ssim", "attack_tca",
@@ -81,13 +84,22 @@ def _tune_config(spec: StudySpec) -> tune.TuneConfig:
 
 
 def _baseline_futures(spec: StudySpec, check: NodeCheck) -> list:
-    task = ray.remote(attack_task).options(**task_options(spec.gpu_attacker, spec.cpus_per_task))
+    """The baselines' results' futures: tasks of ``attackers_per_trial`` attackers each, every
+    task one process whose attackers run at once (tune/trial.py ``attack_batch``)."""
     cells = [CellSpec(spec.dataset, attack="predmi", seed=s, study_seed=spec.study_seed, aux_dataset=spec.aux_dataset)
              for s in range(spec.attack_seeds)]
     for e in spec.explainers:
         cells += [CellSpec(spec.dataset, explainer=e, defense="none", seed=s, variant=spec.variant,
                            study_seed=spec.study_seed, aux_dataset=spec.aux_dataset) for s in range(spec.attack_seeds)]
-    return [task.remote(dataclasses.asdict(c), spec, check, "baseline", spec.gpu_attacker) for c in cells]
+    k = spec.attackers_per_trial
+    futures = []
+    for i in range(0, len(cells), k):
+        batch = [dataclasses.asdict(c) for c in cells[i:i + k]]
+        options = pool_options(len(batch), spec.gpu_attacker, spec.cpus_per_task)
+        task = ray.remote(attack_batch).options(num_cpus=options["num_cpus"], num_gpus=options["num_gpus"],
+                                                max_retries=3)
+        futures.append(task.remote(batch, spec, check, "baseline"))
+    return futures
 
 
 def pareto_flags(points: list[tuple[float, float]]) -> list[bool]:
@@ -102,11 +114,12 @@ def pareto_flags(points: list[tuple[float, float]]) -> list[bool]:
 def fit_to_cluster(spec: StudySpec, cpus: float, log: Log = echo) -> StudySpec:
     """On a small cluster, give each bundle a fraction of a CPU so that ``max_concurrent_trials``
     placement groups fit at once (a trial idles while its attackers run, and a 1- or 2-CPU laptop
-    would otherwise run one bundle at a time or none at all). Ray gives such a worker one thread."""
+    would otherwise run one bundle at a time or none at all). Ray gives such a worker one thread.
+    A trial's CPUs are its own bundle's plus its attack pool's: (1 + k) x ``cpus_per_task``."""
     k, mc = spec.attackers_per_trial, spec.max_concurrent_trials
     c = min(spec.cpus_per_task, cpus / ((1 + k) * mc)) if cpus > 0 else spec.cpus_per_task
     if c != spec.cpus_per_task:
-        log(f"resources: {cpus:g} CPUs: {c:.3g} CPU per bundle so that {mc} trials of 1 + {k} bundles fit")
+        log(f"resources: {cpus:g} CPUs: {c:.3g} CPU per attacker so that {mc} trials of 1 + {k} attackers fit")
         spec = dataclasses.replace(spec, cpus_per_task=c)
     return spec
 
@@ -162,6 +175,11 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
         spec = dataclasses.replace(spec, use_gpu=cluster_gpus() > 0)
         log(f"resources: {'GPU fractions' if spec.use_gpu else 'CPU only'} (the cluster has {cluster_gpus():g} GPUs)")
     spec = fit_to_cluster(spec, ray.cluster_resources().get("CPU", 0), log)
+    try:  # before any work: a trial's attack pool must fit on one GPU
+        pgf = trial_resources(spec.trial_gpu, spec.attacker_gpu, spec.attackers_per_trial, spec.cpus_per_task,
+                              spec.use_gpu)
+    except ValueError as exc:
+        raise GnimeRayError(str(exc)) from None
     log(f"study {spec.name}: {spec.dataset}, explainers {', '.join(spec.explainers)}, preset {spec.preset.name}, "
         f"{spec.search} search, results under {spec.out}{' (resuming)' if resumed else ''}")
     datasets = (spec.dataset,) + (() if spec.aux_dataset == "same" else (spec.aux_dataset,))
@@ -175,9 +193,8 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
         f"in {prep['seconds']:.0f}s (f {acc['target']:.4f}, f_E {acc['eval']:.4f} on the eval split)")
     baselines = _baseline_futures(spec, check) if spec.baselines else []
     if baselines:
-        log(f"baselines: {len(baselines)} attackers launched (PredMI and ExpMI without defence)")
-    pgf = trial_resources(spec.trial_gpu, spec.attacker_gpu, spec.attackers_per_trial, spec.cpus_per_task,
-                          spec.use_gpu)
+        log(f"baselines: {spec.attack_seeds * (1 + len(spec.explainers))} attackers launched in {len(baselines)} "
+            f"processes (PredMI and ExpMI without defence)")
     storage = f"{spec.out.rstrip('/')}/_tune"
     trials = []
     for explainer in spec.explainers:
@@ -218,7 +235,7 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
             if t["status"] in ("failed", "unfinished"):
                 log(f"[{spec.name} {explainer}] trial {t['trial']} {t['status']}: {t['error']}")
         trials += summaries
-    finished = ray.get(baselines)
+    finished = [r for batch in ray.get(baselines) for r in batch]
     if baselines:
         log(f"baselines: {sum(r['status'] == 'finished' for r in finished)}/{len(finished)} finished")
     if trials:

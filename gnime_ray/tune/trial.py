@@ -1,10 +1,21 @@
-"""What runs on the workers: prepare once, the GNIME trial (Tune function trainable), attacker tasks.
+"""What runs on the workers: prepare once, the GNIME trial (Tune function trainable), attack pools.
 
 Nothing large travels through Ray's object store. Every process loads prepare's outputs (f, f_E,
 logits, maps) and the trained GNIMEs from its node's cache, and a node whose cache lacks them
 fetches them from the artifact store under the results root (store/artifacts.py), where the
 process that produced them published them. The prepared inputs are kept per worker process
 (Ray reuses workers), so a node loads them once per process, not once per task.
+
+Attackers run in attack pools (``AttackPool``): one Ray actor per trial (and one for the study's
+baselines) that runs up to ``attackers_per_trial`` attackers at once, one thread each. What a
+process costs whatever it does (torch and gnime_ray imported: about 0.3 GB of private memory per
+process here; on a GPU also a CUDA context) is then paid once per pool, not once per attacker,
+and the pool's attackers share one copy of f, f_E and the logits; the maps and images are
+memory-mapped files, shared by every process of the node anyway. An attacker in a thread computes
+exactly what it computes alone (network initialisation holds the process's RNG lock,
+seeding.py; every other draw has its own generator; each thread runs torch on
+``cpus_per_task`` threads, as a task of that many CPUs would; on CUDA each attacker has its own
+stream).
 
 The trial reports every GNIME epoch's losses (with a checkpoint every ``checkpoint_every`` epochs,
 from which a restored trial continues), then the attackers' progress, then its objective. Its own
@@ -18,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -34,11 +46,12 @@ from ..pipeline.prepare import Prepared, prepare, prepare_aux
 from ..pipeline.cell import run_cell
 from ..store.parquet import read_row, row_exists, row_identity, write_rows
 from .nodes import NodeCheck, ensure_node, node_name
-from .resources import cap_gpu_memory, device_for, node_cpus, task_options
+from .resources import cap_gpu_memory, device_for, node_cpus, pool_options
 from ..speed import choose
 from .spec import StudySpec
 
 _prepared: dict[tuple, Prepared] = {}
+_prepared_lock = threading.Lock()
 
 
 def prepared(study: StudySpec, device: str) -> Prepared:
@@ -46,12 +59,13 @@ def prepared(study: StudySpec, device: str) -> Prepared:
     artifact store; kept for the next task of the same study in this worker)."""
     key = (study.dataset, study.preset, study.study_seed, study.explainers, study.variant, study.cache_dir,
            study.data_root, study.out, device)
-    if key not in _prepared:
-        _prepared.clear()
-        _prepared[key] = prepare(study.dataset, study.preset, study.study_seed, explainers=study.explainers,
-                                 variant=study.variant, cache_dir=study.cache_dir, data_root=study.data_root,
-                                 device=device, out=study.out)
-    return _prepared[key]
+    with _prepared_lock:  # an attack pool's threads load them once
+        if key not in _prepared:
+            _prepared.clear()
+            _prepared[key] = prepare(study.dataset, study.preset, study.study_seed, explainers=study.explainers,
+                                     variant=study.variant, cache_dir=study.cache_dir, data_root=study.data_root,
+                                     device=device, out=study.out)
+        return _prepared[key]
 
 
 def prepare_task(study: StudySpec, check: NodeCheck) -> dict:
@@ -70,9 +84,10 @@ def prepare_task(study: StudySpec, check: NodeCheck) -> dict:
             "accuracies": prep.accuracies, "images": len(prep.dataset)}
 
 
-def attack_task(cell: dict, study: StudySpec, check: NodeCheck, trial: str, gpu_fraction: float) -> dict:
-    """One attacker: reuse its row if it exists, else run the cell and write the row. Returns the
-    metrics the trial's objective needs, or ``status`` 'diverged' (and no row)."""
+def attack_cell(cell: dict, study: StudySpec, check: Optional[NodeCheck], trial: str, device: str) -> dict:
+    """One attacker, in this process on ``device``: reuse its row if it exists, else run the cell
+    and write the row. Returns the metrics the trial's objective needs, or ``status`` 'diverged'
+    (and no row)."""
     ensure_node(check)
     spec = CellSpec(**cell)
     pg = ray.util.get_current_placement_group()
@@ -82,8 +97,6 @@ def attack_task(cell: dict, study: StudySpec, check: NodeCheck, trial: str, gpu_
                          float(spec.width), spec.gamma)
     if row_exists(study.out, where):
         return {**read_row(study.out, where), **out, "skipped": True, "status": "finished"}
-    cap_gpu_memory(gpu_fraction)
-    device = device_for(gpu_fraction)
     try:
         row = run_cell(spec, study.preset, prep=prepared(study, device), device=device, study=study.name, trial=trial,
                        cache_dir=study.cache_dir, data_root=study.data_root)
@@ -91,6 +104,56 @@ def attack_task(cell: dict, study: StudySpec, check: NodeCheck, trial: str, gpu_
         return {**out, "status": "diverged", "error": str(exc), "skipped": False}
     write_rows([row], study.out)
     return {**row, **out, "skipped": False, "status": "finished"}
+
+
+class AttackPool:
+    """A Ray actor that runs up to ``size`` attackers at once, one thread each (module docstring).
+    Its resources are ``size`` attackers' (``pool_options``); it caps its CUDA memory to the sum of
+    their GPU fractions and runs torch on ``cpus_per_task`` threads per attacker."""
+
+    def __init__(self, study: StudySpec, check: Optional[NodeCheck], size: int) -> None:
+        ensure_node(check)
+        self.study, self.check = study, check
+        cap_gpu_memory(min(1.0, size * study.gpu_attacker))
+        self.device = device_for(study.gpu_attacker)
+        self.threads = max(1, int(study.cpus_per_task))  # each attacker's share, as a task of its own
+        prepared(study, self.device)  # f, f_E and the logits once, before any attacker's stream reads them
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def attack(self, cell: dict, trial: str) -> dict:
+        # OpenMP's thread count is a per-thread setting: set in this thread, before its first operation
+        # (a new thread starts from OMP_NUM_THREADS, which Ray sets to the whole pool's CPUs)
+        torch.set_num_threads(self.threads)
+        if self.device != "cuda":
+            return attack_cell(cell, self.study, self.check, trial, self.device)
+        with torch.cuda.stream(torch.cuda.Stream()):  # this attacker's kernels overlap the others'
+            result = attack_cell(cell, self.study, self.check, trial, self.device)
+            torch.cuda.current_stream().synchronize()
+        return result
+
+
+def start_pool(study: StudySpec, check: Optional[NodeCheck], size: int, bundle: int):
+    """A trial's ``AttackPool`` actor of ``size`` attackers, in bundle ``bundle`` of the trial's
+    placement group (anywhere without one). It holds its resources until killed."""
+    options = pool_options(size, study.gpu_attacker, study.cpus_per_task)
+    pg = ray.util.get_current_placement_group()
+    if pg is not None:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=bundle)
+    return ray.remote(AttackPool).options(**options).remote(study, check, size)
+
+
+def attack_batch(cells: list[dict], study: StudySpec, check: Optional[NodeCheck], trial: str) -> list[dict]:
+    """A fixed list of cells, all at once in one process (an ``AttackPool`` of ``len(cells)``
+    threads): run as a Ray task with ``pool_options(len(cells), ...)``'s resources, which it frees
+    when it ends (the study's baselines)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = AttackPool(study, check, len(cells))
+    with ThreadPoolExecutor(len(cells), thread_name_prefix="attacker") as threads:
+        return list(threads.map(lambda c: pool.attack(c, trial), cells))
 
 
 def worst_result(study: StudySpec) -> dict[str, float]:
@@ -112,14 +175,15 @@ def objective(rows: list[dict], floor: float) -> dict[str, float]:
     return {"attack_ssim": ssim, "attack_tca": tca, "utility": util, "perturbation_mse": pert, "objective": score}
 
 
-def run_attackers(cells: list[dict], study: StudySpec, check: Optional[NodeCheck], trial_id: str, pending: dict,
-                  common: dict, gnime_seconds: float) -> tuple[list[dict], float, float]:
-    """Attack the trial's GNIME with every cell: ``attackers_per_trial`` tasks in flight in the
-    trial's attacker bundles while the trial process, whose own bundle would otherwise idle, runs
-    cells itself; so a placement group of 1 + k bundles runs k + 1 attackers at a time. Reports
-    progress to Tune. Returns the results in the order of ``cells``, the attack phase's wall
-    seconds and the seconds the trial spent attacking itself."""
-    task = ray.remote(attack_task).options(**task_options(study.gpu_attacker, study.cpus_per_task))
+def run_attackers(cells: list[dict], study: StudySpec, check: Optional[NodeCheck], trial_id: str, device: str,
+                  pending: dict, common: dict, gnime_seconds: float) -> tuple[list[dict], float, float]:
+    """Attack the trial's GNIME with every cell: ``attackers_per_trial`` attackers at once in the
+    trial's attack pool (its second bundle) while the trial process, whose own bundle would
+    otherwise idle, runs cells itself; so a placement group of 1 + 1 bundles runs k + 1 attackers
+    at a time. Reports progress to Tune. Returns the results in the order of ``cells``, the attack
+    phase's wall seconds and the seconds the trial spent attacking itself."""
+    k = study.attackers_per_trial
+    pool = start_pool(study, check, k, bundle=1) if len(cells) > 1 else None
     queue = list(enumerate(cells))
     in_flight: dict[Any, int] = {}
     done: dict[int, dict] = {}
@@ -130,24 +194,28 @@ def run_attackers(cells: list[dict], study: StudySpec, check: Optional[NodeCheck
                      "gnime_seconds": gnime_seconds})
 
     def launch() -> None:  # the last cell waiting is always left to the trial itself
-        while len(queue) > 1 and len(in_flight) < study.attackers_per_trial:
+        while pool is not None and len(queue) > 1 and len(in_flight) < k:
             i, cell = queue.pop()
-            in_flight[task.remote(cell, study, check, trial_id, study.gpu_attacker)] = i
+            in_flight[pool.attack.remote(cell, trial_id)] = i
 
-    launch()
-    report()
-    while queue or in_flight:
-        if queue:  # this bundle's share of the work
-            i, cell = queue.pop(0)
-            t = time.perf_counter()
-            done[i] = attack_task(cell, study, check, trial_id, study.gpu_trial)
-            local += time.perf_counter() - t
-            report()
-        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0 if queue else None) if in_flight else ([], [])
-        for ref in ready:
-            done[in_flight.pop(ref)] = ray.get(ref)
-            report()
+    try:
         launch()
+        report()
+        while queue or in_flight:
+            if queue:  # this bundle's share of the work
+                i, cell = queue.pop(0)
+                t = time.perf_counter()
+                done[i] = attack_cell(cell, study, check, trial_id, device)
+                local += time.perf_counter() - t
+                report()
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0 if queue else None) if in_flight else ([], [])
+            for ref in ready:
+                done[in_flight.pop(ref)] = ray.get(ref)
+                report()
+            launch()
+    finally:
+        if pool is not None:
+            ray.kill(pool)
     return [done[i] for i in range(len(cells))], time.perf_counter() - t0, local
 
 
@@ -199,7 +267,8 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
 
     cells = [dataclasses.asdict(dataclasses.replace(base, defense=defense, gamma=gamma, seed=seed))
              for gamma in gammas for defense in study.defenses for seed in range(study.attack_seeds)]
-    results, attack_phase, local_seconds = run_attackers(cells, study, check, trial_id, pending, common, gnime_seconds)
+    results, attack_phase, local_seconds = run_attackers(cells, study, check, trial_id, device, pending, common,
+                                                         gnime_seconds)
     idle = max(0.0, attack_phase - local_seconds)
     primary = "gnime" if "gnime" in study.defenses else study.defenses[0]
     main = [r for r in results if r["defense"] == primary and r["gamma"] == gammas[0]]
