@@ -33,9 +33,11 @@ extra attacker under 10% of maps_bytes; the whole run under 1.5 x (maps + images
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -48,8 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def synthetic_celeba(work: Path, identities: int, log) -> Path:
     """A data root holding a synthetic CelebA of ``identities`` x 30 aligned JPEGs in the official
     layout, written once under ``work`` (studies/bench_celeba_cache.py's generator)."""
-    import shutil
-
     from bench_celeba_cache import write_fake_celeba
 
     data = work / f"celeba-{identities}"
@@ -214,6 +214,7 @@ def main() -> int:
                         classifier_width=0.0625, classifier_epochs=1, classifier_patience=1, explain_batch_size=256,
                         **{k: smoke[k] for k in ("net_width", "attack_epochs", "attack_patience", "attack_batch_size")})
     out = tempfile.mkdtemp(prefix="bench-scale-out-")
+    atexit.register(shutil.rmtree, out, True)  # the rows and the published artifacts (3 GB at full size)
     spec = StudySpec(name="bench-scale", dataset="celeba", out=out, explainers=("grad",), preset=preset,
                      data_root=str(data), cache_dir=str(work / "cache"), use_gpu=False)
     t0 = time.perf_counter()
