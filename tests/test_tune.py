@@ -68,6 +68,15 @@ def test_study_spec_validation(tmp_path):
             _spec(tmp_path, "x", **{field: value})
 
 
+def test_an_attack_pool_too_large_for_one_gpu_is_refused_before_any_work(local_ray, tmp_path):
+    spec = _spec(tmp_path, "toolarge", attackers_per_trial=3, attacker_gpu=0.5)  # 1.5 GPUs in one pool
+    with pytest.raises(GnimeRayError, match=r"attackers_per_trial x attacker_gpu must be at most 1.*3 x 0.5"):
+        run_study(spec, log=lambda _: None)
+    out = tmp_path / "out"
+    assert not (tmp_path / "cache").exists()  # nothing prepared
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]  # nothing written
+
+
 def test_fit_to_cluster_keeps_concurrent_trials_schedulable(tmp_path):
     from gnime_ray.tune.study import fit_to_cluster
 

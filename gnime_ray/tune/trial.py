@@ -6,8 +6,9 @@ fetches them from the artifact store under the results root (store/artifacts.py)
 process that produced them published them. The prepared inputs are kept per worker process
 (Ray reuses workers), so a node loads them once per process, not once per task.
 
-Attackers run in attack pools (``AttackPool``): one Ray actor per trial (and one for the study's
-baselines) that runs up to ``attackers_per_trial`` attackers at once, one thread each. What a
+Attackers run in attack pools (``AttackPool``): one Ray actor per trial that runs up to
+``attackers_per_trial`` attackers at once, one thread each (the study's baselines: tasks of that
+many attackers each, ``attack_batch``). What a
 process costs whatever it does (torch and gnime_ray imported: about 0.3 GB of private memory per
 process here; on a GPU also a CUDA context) is then paid once per pool, not once per attacker,
 and the pool's attackers share one copy of f, f_E and the logits; the maps and images are
