@@ -6,7 +6,8 @@ explainer's experiment, as it ends, as a trial of an Optuna study named ``<study
 a journal file (Optuna's JournalStorage): the exact lambda, NG width and gamma with their search
 distributions, the searched values (the objective; or attack SSIM and utility for a
 multi-objective study), the trial's status (a diverged or failed trial as Optuna's FAIL) and its
-other metrics as user attributes. The file is written on the driver and copied to
+other metrics as user attributes. The file is written on the driver (in a temporary folder that
+``close`` removes) and copied to
 ``OUT/_optuna/<study>.log`` after each trial, and fetched from there when the study resumes, so
 ``optuna-dashboard OUT/_optuna/<study>.log`` and ``optuna.load_study`` open it from the results
 root at any time (grid studies too). The Pareto flags of a multi-objective study are Optuna's own
@@ -16,6 +17,7 @@ root at any time (grid studies too). The Pareto flags of a multi-objective study
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -99,6 +101,10 @@ class OptunaLog(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.record(trial.trial_id, trial.config, None)
+
+    def close(self) -> None:
+        """Remove the driver's working copy (the results root keeps the journal)."""
+        shutil.rmtree(self.path.parent, ignore_errors=True)
 
     def pareto_trials(self) -> set[str]:
         """Tune ids of the study's Pareto-optimal trials (multi-objective: Optuna's best_trials)."""

@@ -95,9 +95,9 @@ def _baseline_futures(spec: StudySpec, check: NodeCheck) -> list:
     futures = []
     for i in range(0, len(cells), k):
         batch = [dataclasses.asdict(c) for c in cells[i:i + k]]
-        options = pool_options(len(batch), spec.gpu_attacker, spec.cpus_per_task)
+        options = pool_options(len(batch), spec.gpu_attacker, spec.cpus_per_task, spec.pool_allocator)
         task = ray.remote(attack_batch).options(num_cpus=options["num_cpus"], num_gpus=options["num_gpus"],
-                                                max_retries=3)
+                                                runtime_env=options["runtime_env"], max_retries=3)
         futures.append(task.remote(batch, spec, check, "baseline"))
     return futures
 
@@ -161,6 +161,52 @@ def _storage_error(results: list) -> str:
     return ""
 
 
+def _search(spec: StudySpec, explainer: str, check: NodeCheck | None, pgf: tune.PlacementGroupFactory, storage: str,
+            log: Log) -> list[dict]:
+    """One explainer's Tune experiment (new or restored), recorded as an Optuna study: the trials'
+    summaries with their Pareto flags."""
+    trainable = tune.with_resources(tune.with_parameters(gnime_trial, study=spec, check=check), pgf)
+    path = f"{storage}/{spec.name}-{explainer}"
+    console = StudyConsole(spec.name, explainer, log)
+    search_log = OptunaLog(spec, explainer)
+    try:
+        if tune.Tuner.can_restore(path):
+            log(f"study {spec.name}: restoring the {explainer} search from {path}")
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+            # Tuner.restore brings back the callbacks pickled with the experiment (and has no public way to
+            # pass new ones): print through this run's console where the run config is reachable
+            run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+            if run_config is not None:
+                run_config.callbacks = [console, search_log]
+        else:
+            tuner = tune.Tuner(trainable, param_space=_param_space(spec, explainer), tune_config=_tune_config(spec),
+                               run_config=tune.RunConfig(name=f"{spec.name}-{explainer}", storage_path=storage,
+                                                         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                                         failure_config=tune.FailureConfig(max_failures=2),
+                                                         callbacks=[console, search_log], verbose=0))
+        results = list(tuner.fit())
+        node_problem = _storage_error(results)
+        if node_problem:
+            raise GnimeRayError(node_problem)
+        summaries = [_summary(spec, explainer, r) for r in results]
+        for r, t in zip(results, summaries):  # trials that ended before this driver (a resumed study)
+            search_log.record(t["trial"], r.config or {}, r.metrics)
+        done = [t for t in summaries if t["status"] == "finished"]
+        if spec.objective == "multi":  # Optuna's own Pareto set of the two searched values
+            front = search_log.pareto_trials()
+            flags = [t["trial"] in front for t in done]
+        else:  # attack SSIM down, utility up, among this explainer's finished trials
+            flags = pareto_flags([(t["attack_ssim"], t["utility"]) for t in done])
+        for t, flag in zip(done, flags):
+            t["pareto"] = flag
+        for t in summaries:
+            if t["status"] in ("failed", "unfinished"):
+                log(f"[{spec.name} {explainer}] trial {t['trial']} {t['status']}: {t['error']}")
+        return summaries
+    finally:
+        search_log.close()
+
+
 def run_study(spec: StudySpec, log: Log = echo) -> dict:
     """Run (or resume) a study on the connected Ray cluster; returns the trials' summaries and
     the study's rows. Problems found before any work raise GnimeRayError (one line)."""
@@ -198,43 +244,7 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
     storage = f"{spec.out.rstrip('/')}/_tune"
     trials = []
     for explainer in spec.explainers:
-        trainable = tune.with_resources(tune.with_parameters(gnime_trial, study=spec, check=check), pgf)
-        path = f"{storage}/{spec.name}-{explainer}"
-        console = StudyConsole(spec.name, explainer, log)
-        search_log = OptunaLog(spec, explainer)
-        if tune.Tuner.can_restore(path):
-            log(f"study {spec.name}: restoring the {explainer} search from {path}")
-            tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
-            # Tuner.restore brings back the callbacks pickled with the experiment (and has no public way to
-            # pass new ones): print through this run's console where the run config is reachable
-            run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
-            if run_config is not None:
-                run_config.callbacks = [console, search_log]
-        else:
-            tuner = tune.Tuner(trainable, param_space=_param_space(spec, explainer), tune_config=_tune_config(spec),
-                               run_config=tune.RunConfig(name=f"{spec.name}-{explainer}", storage_path=storage,
-                                                         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                                         failure_config=tune.FailureConfig(max_failures=2),
-                                                         callbacks=[console, search_log], verbose=0))
-        results = list(tuner.fit())
-        node_problem = _storage_error(results)
-        if node_problem:
-            raise GnimeRayError(node_problem)
-        summaries = [_summary(spec, explainer, r) for r in results]
-        for r, t in zip(results, summaries):  # trials that ended before this driver (a resumed study)
-            search_log.record(t["trial"], r.config or {}, r.metrics)
-        done = [t for t in summaries if t["status"] == "finished"]
-        if spec.objective == "multi":  # Optuna's own Pareto set of the two searched values
-            front = search_log.pareto_trials()
-            flags = [t["trial"] in front for t in done]
-        else:  # attack SSIM down, utility up, among this explainer's finished trials
-            flags = pareto_flags([(t["attack_ssim"], t["utility"]) for t in done])
-        for t, flag in zip(done, flags):
-            t["pareto"] = flag
-        for t in summaries:
-            if t["status"] in ("failed", "unfinished"):
-                log(f"[{spec.name} {explainer}] trial {t['trial']} {t['status']}: {t['error']}")
-        trials += summaries
+        trials += _search(spec, explainer, check, pgf, storage, log)
     finished = [r for batch in ray.get(baselines) for r in batch]
     if baselines:
         log(f"baselines: {sum(r['status'] == 'finished' for r in finished)}/{len(finished)} finished")
