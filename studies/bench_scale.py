@@ -20,8 +20,11 @@ no pass/fail; the goals are printed beside them).
    growth of the workers' private memory per extra attacker, beside the private memory of one idle
    worker that has only imported torch and gnime_ray (the fixed cost of any extra process).
 
+The attackers' processes allocate with jemalloc as a study's attack pools do (``--allocator system``:
+the C library's malloc; tune/resources.py says why).
+
 Its last line is one JSON object: maps_bytes, images_bytes, tasks (the K: attackers at once),
-layout, peak_node_bytes (per K), growth_per_extra_task_bytes (per extra attacker, of the workers'
+layout, allocator, peak_node_bytes (per K), growth_per_extra_task_bytes (per extra attacker, of the workers'
 private memory), idle_worker_bytes, growth_beyond_idle_worker_bytes (in the process layout),
 processes, workers_private_bytes, max_worker_private_bytes, mapped_arrays_bytes, summed_pss_bytes, summed_rss_bytes, wall_seconds, and the goals: growth per
 extra attacker under 10% of maps_bytes; the whole run under 1.5 x (maps + images) + 1 GB per process.
@@ -175,8 +178,9 @@ def run_attackers(k: int, spec, pooled: bool, log) -> dict[str, float]:
     t0 = time.perf_counter()
     cells = [CellSpec("celeba", explainer="grad", defense="none", seed=s).to_dict() for s in range(k)]
     batches = [cells] if pooled else [[c] for c in cells]  # one pool of K threads, or K processes
-    tasks = [ray.remote(attack_batch).options(num_cpus=pool_options(len(b), 0.0, 1.0)["num_cpus"], max_retries=0)
-             .remote(b, spec, None, f"bench-{k}") for b in batches]
+    options = [pool_options(len(b), 0.0, 1.0, spec.pool_allocator) for b in batches]
+    tasks = [ray.remote(attack_batch).options(num_cpus=o["num_cpus"], runtime_env=o["runtime_env"], max_retries=0)
+             .remote(b, spec, None, f"bench-{k}") for b, o in zip(batches, options)]
     rows = [r for batch in ray.get(tasks) for r in batch]
     wall = time.perf_counter() - t0
     stop.set()
@@ -197,6 +201,8 @@ def main() -> int:
     p.add_argument("--one-process-each", action="store_true",
                    help="run each attacker in a process of its own (the layout before attack pools) instead of "
                         "K threads of one attack pool")
+    p.add_argument("--allocator", choices=("jemalloc", "system"), default="jemalloc",
+                   help="malloc of the attackers' processes, as a study's --pool-allocator (tune/resources.py)")
     p.add_argument("--work", default=None,
                    help="where the synthetic data and its cache are kept (default: $GNIME_RAY_CACHE/bench-scale, "
                         "else ~/.cache/gnime_ray/bench-scale)")
@@ -204,6 +210,7 @@ def main() -> int:
     from gnime_ray import echo
     from gnime_ray.cachedir import resolve_cache_dir
     from gnime_ray.config import get_preset
+    from gnime_ray.tune.resources import JEMALLOC_CONF, pool_options
     from gnime_ray.tune.spec import StudySpec
     from gnime_ray.tune.trial import prepared
 
@@ -216,7 +223,8 @@ def main() -> int:
     out = tempfile.mkdtemp(prefix="bench-scale-out-")
     atexit.register(shutil.rmtree, out, True)  # the rows and the published artifacts (3 GB at full size)
     spec = StudySpec(name="bench-scale", dataset="celeba", out=out, explainers=("grad",), preset=preset,
-                     data_root=str(data), cache_dir=str(work / "cache"), use_gpu=False)
+                     data_root=str(data), cache_dir=str(work / "cache"), use_gpu=False,
+                     pool_allocator=args.allocator)
     t0 = time.perf_counter()
     prep = prepared(spec, "cpu")
     maps_file = prep.cache_path / f"maps-grad-paper-b{preset.explain_batch_size}.f16.npy"
@@ -231,7 +239,8 @@ def main() -> int:
     echo(f"one idle worker with torch and gnime_ray imported: {baseline / 1e9:.2f} GB of private memory (the fixed "
          f"cost of a process)")
     layout = "a process per attacker" if args.one_process_each else "one attack pool"
-    echo(f"attackers run in {layout}")
+    echo(f"attackers run in {layout}, allocating with {args.allocator}"
+         f"{' (' + JEMALLOC_CONF + ')' if pool_options(1, 0.0, 1.0, args.allocator)['runtime_env'] else ''}")
     peaks = {k: run_attackers(k, spec, not args.one_process_each, echo) for k in tasks}
     growth = (peaks[tasks[-1]]["anon"] - peaks[tasks[0]]["anon"]) / max(1, tasks[-1] - tasks[0])
     processes = {k: k if args.one_process_each else 1 for k in tasks}
@@ -247,6 +256,7 @@ def main() -> int:
              f"{processes[k]} process(es) = {budget[k] / 1e9:.2f} GB: "
              f"{'within' if peaks[k]['node'] <= budget[k] else 'OVER'}")
     print(json.dumps({"maps_bytes": maps_bytes, "images_bytes": images_bytes, "tasks": tasks, "layout": layout,
+                      "allocator": args.allocator,
                       "peak_node_bytes": [round(peaks[k]["node"]) for k in tasks],
                       "growth_per_extra_task_bytes": round(growth),
                       "idle_worker_bytes": round(baseline),

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -63,9 +64,35 @@ def test_study_spec_validation(tmp_path):
         _spec(tmp_path, "x", attacker_gpu=1.5)
     for field, value in (("lam_range", (10.0, float("inf"))), ("widths", (float("nan"),)),
                          ("gamma_range", (1e-3, float("inf"))), ("gammas", (float("nan"),)),
-                         ("trial_gpu", float("nan")), ("attacker_gpu", float("inf"))):
+                         ("trial_gpu", float("nan")), ("attacker_gpu", float("inf")), ("pool_allocator", "tcmalloc")):
         with pytest.raises(ValueError, match=field):
             _spec(tmp_path, "x", **{field: value})
+
+
+def test_an_attack_pool_process_allocates_with_jemalloc_unless_told_otherwise(local_ray):
+    """The pool's runtime_env preloads Ray's jemalloc in that process only (tune/resources.py)."""
+    from gnime_ray.tune.resources import JEMALLOC_CONF, JEMALLOC_SO, pool_options
+
+    if not os.path.exists(JEMALLOC_SO):
+        pytest.skip(f"this Ray has no {JEMALLOC_SO}")
+
+    @ray.remote
+    class Probe:
+        def allocator(self) -> tuple[bool, str]:
+            return "libjemalloc" in Path("/proc/self/maps").read_text(), os.environ.get("MALLOC_CONF", "")
+
+    def allocator(name: str) -> tuple[bool, str]:
+        probe = Probe.options(**pool_options(1, 0.0, 0.5, name)).remote()
+        try:
+            return ray.get(probe.allocator.remote())
+        finally:
+            ray.kill(probe)
+
+    assert allocator("jemalloc") == (True, JEMALLOC_CONF)
+    assert allocator("system") == (False, "")
+    assert "libjemalloc" not in Path("/proc/self/maps").read_text()  # not preloaded into the driver
+    with pytest.raises(ValueError, match="pool_allocator must be one of jemalloc, system, got 'tcmalloc'"):
+        pool_options(1, 0.0, 1.0, "tcmalloc")
 
 
 def test_an_attack_pool_too_large_for_one_gpu_is_refused_before_any_work(local_ray, tmp_path):
@@ -138,9 +165,13 @@ def test_smoke_study_on_fake_gpu(local_ray, tmp_path):
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*")) == before
 
 
-def test_diverged_gnime_is_recorded_and_writes_no_row(local_ray, tmp_path):
+def test_diverged_gnime_is_recorded_and_writes_no_row(local_ray, tmp_path, monkeypatch):
     spec = _spec(tmp_path, "diverge", preset=get_preset("smoke", gnime_lr=1e6), baselines=False, num_samples=1)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     result = run_study(spec, log=lambda _: None)
+    assert not list(scratch.glob("gnime-optuna-*"))  # the driver's copy of the search journal is removed
     assert result["trials"] == [] and result["rows"] == []
     (trial,) = result["all_trials"]
     assert trial["status"] == "diverged" and "GNIME diverged at epoch" in trial["error"]

@@ -19,17 +19,19 @@ from ..config import DEFENSES, EXPLAINERS, Preset, get_preset, is_number, positi
 from ..data import DATASETS
 from ..store.parquet import read_json, write_json
 
+ALLOCATORS = ("jemalloc", "system")  # an attack pool's malloc (tune/resources.py)
 OBJECTIVES = ("single", "multi")
 SEARCHES = ("optuna", "grid")
 # fields that say where and how fast a study runs, not what it computes
 PLACEMENT_FIELDS = ("out", "cache_dir", "data_root", "max_concurrent_trials", "trial_gpu", "attacker_gpu",
-                    "attackers_per_trial", "cpus_per_task", "checkpoint_every", "use_gpu")
+                    "attackers_per_trial", "cpus_per_task", "pool_allocator", "checkpoint_every", "use_gpu")
 
 
 @dataclass(frozen=True)
 class StudySpec:
     """Everything a study needs; validated on construction (ValueError naming the field).
 
+    ``pool_allocator``: the malloc of the attack pools' processes (tune/resources.py).
     ``use_gpu``: whether bundles ask for GPU fractions; decided ONCE, before any placement group
     (the study scripts decide it from --cpu-only or the machine); None lets ``run_study`` decide
     from the cluster as it is when the study starts."""
@@ -57,6 +59,7 @@ class StudySpec:
     attacker_gpu: float = 0.25
     attackers_per_trial: int = 2
     cpus_per_task: float = 1.0
+    pool_allocator: str = "jemalloc"
     checkpoint_every: int = 10
     cache_dir: Optional[str] = None
     data_root: Optional[str] = None
@@ -99,6 +102,7 @@ class StudySpec:
         check(fraction(self.attacker_gpu), "attacker_gpu", "a finite number in (0, 1]")
         check(count(self.attackers_per_trial, 1), "attackers_per_trial", "an integer >= 1")
         check(positive_finite(self.cpus_per_task), "cpus_per_task", "a finite number > 0")
+        check(self.pool_allocator in ALLOCATORS, "pool_allocator", f"one of {', '.join(ALLOCATORS)}")
         check(count(self.checkpoint_every, 1), "checkpoint_every", "an integer >= 1")
         check(is_number(self.utility_floor) and 0 <= self.utility_floor <= 1, "utility_floor", "in [0, 1]")
         check(self.dataset in DATASETS, "dataset", f"one of {', '.join(sorted(DATASETS))}")

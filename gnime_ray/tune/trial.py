@@ -109,8 +109,9 @@ def attack_cell(cell: dict, study: StudySpec, check: Optional[NodeCheck], trial:
 
 class AttackPool:
     """A Ray actor that runs up to ``size`` attackers at once, one thread each (module docstring).
-    Its resources are ``size`` attackers' (``pool_options``); it caps its CUDA memory to the sum of
-    their GPU fractions and runs torch on ``cpus_per_task`` threads per attacker."""
+    Its resources are ``size`` attackers' (``pool_options``: its process allocates with jemalloc
+    unless the study says ``pool_allocator="system"``); it caps its CUDA memory to the sum of their
+    GPU fractions and runs torch on ``cpus_per_task`` threads per attacker."""
 
     def __init__(self, study: StudySpec, check: Optional[NodeCheck], size: int) -> None:
         ensure_node(check)
@@ -137,7 +138,7 @@ class AttackPool:
 def start_pool(study: StudySpec, check: Optional[NodeCheck], size: int, bundle: int):
     """A trial's ``AttackPool`` actor of ``size`` attackers, in bundle ``bundle`` of the trial's
     placement group (anywhere without one). It holds its resources until killed."""
-    options = pool_options(size, study.gpu_attacker, study.cpus_per_task)
+    options = pool_options(size, study.gpu_attacker, study.cpus_per_task, study.pool_allocator)
     pg = ray.util.get_current_placement_group()
     if pg is not None:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
