@@ -69,8 +69,9 @@ def test_study_spec_validation(tmp_path):
             _spec(tmp_path, "x", **{field: value})
 
 
-def test_an_attack_pool_process_allocates_with_jemalloc_unless_told_otherwise(local_ray):
+def test_an_attack_pool_process_allocates_with_jemalloc_unless_told_otherwise(local_ray, monkeypatch):
     """The pool's runtime_env preloads Ray's jemalloc in that process only (tune/resources.py)."""
+    from gnime_ray.tune import resources
     from gnime_ray.tune.resources import JEMALLOC_CONF, JEMALLOC_SO, pool_options
 
     if not os.path.exists(JEMALLOC_SO):
@@ -90,6 +91,8 @@ def test_an_attack_pool_process_allocates_with_jemalloc_unless_told_otherwise(lo
 
     assert allocator("jemalloc") == (True, JEMALLOC_CONF)
     assert allocator("system") == (False, "")
+    monkeypatch.setattr(resources, "JEMALLOC_SO", "/nonexistent/libjemalloc.so")  # a Ray without it: malloc
+    assert resources.pool_options(1, 0.0, 1.0, "jemalloc")["runtime_env"] == {}
     assert "libjemalloc" not in Path("/proc/self/maps").read_text()  # not preloaded into the driver
     with pytest.raises(ValueError, match="pool_allocator must be one of jemalloc, system, got 'tcmalloc'"):
         pool_options(1, 0.0, 1.0, "tcmalloc")

@@ -231,6 +231,12 @@ def _perturbation(out, dest, rows, dataset, explainer, config) -> list[Path]:
     return [png, csv]
 
 
+def _mean_of_finite(values: list) -> float:
+    """The mean of the values that are numbers (NaN when none is: no attribute classifier ran)."""
+    kept = [float(v) for v in values if v is not None and not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
 def _attributes(dest, rows, dataset) -> list[Path]:
     cols = sorted({k for r in rows for k, v in r.items() if k.startswith("f1_") and v is not None and not math.isnan(v)})
     if not cols:
@@ -245,7 +251,7 @@ def _attributes(dest, rows, dataset) -> list[Path]:
     width = 0.8 / len(labels)
     lines = []
     for j, label in enumerate(labels):
-        means = [float(np.nanmean([r[c] for r in by_defense[label]])) for c in cols]
+        means = [_mean_of_finite([r[c] for r in by_defense[label]]) for c in cols]
         ax.bar(np.arange(len(cols)) + j * width, means, width, label=label)
         lines += [[label, c[3:], f"{m:.6f}"] for c, m in zip(cols, means)]
     ax.set_xticks(np.arange(len(cols)) + 0.4 - width / 2)
