@@ -195,13 +195,15 @@ def run_attackers(k: int, spec, pooled: bool, log) -> dict[str, float]:
 
 
 def main() -> int:
+    from gnime_ray.tune.spec import ALLOCATORS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--identities", type=int, default=1000, help="CelebA identities of 30 images each")
     p.add_argument("--tasks", default="1,2,4", help="numbers of concurrent attackers")
     p.add_argument("--one-process-each", action="store_true",
                    help="run each attacker in a process of its own (the layout before attack pools) instead of "
                         "K threads of one attack pool")
-    p.add_argument("--allocator", choices=("jemalloc", "system"), default="jemalloc",
+    p.add_argument("--allocator", choices=ALLOCATORS, default="jemalloc",
                    help="malloc of the attackers' processes, as a study's --pool-allocator (tune/resources.py)")
     p.add_argument("--work", default=None,
                    help="where the synthetic data and its cache are kept (default: $GNIME_RAY_CACHE/bench-scale, "

@@ -14,7 +14,7 @@ from ..store.parquet import probe_out
 from .cluster import connect
 from .console import quiet_ray_logging
 from .resources import decide_gpu
-from .spec import StudySpec
+from .spec import ALLOCATORS, StudySpec
 
 
 def study_parser(description: str, *, name: str, num_samples: int, seeds: int) -> argparse.ArgumentParser:
@@ -44,7 +44,7 @@ def study_parser(description: str, *, name: str, num_samples: int, seeds: int) -
     p.add_argument("--trial-gpu", type=float, default=0.25, help="GPU fraction of a trial")
     p.add_argument("--attacker-gpu", type=float, default=0.25, help="GPU fraction of an attacker (a trial's attack pool asks for k of them)")
     p.add_argument("--attackers-per-trial", type=int, default=2, help="attackers at once in a trial's attack pool (one process), beside the one in the trial itself")
-    p.add_argument("--pool-allocator", choices=("jemalloc", "system"), default="jemalloc",
+    p.add_argument("--pool-allocator", choices=ALLOCATORS, default="jemalloc",
                    help="malloc of the attack pools' processes: jemalloc (Ray's copy; less memory per attacker "
                         "thread) or the C library's")
     p.add_argument("--study-seed", type=int, default=0, help="seed of prepare, GNIME and the search")
@@ -55,7 +55,8 @@ def common_spec_kwargs(args: argparse.Namespace, dataset: str) -> dict:
     return dict(out=args.out, preset=get_preset(args.preset, dataset, **parse_overrides(args.overrides)),
                 attack_seeds=args.seeds, study_seed=args.study_seed, num_samples=args.num_samples,
                 max_concurrent_trials=args.max_concurrent, trial_gpu=args.trial_gpu, attacker_gpu=args.attacker_gpu,
-                attackers_per_trial=args.attackers_per_trial, pool_allocator=args.pool_allocator, cache_dir=args.cache_dir, data_root=args.data_root)
+                attackers_per_trial=args.attackers_per_trial, pool_allocator=args.pool_allocator,
+                cache_dir=args.cache_dir, data_root=args.data_root)
 
 
 def start_ray(args: argparse.Namespace, spec: StudySpec) -> StudySpec:
