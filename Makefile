@@ -22,9 +22,9 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) studies/quickstart.py
 
-# the README's figures, from the demo's results (run `make demo` first)
+# the README's figures, from the demo's held-out report (run `make demo` first)
 figures: setup
-	$(VENV)/bin/gnime-ray figures results -o results/_readme
+	$(VENV)/bin/gnime-ray figures results --study quickstart-lrp-report -o results/_readme
 
 matrix: setup
 	$(VENV)/bin/gnime-ray matrix --dataset digits --preset quick --seeds 3 --explainers lrp

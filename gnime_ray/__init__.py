@@ -20,6 +20,12 @@ class TrainingDiverged(Exception):
     result: no row is written for it; a study records the trial as ``diverged``."""
 
 
+class Interrupted(Exception):
+    """A step stopped before it ended (Ctrl-C reached Ray Tune, which stops its trials and returns):
+    what it finished is kept, and what comes after it must not run as if it had ended. Running
+    the same command again resumes it."""
+
+
 def echo(message: str) -> None:
     """The default progress log: print and flush, so progress shows through pipes and Ray logs."""
     print(message, flush=True)

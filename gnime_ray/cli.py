@@ -135,8 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(PNG, and the plotted numbers as CSV)")
     p.add_argument("out", metavar="OUT", help="results root (a path or a URI), e.g. results")
     p.add_argument("-o", "--output", required=True, help="folder to write the figures into")
-    p.add_argument("--study", default=None, help="only this study's rows (default: every study under OUT)")
+    p.add_argument("--study", default=None, help="the study to draw (needed when OUT holds several; after a search, "
+                                                 "its held-out report STUDY-EXPLAINER-report)")
     p.add_argument("--dataset", default=None, help="the dataset (needed when OUT holds several)")
+    p.add_argument("--trial", default=None, help="the trial whose GNIME to show (needed when the study trained "
+                                                 "several configurations)")
+    p.add_argument("--gnime-seed", type=_seed, default=None, help="the GNIME to show (needed when the study trained "
+                                                                  "several of its configuration)")
 
     p = sub.add_parser("export", help="the chosen defence (a trial's GNIME, with its gamma bound) as one TorchScript "
                                       "file mapping (clean maps, logits) to released maps (Phase II)")
@@ -193,6 +198,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_cell(args: argparse.Namespace) -> int:
     from .config import CellSpec
     from .pipeline.cell import run_cell
+    from .pipeline.device import pick_device
+    from .pipeline.record import begin_study
     from .store import write_rows
     from .store.parquet import probe_out
 
@@ -202,6 +209,7 @@ def cmd_cell(args: argparse.Namespace) -> int:
                     aux_dataset=args.aux_dataset)
     _check_dataset(args.dataset, args.aux_dataset)
     probe_out(args.out)
+    preset = begin_study(args.out, args.study, "cells", args.dataset, preset, pick_device(args.device), args.cache_dir)
     row = run_cell(spec, preset, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device,
                    study=args.study, out=args.out)
     path = write_rows([row], args.out)[0]
@@ -301,7 +309,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data import load_dataset
+    from .data import load_dataset, make_split
     from .cachedir import resolve_cache_dir
 
     _check_dataset(args.dataset)
@@ -316,6 +324,11 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"{key}: {value}")
     if "cache" in data.info:
         print(f"selection: {data.info['cache']}/meta.json (files, classes or identities, key)")
+    sizes = make_split(len(data), args.seed, preset.val_fraction, test_fraction=preset.test_fraction).sizes()
+    print(f"split (the paper's rule, seed {args.seed}): target half {sizes['target']} (f and f_E train on "
+          f"{sizes['target_train']}, early-stop on {sizes['target_val']}), attack-train {sizes['attack_train']} "
+          f"(+ {sizes['attack_val']} to early-stop the attackers), evaluation {sizes['eval']} (selection "
+          f"{sizes['select']}, test {sizes['test']})")
     if data.attributes is not None:
         share = data.attributes.float().mean(0)
         print("attributes: " + ", ".join(f"{n} {share[i]:.2f}" for i, n in enumerate(data.attribute_names)))
@@ -347,7 +360,8 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
     from .store.figures import make_figures
 
-    files = make_figures(args.out, Path(args.output), study=args.study, dataset=args.dataset)
+    files = make_figures(args.out, Path(args.output), study=args.study, dataset=args.dataset, trial=args.trial,
+                         gnime_seed=args.gnime_seed)
     print(f"{len(files)} files written to {args.output}")
     return 0
 

@@ -53,6 +53,9 @@ class Preset:
     # fraction of the target half held out to early-stop the classifiers, and of the
     # attack-train split held out to early-stop the attackers
     val_fraction: float = 0.1
+    # share of the evaluation split kept as the test images (data/splits.py): every reported number is
+    # measured on them; the rest, the selection images, is all a search or a choice may read
+    test_fraction: float = 0.5
     # images per explainer call; the paper Grad-CAM variant depends on it (release quirk)
     explain_batch_size: int = 256
     # images per batch where nothing is trained (releasing maps, validating and evaluating the
@@ -108,6 +111,8 @@ class Preset:
         _check(isinstance(self.celeba_selection_seed, int) and self.celeba_selection_seed >= 0,
                "celeba_selection_seed", "an integer >= 0", self.celeba_selection_seed)
         _check(is_number(self.val_fraction) and 0 < self.val_fraction < 0.5, "val_fraction", "in (0, 0.5)", self.val_fraction)
+        _check(is_number(self.test_fraction) and 0 < self.test_fraction < 1, "test_fraction",
+               "in (0, 1) (the share of the evaluation split kept as test images)", self.test_fraction)
         if self.max_images is not None:
             _check(isinstance(self.max_images, int) and self.max_images >= 40, "max_images",
                    "None or an integer >= 40", self.max_images)

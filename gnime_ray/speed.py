@@ -13,6 +13,11 @@ shown no difference at all. So:
   verdict can still be wrong; delete ``CACHE/speed/`` to measure again, or set ``memory_format``. The verdict is kept per machine (CPU model and flags, torch
   version, thread count, shape, width) under ``CACHE/speed/``, so every later process on the
   machine reads it instead of measuring, and concurrent processes measure once (a file lock).
+A study decides once (``decide``, at its dataset's image shape and network width), records the
+decision (store/studies.py) and passes it down as a concrete ``memory_format``, so that every
+trial and attacker of the study, on whichever node, trains in the same format, and a resumed study
+in the format it started with (the format changes float rounding, and GNIME's minimax is chaotic:
+rounding alone can move a training's end point).
 The choice only changes float rounding, never the computation, and only in training: a trained
 network returns to the contiguous format (``Speed.trained``), so maps, releases and evaluations do
 not depend on it. It is printed in a run's log and recorded in each row (``config.runtime.memory_format``), and ``gnime-ray reproduce`` uses the
@@ -159,7 +164,7 @@ def choose(device: torch.device | str, memory_format: str = "auto", bf16: bool =
     if memory_format not in MEMORY_FORMATS:
         raise ValueError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
     if memory_format != "auto":
-        return Speed(memory_format == "channels_last", bf16, "set by the preset")
+        return Speed(memory_format == "channels_last", bf16, "the study's setting")
     if torch.device(device).type == "cuda":
         return Speed(True, bf16, "CUDA")
     verdict = probe(shape, width, cache_dir)
@@ -167,3 +172,14 @@ def choose(device: torch.device | str, memory_format: str = "auto", bf16: bool =
     ratio = s["contiguous"] / s["channels_last"]
     return Speed(bool(verdict["channels_last"]), bf16,
                  f"measured on this CPU: channels_last {ratio:.2f}x the speed of contiguous")
+
+
+def decide(device: torch.device | str, memory_format: str, bf16: bool, *, shape: Sequence[int], width: float,
+           cache_dir: Optional[str] = None) -> dict[str, str]:
+    """A study's one speed decision (module docstring), as its record keeps it: the memory format
+    (``auto`` resolved on this process's device and CPU), the precision and why."""
+    speed = choose(device, memory_format, bf16, shape=shape, width=width, cache_dir=cache_dir)
+    reason = "set for the study (--set memory_format, or the search it reports on)" if memory_format != "auto" \
+        else speed.reason
+    return {"memory_format": speed.name, "precision": "bf16 autocast" if bf16 else "fp32", "reason": reason,
+            "device": torch.device(device).type, "cpu": cpu_info()[0]}

@@ -97,7 +97,7 @@ def _row(defense, gnime_seed, attack_seed, ssim, lam=100.0, calibration=""):
     row.update(study="s", dataset="digits", explainer="lrp", trial="", cell=spec.key(), aux_dataset="same",
                variant="paper", defense=defense, attack="expmi", study_seed=0, attack_seed=attack_seed,
                gnime_seed=spec.gnime_seed, preset="smoke", mse=0.1, ssim=ssim, tca=0.5, deepsim=0.5, lam=lam,
-               perturbation_mse=0.01 * (1 + gnime_seed), utility_deepsim=0.9, calibration=calibration)
+               perturbation_mse=0.01 * (1 + gnime_seed), utility_deepsim=0.9, calibration=calibration, split="test")
     row["lambda"] = lam
     return row
 

@@ -55,7 +55,7 @@ def test_table_command_reads_the_rows_back(tmp_path, capsys):
             row.update(study=study, dataset="digits", explainer="lrp", trial="", cell="digits/same/lrp/none",
                        aux_dataset="same", variant="paper", defense="none", attack="expmi", study_seed=0,
                        attack_seed=seed, preset="smoke", mse=0.1, ssim=ssim, tca=0.9, deepsim=0.8, n_eval=5,
-                       attack_epochs_run=1)
+                       attack_epochs_run=1, split="test", select_ssim=0.0)
             rows.append(row)
     write_rows(rows, str(tmp_path))
     assert main(["table", str(tmp_path), "--dataset", "digits", "--study", "a", "--explainers", "lrp"]) == 0
@@ -65,3 +65,11 @@ def test_table_command_reads_the_rows_back(tmp_path, capsys):
     assert "same attack seed more than once (studies a, b)" in capsys.readouterr().err
     assert main(["table", str(tmp_path), "--dataset", "celeba"]) == 2
     assert "no rows for dataset celeba" in capsys.readouterr().err
+    # a results root of an earlier version (no selection/test division): one line, non-zero, nothing written
+    old = [{**r, "study": "old", "split": None} for r in rows[:2]]
+    write_rows(old, str(tmp_path))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["table", str(tmp_path), "--dataset", "digits", "--study", "old", "--explainers", "lrp"]) == 2
+    err = capsys.readouterr().err
+    assert "rows of old were written by an earlier version" in err and "no 'split' column" in err
+    assert err.count("\n") == 1 and sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -81,9 +81,10 @@ def test_study_on_s3_completes_and_reruns_add_no_row(cluster, s3, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     keys = s3.keys("q/")
     rows = _row_keys(s3, "q/")
-    # search: PredMI + ExpMI without defence + 2 trials x 1 seed; the row at the best trial: RND + OND
-    assert len(rows) == 2 + 2 + 2
-    for name in ("quickstart", "quickstart-best"):
+    # search: PredMI + ExpMI without defence + 2 trials x 1 seed; its held-out report at the chosen trial:
+    # PredMI + ExpMI without defence + GNIME, RND, OND (fresh attack seed)
+    assert len(rows) == 2 + 2 + 5
+    for name in ("quickstart", "quickstart-lrp-report"):
         assert f"q/_trials/{name}.csv" in keys and f"q/_studies/{name}.json" in keys
         assert any(k.startswith(f"q/_tune/{name}-lrp/") for k in keys)
     assert any(k.startswith("q/_artifacts/gnime/") for k in keys)
@@ -94,7 +95,7 @@ def test_study_on_s3_completes_and_reruns_add_no_row(cluster, s3, tmp_path):
     fs = pafs.S3FileSystem(endpoint_override=s3.env["AWS_ENDPOINT_URL"], access_key="testing", secret_key="testing",
                            region="us-east-1")
     table = ds.dataset(f"{s3.bucket}/q", filesystem=fs, format="parquet", partitioning="hive").to_table().to_pylist()
-    assert len(table) == 6
+    assert len(table) == 9
     for r in table:
         assert f"q/{r['classifiers_artifact']}" in keys
         assert (r["gnime_artifact"] == "") == (r["defense"] == "none")

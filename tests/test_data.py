@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from gnime_ray import GnimeRayError
-from gnime_ray.data import load_dataset, make_split
+from gnime_ray.data import IMAGE_SHAPES, load_dataset, make_split
 
 
 def test_digits_geometry_and_range():
     ds = load_dataset("digits")
+    assert ds.image_shape == IMAGE_SHAPES["digits"]
     assert len(ds) == 1797 and ds.num_classes == 10
     assert ds.images.shape == (1797, 1, 32, 32) and ds.images.dtype == torch.uint8
     assert int(ds.images.max()) == 255 and int(ds.images.min()) == 0
@@ -43,6 +44,22 @@ def test_split_sizes_disjoint_and_seeded():
     assert torch.equal(torch.cat([s.attack_train, s.attack_val]), s.attack_train_full)
     assert torch.equal(make_split(1797, 3).eval, s.eval)
     assert not torch.equal(make_split(1797, 4).eval, s.eval)
+
+
+def test_evaluation_split_divides_into_disjoint_seeded_select_and_test_images():
+    s = make_split(1797, seed=3)
+    n_eval = s.eval.numel()  # 180
+    assert s.test.numel() == 90 and s.select.numel() == 90  # half for test by default
+    both = torch.cat([s.select, s.test])
+    assert torch.equal(both.sort().values, torch.arange(n_eval))  # disjoint, together the whole split
+    assert torch.equal(s.select, s.select.sort().values) and torch.equal(s.test, s.test.sort().values)
+    assert torch.equal(make_split(1797, 3).test, s.test) and not torch.equal(make_split(1797, 4).test, s.test)
+    assert torch.equal(make_split(1797, 3, test_fraction=0.7).eval, s.eval)  # the division leaves eval alone
+    assert make_split(1797, 3, test_fraction=0.7).test.numel() == 126
+    assert make_split(40, 0, test_fraction=0.99).select.numel() == 1  # never an empty set
+    for bad in (0.0, 1.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="test_fraction must be in"):
+            make_split(1797, 3, test_fraction=bad)
 
 
 def test_unknown_dataset_names_choices():

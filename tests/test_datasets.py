@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gnime_ray import GnimeRayError
-from gnime_ray.data import load_dataset
+from gnime_ray.data import IMAGE_SHAPES, load_dataset
 from gnime_ray.data import celeba as celeba_mod
 from gnime_ray.data import imagecache
 
@@ -31,6 +31,7 @@ def _mean_rgb(images):
 def test_mnist_idx_concat_resize_and_labels(tmp_path):
     x, y = write_mnist(tmp_path, n_train=30, n_test=10)
     ds = load_dataset("mnist", str(tmp_path))
+    assert ds.image_shape == IMAGE_SHAPES["mnist"]  # what a study's speed decision assumes before loading
     assert ds.images.shape == (40, 1, 32, 32) and ds.images.dtype == torch.uint8
     assert ds.labels.tolist() == y.tolist()  # train then test, in file order
     # flat images stay flat under bilinear resizing: each pixel equals the written value
@@ -49,6 +50,7 @@ def test_mnist_root_from_env(tmp_path, monkeypatch):
 def test_cifar10_pickles_layout_and_labels(tmp_path):
     data, labels = write_cifar10(tmp_path, per_batch=6)
     ds = load_dataset("cifar10", str(tmp_path))
+    assert ds.image_shape == IMAGE_SHAPES["cifar10"]
     assert ds.images.shape == (36, 3, 32, 32) and ds.num_classes == 10
     assert ds.labels.tolist() == list(labels)
     # CIFAR rows are 1024 red, 1024 green, 1024 blue values in row-major order
@@ -84,6 +86,7 @@ def test_celeba_official_selection_rule_labels_crop_and_attributes(tmp_path):
     root, counts = _official(tmp_path)
     cache = tmp_path / "cache"
     ds = load_dataset("celeba", str(root), cache_dir=cache, options=SMALL, progress=False)
+    assert ds.image_shape == IMAGE_SHAPES["celeba"]
     assert ds.images.shape == (12, 3, 128, 128) and ds.num_classes == 3
     # the documented rule, re-derived here: eligible ids sorted, default_rng(seed) picks ids, then files
     files_of = {}
@@ -178,6 +181,7 @@ def test_imagenet100_class_list_order_and_size(tmp_path):
     write_imagefolder(folder / "val", ["n02", "n01", "n03"], per_class=1)
     (folder / "classes.txt").write_text("n03\nn01\n")  # pins two classes, in this order
     ds = load_dataset("imagenet100", str(tmp_path), cache_dir=tmp_path / "cache", progress=False)
+    assert ds.image_shape == IMAGE_SHAPES["imagenet100"]
     assert ds.images.shape == (6, 3, 256, 256) and ds.num_classes == 2
     assert ds.labels.tolist() == [0, 0, 1, 1, 0, 1]  # train part then val part
     rgb = _mean_rgb(ds.images)
@@ -192,6 +196,7 @@ def test_facescrub_exclusions_and_bounding_boxes(tmp_path):
     write_imagefolder(folder, ["Alan_Alda", "Bea_Arthur", "Kate_Moss"], per_class=2, size=(40, 40))
     (folder / "exclude.txt").write_text("Kate Moss\n")
     ds = load_dataset("facescrub", str(tmp_path), cache_dir=tmp_path / "cache", progress=False)
+    assert ds.image_shape == IMAGE_SHAPES["facescrub"]
     assert ds.images.shape == (4, 3, 128, 128) and ds.num_classes == 2 and ds.labels.tolist() == [0, 0, 1, 1]
     # raw photos with the official bounding-box lists: each image is cropped to its box first
     raw = tmp_path / "raw" / "facescrub"

@@ -72,8 +72,9 @@ def test_aux_cell_trains_on_facescrub_and_evaluates_on_celeba(data_root, tmp_pat
                    log=lines.append)
     assert row["aux_dataset"] == "facescrub" and row["cell"].startswith("celeba/facescrub/grad")
     # 18 FaceScrub images: 16 train the attacker, 2 early-stop it; CelebA's 48-image split evaluates it
+    # (its 5 evaluation images: 2 test, 3 selection)
     assert any("training expmi on 16 released maps" in line for line in lines)
-    assert row["n_eval"] == 5 and set(SCHEMA.names) <= set(row)
+    assert row["n_eval"] == 2 and row["n_select"] == 3 and set(SCHEMA.names) <= set(row)
     assert all(np.isnan(row[f"f1_{a.lower()}"]) for a in PAPER_ATTRIBUTES)  # no attribute classifiers trained
     with pytest.raises(Exception, match="auxiliary dataset digits has images"):
         run_cell(CellSpec("celeba", explainer="grad", defense="none", aux_dataset="digits"),
@@ -143,12 +144,16 @@ def test_celeba_lambda_study_on_the_fixture(data_root, tmp_path):
     env = dict(os.environ, GNIME_RAY_CACHE=str(tmp_path / "cache"))
     r = subprocess.run([sys.executable, str(ROOT / "studies" / "celeba_lambda.py"), "--data-root", str(data_root),
                         "--preset", "smoke", "--out", str(tmp_path / "out"), "--num-cpus", "2", "--num-samples", "1",
-                        "--seeds", "1", "--explainers", "grad"], capture_output=True, text=True, env=env, timeout=900)
+                        "--seeds", "1", "--explainers", "grad", "--final-gnime-seeds", "1"], capture_output=True,
+                       text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "CelebA: official layout" in r.stdout and "| grad |" in r.stdout
+    assert "optimism of the search (grad)" in r.stdout and "celeba (ours, 1 seeds)" in r.stdout
     rows = load_rows(tmp_path / "out")
-    assert sorted((x["attack"], x["defense"]) for x in rows) == [("expmi", "gnime"), ("expmi", "none"),
-                                                                  ("predmi", "none")]
+    search = [("celeba_lambda", a, d) for a, d in (("expmi", "gnime"), ("expmi", "none"), ("predmi", "none"))]
+    report = [("celeba_lambda-grad-report", a, d) for a, d in (("expmi", "gnime"), ("expmi", "none"), ("expmi", "ond"),
+                                                               ("expmi", "rnd"), ("predmi", "none"))]
+    assert sorted((x["study"], x["attack"], x["defense"]) for x in rows) == search + report
     assert all(x["dataset"] == "celeba" for x in rows)
 
 
@@ -159,11 +164,11 @@ def test_table2_study_on_the_fixture(data_root, tmp_path):
                         "--preset", "smoke", "--out", str(tmp_path / "out"), "--num-cpus", "2", "--seeds", "1",
                         "--explainers", "grad"], capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "celeba (ours, attacker trained on facescrub, 1 seeds)" in r.stdout
+    assert "celeba (ours, attacker trained on facescrub, 1 attack seeds x 2 GNIMEs)" in r.stdout  # 2 by default
     assert "celeba (paper, attacker trained on facescrub, 5 runs)" in r.stdout
     rows = load_rows(tmp_path / "out")
-    assert sorted((x["attack"], x["defense"]) for x in rows) == [("expmi", "gnime"), ("expmi", "none"),
-                                                                  ("predmi", "none")]
+    assert sorted((x["attack"], x["defense"], x["gnime_seed"]) for x in rows) == [
+        ("expmi", "gnime", 0), ("expmi", "gnime", 1), ("expmi", "none", 0), ("predmi", "none", 0)]
     assert all(x["aux_dataset"] == "facescrub" for x in rows)
 
 

@@ -27,8 +27,8 @@ def timed(monkeypatch):
 
 def test_the_preset_wins_and_cuda_follows_the_rule(tmp_path, timed):
     calls = timed(1.0, 0.5)
-    assert choose("cpu", "contiguous", cache_dir=str(tmp_path)) == Speed(False, False, "set by the preset")
-    assert choose("cpu", "channels_last", bf16=True) == Speed(True, True, "set by the preset")
+    assert choose("cpu", "contiguous", cache_dir=str(tmp_path)) == Speed(False, False, "the study's setting")
+    assert choose("cpu", "channels_last", bf16=True) == Speed(True, True, "the study's setting")
     assert choose("cuda", cache_dir=str(tmp_path)) == Speed(True, False, "CUDA")
     assert calls == []  # neither measures
     with pytest.raises(ValueError, match="memory_format"):

@@ -182,7 +182,7 @@ def test_diverged_gnime_is_recorded_and_writes_no_row(local_ray, tmp_path, monke
     import pandas as pd
 
     (saved,) = pd.read_csv(tmp_path / "out" / "_trials" / "diverge.csv").to_dict("records")
-    assert saved["status"] == "diverged" and math.isnan(saved["attack_ssim"]) and saved["lambda"] == trial["lambda"]
+    assert saved["status"] == "diverged" and math.isnan(saved["select_attack_ssim"]) and saved["lambda"] == trial["lambda"]
 
 
 def test_study_scripts_help_and_missing_celeba(tmp_path):
@@ -195,7 +195,7 @@ def test_study_scripts_help_and_missing_celeba(tmp_path):
     assert f"data root {tmp_path / 'no'} does not exist" in r.stderr and "celeba/img_align_celeba" in r.stderr
 
 
-def test_multi_objective_and_grid_studies(local_ray, tmp_path):
+def test_multi_objective_and_grid_studies(local_ray, tmp_path, capsys):
     multi = run_study(_spec(tmp_path, "multi", objective="multi", attack_seeds=1, baselines=False,
                             gamma_range=(1e-3, 1e-2)), log=lambda _: None)
     assert len(multi["trials"]) == 2 and any(t["pareto"] for t in multi["trials"])
@@ -210,10 +210,11 @@ def test_multi_objective_and_grid_studies(local_ray, tmp_path):
     kept = optuna.load_study(study_name="multi-lrp",
                              storage=JournalStorage(JournalFileBackend(str(out / "_optuna" / "multi.log"))))
     assert len(kept.trials) == 2 and [d.name for d in kept.directions] == ["MINIMIZE", "MAXIMIZE"]
+    assert kept.metric_names == ["attack SSIM on the selection images", "utility DeePSiM on the selection images"]
     by_id = {t.user_attrs["tune_trial_id"]: t for t in kept.trials}
     for t in multi["trials"]:
         assert by_id[t["trial"]].params["lam"] == t["lambda"] and by_id[t["trial"]].params["gamma"] == t["gamma"]
-        assert by_id[t["trial"]].values == [t["attack_ssim"], t["utility"]]
+        assert by_id[t["trial"]].values == [t["select_attack_ssim"], t["select_utility"]]
     assert {t.user_attrs["tune_trial_id"] for t in kept.best_trials} == {t["trial"] for t in multi["trials"]
                                                                         if t["pareto"]}
     # one trial's table, its defence exported, and the search's figures
@@ -224,9 +225,12 @@ def test_multi_objective_and_grid_studies(local_ray, tmp_path):
                  "--explainers", "lrp"]) == 0
     assert main(["export", str(out), "--study", "multi", "--trial", trial, "-o", str(tmp_path / "d.pt")]) == 0
     assert main(["export", str(out), "--study", "multi", "-o", str(tmp_path / "d.pt")]) == 2  # two GNIMEs: which?
-    assert main(["figures", str(out), "--study", "multi", "-o", str(tmp_path / "figs")]) == 0
-    assert {"search-multi-lrp.png", "search-multi-lrp.csv", "pareto-multi-lrp.png"} <= {
-        p.name for p in (tmp_path / "figs").iterdir()}
+    # a search's figures show one of its GNIME configurations: refused in one line without --trial
+    assert main(["figures", str(out), "--study", "multi", "-o", str(tmp_path / "figs")]) == 2
+    assert "holds 2 GNIME configurations for lrp: pass --trial" in capsys.readouterr().err
+    assert main(["figures", str(out), "--study", "multi", "--trial", trial, "-o", str(tmp_path / "figs")]) == 0
+    assert {"search-multi-lrp.png", "search-multi-lrp.csv", "pareto-multi-lrp.png",
+            "reconstructions-digits-lrp.png"} <= {p.name for p in (tmp_path / "figs").iterdir()}
     grid = run_study(_spec(tmp_path, "grid", search="grid", lam_range=(50.0, 50.0), widths=(1.0, 0.5),
                            attack_seeds=1, baselines=False, defenses=("gnime", "rnd")), log=lambda _: None)
     assert sorted(t["ng_width"] for t in grid["trials"]) == [0.5, 1.0]
@@ -257,6 +261,9 @@ def test_node_cpus_widens_then_restores_the_worker_threads(local_ray):
     (["--attacker-gpu", "nan"], "attacker_gpu must be a finite number in (0, 1], got nan"),
     (["--set", "gnime_lr=inf"], "gnime_lr must be a finite number > 0, got inf"),
     (["--out", "s3://no-such-bucket/x"], "cannot reach bucket 'no-such-bucket'"),
+    (["--final-gnime-seeds", "0"], "--final-gnime-seeds must be an integer >= 1, got 0"),
+    (["--set", "test_fraction=1.5"], "test_fraction must be in (0, 1)"),
+    (["--set", "test_fraction=0"], "test_fraction must be in (0, 1)"),
 ])
 def test_study_script_bad_input_fails_in_one_line_before_ray(args, needle, tmp_path):
     env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
@@ -326,7 +333,7 @@ def test_three_attackers_map_the_maps_instead_of_copying_them(local_ray, tmp_pat
 
     results = ray.get([attack_and_inspect.remote(s) for s in range(3)])
     for row, mapping in results:
-        assert row["status"] == "finished" and not row["skipped"] and row["n_eval"] == 120
+        assert row["status"] == "finished" and not row["skipped"] and row["n_eval"] == 60  # half of 120: test
         assert mapping.get("mappings", 0) >= 1 and mapping["Rss"] > 0  # the file is mapped and was read
         assert mapping["Private_Dirty"] == 0 and mapping.get("Anonymous", 0) == 0  # no page of it was copied
 
@@ -362,3 +369,129 @@ def test_attack_pool_threads_compute_what_each_attacker_computes_alone(local_ray
         assert all(same(a[m], b[m]) for m in metrics), {m: (a[m], b[m]) for m in metrics}
         assert a["ssim_per_image"] == b["ssim_per_image"]
     assert len({r["ssim"] for r in at_once}) == 3  # three different attackers, not one computed thrice
+
+
+def _rows_of(trial: str, rng) -> list[dict]:
+    """Two attackers' rows of one trial, every metric random, on both sets of images."""
+    from gnime_ray.store.parquet import SPLIT_METRICS
+
+    return [{"trial": trial, **{f"{p}{m}": rng.random() for p in ("", "select_") for m in SPLIT_METRICS}}
+            for _ in range(2)]
+
+
+def _what_the_search_reads(rows_by_trial: dict[str, list[dict]], floor: float = 0.3) -> tuple:
+    """Each trial's objective and searched values, the Pareto flags and the chosen trial, computed
+    as the study computes them (tune/trial.py objective, tune/study.py, tune/heldout.py choose)."""
+    from gnime_ray.tune.heldout import choose
+    from gnime_ray.tune.trial import objective
+
+    summaries = [{"trial": t, "explainer": "lrp", "status": "finished", "lambda": 1.0, "ng_width": 1.0,
+                  "gamma": 1e-3, **objective(rows, floor)} for t, rows in rows_by_trial.items()]
+    flags = pareto_flags([(t["select_attack_ssim"], t["select_utility"]) for t in summaries])
+    return summaries, flags, choose(summaries)["lrp"]["trial"]
+
+
+def test_the_search_never_reads_the_test_images():
+    """With every test-image metric replaced by a constant, or shuffled between attackers, the
+    objectives, the Pareto flags and the chosen trial stay the same; with the selection images'
+    metrics changed, they change."""
+    import random
+
+    from gnime_ray.store.parquet import SPLIT_METRICS
+
+    rng = random.Random(0)
+    rows = {f"t{i}": _rows_of(f"t{i}", rng) for i in range(6)}
+    seen = _what_the_search_reads(rows)
+    constant = {t: [{**r, **{m: 0.5 for m in SPLIT_METRICS}} for r in rs] for t, rs in rows.items()}
+    assert _what_the_search_reads(constant) == seen
+    everyone = [r for rs in rows.values() for r in rs]
+    for m in SPLIT_METRICS:  # the test values of every attacker shuffled among them
+        values = [r[m] for r in everyone]
+        rng.shuffle(values)
+        for r, v in zip(everyone, values):
+            r[m] = v
+    assert _what_the_search_reads(rows) == seen
+    chosen = seen[2]
+    worse = {t: [{**r, "select_ssim": r["select_ssim"] + (1.0 if t == chosen else 0.0)} for r in rs]
+             for t, rs in rows.items()}
+    after = _what_the_search_reads(worse)
+    assert after[2] != chosen and after[0] != seen[0]
+
+
+def test_a_search_is_reported_by_a_fresh_held_out_experiment(local_ray, tmp_path, capsys):
+    """search_and_report: the report's rows are none of the search's (disjoint attack seeds,
+    other trials), it reuses the chosen GNIME and trains a second one at its configuration, its
+    table reads the test images, the search's objectives derive from its rows' selection numbers
+    only, and the choice and the optimism are recorded; a re-run resumes both studies."""
+    import random
+
+    import pyarrow as pa
+
+    from gnime_ray.store import table1
+    from gnime_ray.store.studies import read_record
+    from gnime_ray.tune.heldout import REPORT_FIRST_SEED, search_and_report
+
+    spec = _spec(tmp_path, "sel", num_samples=2, attack_seeds=2, gamma_range=(1e-3, 1e-2))
+    outcome = search_and_report(spec, 2, log=lambda _: None)
+    search, report = outcome["search"], outcome["reports"]["lrp"]
+    chosen = outcome["chosen"]["lrp"]
+    trials = {t["trial"]: t for t in search["trials"]}
+    assert chosen["trial"] == min(trials.values(), key=lambda t: t["objective"])["trial"]
+    # the search's recorded objectives are its rows' selection numbers, whatever their test numbers
+    rng = random.Random(1)
+    for tid, t in trials.items():
+        mine = [r for r in search["rows"] if r["trial"] == tid]
+        for r in mine:
+            r.update(ssim=rng.random(), utility_deepsim=rng.random())
+        recomputed = _what_the_search_reads({tid: mine}, spec.utility_floor)[0][0]["objective"]
+        assert recomputed == pytest.approx(t["objective"], abs=1e-12)
+    # the report: a fresh experiment
+    search_keys = {(r["cell"], r["attack_seed"]) for r in search["rows"]}
+    report_keys = {(r["cell"], r["attack_seed"]) for r in report["rows"]}
+    assert not search_keys & report_keys
+    assert {r["attack_seed"] for r in search["rows"]} == {0, 1}
+    assert {r["attack_seed"] for r in report["rows"]} == {REPORT_FIRST_SEED, REPORT_FIRST_SEED + 1}
+    assert not {r["trial"] for r in report["rows"]} & set(trials)
+    assert len(report["rows"]) == 4 + 2 * 3 * 2  # baselines + 2 GNIMEs x (gnime, rnd, ond) x 2 seeds
+    assert all(r["split"] == "test" for r in report["rows"])
+    reused = {r["gnime_artifact"] for r in search["rows"] if r["trial"] == chosen["trial"]}
+    by_seed = {n: {r["gnime_artifact"] for r in report["rows"] if r["gnime_seed"] == n and r["defense"] == "gnime"}
+               for n in (0, 1)}
+    assert by_seed[0] == reused and by_seed[1] and by_seed[1] != reused  # GNIME seed 0 is the chosen one
+    assert {r["lambda"] for r in report["rows"] if r["defense"] != "none" and r["attack"] == "expmi"} == {chosen["lambda"]}
+    # the table reads the test images: its GNIME SSIM is the mean of the rows' test SSIM
+    gnime = [r for r in report["rows"] if r["defense"] == "gnime"]
+    text = table1(pa.Table.from_pylist(report["rows"]), "digits", ["lrp"])
+    mean_test = sum(r["ssim"] for r in gnime) / len(gnime)
+    mean_select = sum(r["select_ssim"] for r in gnime) / len(gnime)
+    ssim_line = next(line for line in text.splitlines() if line.startswith("| SSIM"))
+    assert f"{mean_test:.4f} ±" in ssim_line.split("|")[-2] and f"{mean_select:.4f}" not in ssim_line.split("|")[-2]
+    # the choice and the optimism, recorded
+    assert read_record(spec.out, "sel")["chosen"]["lrp"]["trial"] == chosen["trial"]
+    assert read_record(spec.out, "sel-lrp-report")["identity"]["report_of"] == f"sel/{chosen['trial']}"
+    o = outcome["optimism"]["lrp"]
+    assert o["select_attack_ssim"] == trials[chosen["trial"]]["select_attack_ssim"]
+    assert o["test_attack_ssim"] == pytest.approx(sum(r["ssim"] for r in gnime if r["gnime_seed"] == 0) / 2)
+    import pandas as pd
+
+    saved = pd.read_csv(tmp_path / "out" / "_trials" / "sel.csv")
+    row = saved[saved["chosen"]].iloc[0]
+    assert row["trial"] == chosen["trial"] and row["report_study"] == "sel-lrp-report"
+    assert row["test_attack_ssim"] == pytest.approx(o["test_attack_ssim"]) and saved["chosen"].sum() == 1
+    # the report's figures: its own GNIME (seed needed: two were trained) and the search it follows
+    from gnime_ray.cli import main
+
+    figs = tmp_path / "figs"
+    assert main(["figures", spec.out, "--study", "sel-lrp-report", "-o", str(figs)]) == 2
+    assert "trained 2 GNIMEs of this configuration for lrp: pass --gnime-seed (one of 0, 1)" in capsys.readouterr().err
+    assert main(["figures", spec.out, "--study", "sel-lrp-report", "--gnime-seed", "1", "-o", str(figs)]) == 0
+    assert {"reconstructions-digits-lrp.png", "perturbation-digits-lrp.csv", "search-sel-lrp.csv",
+            "pareto-sel-lrp.png"} <= {p.name for p in figs.iterdir()}
+    search_csv = (figs / "search-sel-lrp.csv").read_text()
+    assert "test_attack_ssim" in search_csv and "objective_select" in search_csv
+    # a re-run resumes: the same choice, no new row
+    again = search_and_report(spec, 2, log=lambda _: None)
+    assert again["chosen"] == outcome["chosen"]
+    assert len(read_rows(spec.out).to_pylist()) == len(search["rows"]) + len(report["rows"])
+    with pytest.raises(GnimeRayError, match="--final-gnime-seeds must be an integer >= 1, got 0"):
+        search_and_report(spec, 0, log=lambda _: None)

@@ -1,12 +1,15 @@
 """Resume: killing the study's driver mid-study and running it again completes the study with
-exactly one row per (cell, attack seed). Its own module, so that no other Ray session is alive."""
+exactly one row per (cell, attack seed), the same rows an uninterrupted run has. Its own module,
+so that no other Ray session is alive."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +53,70 @@ def test_killed_driver_resumes_without_duplicates_or_gaps(tmp_path):
     rows = [r for r in read_rows(str(out)).to_pylist() if r["study"] == "resume"]
     keys = [(r["cell"], r["attack_seed"]) for r in rows]
     assert len(keys) == len(set(keys)) == 4 + 3 * 2  # baselines + 3 trials x 2 seeds, each exactly once
+
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "studies" / "quickstart.py"
+# long enough GNIME trainings that the search is under way when it is interrupted
+QUICKSTART_ARGS = ["--preset", "smoke", "--set", "gnime_epochs=60"]
+VARYING = ("trial", "created_at", "wall_seconds", "host", "figure_sample")  # not numbers: where and when
+
+
+def _quickstart(out: Path, cache: Path, **popen) -> subprocess.Popen:
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "GNIME_RAY_CACHE": str(cache)}
+    return subprocess.Popen([sys.executable, str(QUICKSTART), *QUICKSTART_ARGS, "--out", str(out)], env=env,
+                            start_new_session=True, **popen)
+
+
+def _rows(out: Path) -> dict:
+    rows = read_rows(str(out)).to_pylist()
+    keyed = {(r["study"], r["cell"], r["attack_seed"]): r for r in rows}
+    assert len(keyed) == len(rows), "a (cell, attack seed) row exists twice"
+    return keyed
+
+
+def test_interrupted_quickstart_resumes_to_the_rows_of_an_uninterrupted_run(tmp_path):
+    """Ctrl-C (SIGINT) reaches Tune mid-search, then the process group is killed; the same command
+    run again finishes the search and its held-out report with exactly the rows, metric for metric,
+    of an uninterrupted run (a search stopped by Ctrl-C is never reported as a finished one)."""
+    ref_out, ref_cache = tmp_path / "ref", tmp_path / "ref-cache"
+    ref = _quickstart(ref_out, ref_cache, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = ref.communicate(timeout=900)[0]
+    assert ref.returncode == 0, log[-3000:]
+    assert "optimism of the search (lrp)" in log
+    expected = _rows(ref_out)
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    cache.mkdir()
+    shutil.copytree(ref_cache / "speed", cache / "speed")  # the same machine's speed verdict, nothing trained
+    proc = _quickstart(out, cache, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 600  # interrupt once the search has begun to write its rows
+        while time.time() < deadline and proc.poll() is None and not list(out.glob("study=quickstart/**/*.parquet")):
+            time.sleep(0.5)
+        assert proc.poll() is None, "the quickstart ended before it could be interrupted"
+        os.kill(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        err = proc.communicate()[1]
+    if proc.returncode != -signal.SIGKILL:  # it stopped by itself: in one line, as interrupted
+        assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("interrupted: "), err[-2000:]
+    before = _rows(out)
+    assert not [k for k in before if k[0] != "quickstart"], "the report must not start from an interrupted search"
+    assert len(before) < len([k for k in expected if k[0] == "quickstart"]), "interrupted too late"
+
+    again = _quickstart(out, cache, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = again.communicate(timeout=900)[0]
+    assert again.returncode == 0, log[-3000:]
+    got = _rows(out)
+    assert set(got) == set(expected)
+    for key, row in expected.items():
+        same = {c: (row[c], got[key][c]) for c in row if c not in VARYING and row[c] != got[key][c]
+                and not (isinstance(row[c], float) and row[c] != row[c] and got[key][c] != got[key][c])}
+        assert not same, (key, same)

@@ -230,7 +230,7 @@ def _load_or_build(request: DataRequest, key: dict, paths: list, decode, meta: d
                               "identities": len(meta["identities"])})
 
 
-@register_dataset("celeba", locate=lambda root: find_layout(root)[1])
+@register_dataset("celeba", locate=lambda root: find_layout(root)[1], shape=(3, 128, 128))
 def load_celeba(request: DataRequest) -> ImageDataset:
     layout, folder = find_layout(request.root)
     return _cropped(request, folder) if layout == "cropped" else _official(request, folder)

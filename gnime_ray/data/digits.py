@@ -17,7 +17,7 @@ from .registry import DataRequest, ImageDataset, register_dataset
 SIZE = 32
 
 
-@register_dataset("digits")
+@register_dataset("digits", shape=(1, 32, 32))
 def load_digits(request: Optional[DataRequest] = None) -> ImageDataset:
     from sklearn.datasets import load_digits as _sk_load_digits
 

@@ -86,7 +86,7 @@ def _imagenet_folder(root: Optional[str]) -> Path:
                         lambda p: (p / CLASS_LIST).is_file() or (p / "train").is_dir(), IMAGENET_EXPECTED)
 
 
-@register_dataset("imagenet100", locate=_imagenet_folder)
+@register_dataset("imagenet100", locate=_imagenet_folder, shape=(3, 256, 256))
 def load_imagenet100(request: DataRequest) -> ImageDataset:
     expected = IMAGENET_EXPECTED
     folder = _imagenet_folder(request.root)
@@ -145,7 +145,7 @@ def _facescrub_folder(root: Optional[str]) -> Path:
                         FACESCRUB_EXPECTED)
 
 
-@register_dataset("facescrub", locate=_facescrub_folder)
+@register_dataset("facescrub", locate=_facescrub_folder, shape=(3, 128, 128))
 def load_facescrub(request: DataRequest) -> ImageDataset:
     expected = FACESCRUB_EXPECTED
     folder = _facescrub_folder(request.root)

@@ -132,13 +132,18 @@ Loader = Callable[[DataRequest], ImageDataset]
 Locator = Callable[[Optional[str]], Path]
 DATASETS: dict[str, Loader] = {}
 LOCATORS: dict[str, Locator] = {}
+# (C, H, W) of a dataset's images as its loader returns them, known without reading any image
+IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {}
 
 
-def register_dataset(name: str, locate: Optional[Locator] = None) -> Callable[[Loader], Loader]:
+def register_dataset(name: str, locate: Optional[Locator] = None,
+                     shape: Optional[tuple[int, int, int]] = None) -> Callable[[Loader], Loader]:
     def deco(fn: Loader) -> Loader:
         DATASETS[name] = fn
         if locate is not None:
             LOCATORS[name] = locate
+        if shape is not None:
+            IMAGE_SHAPES[name] = shape
         return fn
     return deco
 

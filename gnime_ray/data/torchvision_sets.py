@@ -44,7 +44,7 @@ def _mnist_folder(root: Optional[str]) -> Path:
     return folder
 
 
-@register_dataset("mnist", locate=_mnist_folder)
+@register_dataset("mnist", locate=_mnist_folder, shape=(1, 32, 32))
 def load_mnist(request: DataRequest) -> ImageDataset:
     from torchvision.datasets import MNIST
 
@@ -97,7 +97,7 @@ def _cifar_folder(root: Optional[str]) -> Path:
     return folder
 
 
-@register_dataset("cifar10", locate=_cifar_folder)
+@register_dataset("cifar10", locate=_cifar_folder, shape=(3, 32, 32))
 def load_cifar10(request: DataRequest) -> ImageDataset:
     folder = _cifar_folder(request.root)
     cls = _cifar_class()

@@ -1,9 +1,14 @@
 """One cell of the Table 1 matrix, end to end, without Ray: prepare (cached), the defence
 (GNIME cached), released maps of the attack-train and evaluation splits, one attacker, metrics.
 
-The returned row holds the cell's configuration, every metric, the artifacts it used and
-provenance; see results/_README.md for the columns. A cell whose metrics are not finite (a
-diverged attacker) raises TrainingDiverged instead of returning a row.
+The attacker is evaluated once on the whole evaluation split, and every metric is then taken
+twice, over two disjoint sets of its images (data/splits.py): the test images (the row's plain
+metric columns, what tables and figures report; the per-image lists and the figure sample are
+of the test images too) and the selection images (the ``select_*`` columns, what a search chooses
+on). DeePSiM and utility DeePSiM (exp(-||A - B||_F / N), the release's definition) are computed
+on each set with its own N. The returned row holds the cell's configuration, every metric, the
+artifacts it used and provenance; see results/_README.md for the columns. A cell whose metrics
+are not finite (a diverged attacker) raises TrainingDiverged instead of returning a row.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from ..attacks import build_attacker, train_attacker
 from ..config import CellSpec, Preset, derive_seed, preset_overrides
 from ..seeding import seeded
 from ..speed import Speed, choose
-from ..store.parquet import FIGURE_SAMPLE
+from ..store.parquet import FIGURE_SAMPLE, SPLIT_METRICS
 from ..defenses import GnimeModel
 from ..data.rows import HostRows
 from ..metrics import deepsim, feature_distance, features, masked, mse, perturbation_mse, psnr, ssim
@@ -109,10 +114,13 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
                           seed=attack_seed, device=dev, log=log, eval_batch_size=preset.eval_batch_size, speed=speed)
     inputs = [released["eval"], y["eval"]] if spec.attack == "expmi" else [y["eval"]]
     attributes = attribute_models_for(prep.dataset, preset, cache_dir, log)
+    sample = split.test[figure_positions(len(split.test), spec.study_seed)]  # positions in eval
     ev = evaluate(attacker, inputs, x["eval"], prep, clean["eval"] if clean is not None else None,
-                  released["eval"], attributes, dev, preset.eval_batch_size,
-                  sample=figure_positions(len(x["eval"]), spec.study_seed))
+                  released["eval"], attributes, dev, preset.eval_batch_size, sample=sample)
+    ev["sample_positions"] = torch.searchsorted(split.test, ev["sample_positions"])  # positions in test
     labels = prep.dataset.labels[split.eval]
+    test, select = split_metrics(ev, split.test, labels), split_metrics(ev, split.select, labels)
+    test_ev = {k: ev[k][split.test] for k in ("ssim", "perturbation") if k in ev}
     row = {
         "study": study, "trial": trial, "cell": spec.key(),
         "dataset": spec.dataset, "aux_dataset": spec.aux_dataset, "explainer": spec.explainer,
@@ -121,43 +129,57 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
         "gamma": float("nan") if spec.gamma is None else float(spec.gamma),
         "study_seed": spec.study_seed, "attack_seed": spec.seed, "gnime_seed": spec.gnime_seed,
         "preset": preset.name, "calibration": "",  # the matrix's lambda calibration fills it (pipeline/calibrate.py)
-        "mse": ev["mse"].mean().item(), "ssim": ev["ssim"].mean().item(),
-        "tca": (ev["pred_eval"] == labels).float().mean().item(),
-        "deepsim": deepsim(ev["f_rec"], ev["f_true"]), "feature_distance": feature_distance(ev["f_rec"], ev["f_true"]),
-        "psnr": ev["psnr"].mean().item(),
-        "recl_acc": (ev["pred_target"] == labels).float().mean().item(),
-        "perturbation_mse": ev["perturbation"].mean().item() if clean is not None else float("nan"),
+        "split": "test",  # the plain metric columns are the test images'; select_* the selection images'
+        **{m: test[m] for m in SPLIT_METRICS}, **{f"select_{m}": select[m] for m in SPLIT_METRICS},
         "matched_mse": matched,
-        "utility_deepsim": deepsim(ev["u_clean"], ev["u_released"]) if clean is not None else float("nan"),
-        "n_eval": int(labels.numel()), "attack_epochs_run": len(hist["val_mse"]),
+        "n_eval": int(split.test.numel()), "n_select": int(split.select.numel()),
+        "attack_epochs_run": len(hist["val_mse"]),
         "classifiers_artifact": prep.classifiers_ref(),
         "gnime_artifact": gnime_ref(prep, spec, preset) if spec.attack == "expmi" and spec.uses_gnime else "",
         "config": cell_config(spec, preset, prep, dev, speed),
-        "ssim_per_image": ev["ssim"].tolist(),
-        "perturbation_per_map": ev["perturbation"].tolist() if clean is not None else [],
+        "ssim_per_image": test_ev["ssim"].tolist(),
+        "perturbation_per_map": test_ev["perturbation"].tolist() if clean is not None else [],
         "figure_sample": "",  # set where the row is written (store/parquet.py), from FIGURE_SAMPLE below
         FIGURE_SAMPLE: {k[len("sample_"):]: v.numpy() for k, v in ev.items() if k.startswith("sample_")},
         "code_version": __version__, "torch_version": torch.__version__, "device": str(dev),
         "host": platform.node(), "wall_seconds": time.perf_counter() - t0,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    bad = [m for m in ("mse", "ssim", "tca", "deepsim", "psnr") if not math.isfinite(row[m])]
+    bad = [m for m in ("mse", "ssim", "tca", "deepsim", "psnr") for p in ("", "select_") if not math.isfinite(row[p + m])]
     if bad:
-        raise TrainingDiverged(f"cell {spec.key()} seed {spec.seed}: non-finite {', '.join(bad)} "
+        raise TrainingDiverged(f"cell {spec.key()} seed {spec.seed}: non-finite {', '.join(sorted(set(bad)))} "
                                f"(the attacker diverged); no row written")
-    row.update(reconstruction_f1(attributes, ev.get("attributes"), prep.dataset, split.eval))
+    pred = ev.get("attributes")
+    row.update(reconstruction_f1(attributes, None if pred is None else pred[split.test], prep.dataset,
+                                 split.eval[split.test]))
     return row
+
+
+def split_metrics(ev: dict[str, torch.Tensor], positions: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """The row's metrics over the evaluation images at ``positions`` (within the evaluation split)
+    from ``evaluate``'s per-image values: means of the per-image MSE, SSIM and PSNR; f_E's (TCA)
+    and f's (recl_acc) accuracy; DeePSiM and feature distance of those images' features (N = their
+    number); with maps, the mean perturbation MSE and utility DeePSiM of Table 3 over them."""
+    nan = float("nan")
+    at = {k: v[positions] for k, v in ev.items() if not k.startswith("sample_")}
+    y = labels[positions]
+    maps = "perturbation" in at
+    return {"mse": at["mse"].mean().item(), "ssim": at["ssim"].mean().item(), "psnr": at["psnr"].mean().item(),
+            "tca": (at["pred_eval"] == y).float().mean().item(), "recl_acc": (at["pred_target"] == y).float().mean().item(),
+            "deepsim": deepsim(at["f_rec"], at["f_true"]), "feature_distance": feature_distance(at["f_rec"], at["f_true"]),
+            "perturbation_mse": at["perturbation"].mean().item() if maps else nan,
+            "utility_deepsim": deepsim(at["u_clean"], at["u_released"]) if maps else nan}
 
 
 FIGURE_SAMPLE_SIZE = 8
 
 
-def figure_positions(n_eval: int, study_seed: int, k: int = FIGURE_SAMPLE_SIZE) -> torch.Tensor:
-    """The evaluation images every cell of a study keeps for figures: ``k`` positions of the
-    evaluation split drawn by a generator seeded from the study seed (sorted), the same in every
-    cell, so a figure shows one image under every defence."""
+def figure_positions(n_test: int, study_seed: int, k: int = FIGURE_SAMPLE_SIZE) -> torch.Tensor:
+    """The test images every cell of a study keeps for figures: ``k`` positions among the
+    ``n_test`` test images drawn by a generator seeded from the study seed (sorted), the same in
+    every cell, so a figure shows one image under every defence."""
     gen = torch.Generator().manual_seed(derive_seed(study_seed, "figure-sample"))
-    return torch.randperm(n_eval, generator=gen)[:min(k, n_eval)].sort().values
+    return torch.randperm(n_test, generator=gen)[:min(k, n_test)].sort().values
 
 
 def cell_config(spec: CellSpec, preset: Preset, prep: Prepared, device: torch.device, speed: Speed) -> str:
@@ -168,7 +190,8 @@ def cell_config(spec: CellSpec, preset: Preset, prep: Prepared, device: torch.de
     return json.dumps({
         "cell": spec.to_dict(), "preset": preset.to_dict(), "overrides": preset_overrides(preset, spec.dataset),
         "data": {"dataset": spec.dataset, "images": len(prep.dataset), "fingerprint": prep.dataset.fingerprint(),
-                 "prepare_key": prep.key},
+                 "prepare_key": prep.key, "eval_images": {"select": int(prep.split.select.numel()),
+                                                          "test": int(prep.split.test.numel())}},
         "runtime": {"device": str(device), "threads": torch.get_num_threads(), "memory_format": speed.name,
                     "code_version": __version__,
                     "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},

@@ -8,7 +8,10 @@ table can report GNIME's own training variance beside the attack seeds'. With ``
 perturbation matches the target (pipeline/calibrate.py; on GNIME seed 0), and the rows of the
 cells built on GNIME record that search in their ``calibration`` column. Each row is written to Parquet as soon as its cell finishes;
 cells whose (study, cell, attack seed) row already exists under ``out`` are skipped, so an
-interrupted matrix resumes where it stopped. The trained networks land in ``out``'s artifact
+interrupted matrix resumes where it stopped; the study's record (pipeline/record.py) refuses to
+resume it with another preset or calibration target, and keeps its one memory-format decision.
+Nothing here chooses on evaluation numbers (the calibration reads the target half), so every row's
+test numbers are what the table reports. The trained networks land in ``out``'s artifact
 store beside the rows (store/artifacts.py).
 """
 
@@ -24,6 +27,7 @@ from .calibrate import Calibration, calibrate_lambda, parse_target
 from .cell import run_cell
 from .device import pick_device
 from .prepare import prepare
+from .record import begin_study
 
 Log = Callable[[str], None]
 
@@ -54,8 +58,10 @@ def run_matrix(dataset: str, preset: Preset, *, seeds: int, out: str, study: str
     None (lambda as given), ``paper`` or a perturbation MSE as text (module docstring)."""
     prep = None
     calibrations: dict[str, Calibration] = {}
+    targets = {e: parse_target(calibrate, dataset, e) for e in explainers} if calibrate is not None else {}
+    preset = begin_study(out, study, "matrix", dataset, preset, pick_device(device), cache_dir, log,
+                         calibrate=calibrate)  # a changed preset under an old name fails here, before any work
     if calibrate is not None:
-        targets = {e: parse_target(calibrate, dataset, e) for e in explainers}  # bad input fails before any work
         prep = prepare(dataset, preset, study_seed, explainers=explainers, variant=variant, cache_dir=cache_dir,
                        data_root=data_root, device=device, log=log, out=out)
         for e in explainers:

@@ -251,7 +251,7 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
     arch = ARCH_BY_DATASET.get(dataset)
     if arch is None:
         raise GnimeRayError(f"no classifier architecture is registered for dataset {dataset!r}")
-    split = make_split(len(data), seed, preset.val_fraction)
+    split = make_split(len(data), seed, preset.val_fraction, test_fraction=preset.test_fraction)
     key = _classifier_key(data, preset, seed, arch)
     entry = cache_root / "prepare" / f"{dataset}-{key}"
     models_file, meta_file = entry / "classifiers.pt", entry / "meta.json"

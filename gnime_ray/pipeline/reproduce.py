@@ -21,14 +21,13 @@ import torch
 
 from .. import GnimeRayError, echo
 from ..config import CellSpec, preset_from_dict
-from ..store.parquet import read_rows
+from ..store.parquet import SPLIT_METRICS, read_rows
 from .attributes import F1_COLUMNS
 from .cell import run_cell
 from .prepare import prepare
 
 Log = Callable[[str], None]
-METRICS = ("mse", "ssim", "tca", "deepsim", "feature_distance", "psnr", "recl_acc", "perturbation_mse",
-           "matched_mse", "utility_deepsim", *F1_COLUMNS)
+METRICS = (*SPLIT_METRICS, *(f"select_{m}" for m in SPLIT_METRICS), "matched_mse", *F1_COLUMNS)
 TOLERANCE = 1e-6  # absolute, on metrics of order 0.01 to 1 (PSNR: relative)
 
 

@@ -1,22 +1,30 @@
 """The paper's figures and the search's trade-offs, drawn from a results root (PNG, plus a CSV of
-the plotted numbers beside each).
+the plotted numbers beside each). Every plotted number is a test-image number (the rows' plain
+metric columns and per-image lists; pipeline/cell.py): what a search chose on never appears.
 
-- ``reconstructions-<dataset>-<explainer>``: Figures 1 and 4. For the evaluation images every cell
-  of a study keeps (pipeline/cell.py ``figure_positions``), the target image and what each attacker
+One figure shows one study, one GNIME configuration and one trained GNIME: ``make_figures``
+refuses, in one line naming the flag it needs, rows of several studies without ``--study``, a
+study of several GNIME configurations (a search's trials, a grid) without ``--trial``, and several
+GNIME seeds without ``--gnime-seed``. The reconstruction figures of a search belong to its
+held-out report (tune/heldout.py: ``--study <search>-<explainer>-report``), whose figures also
+draw the search it reports on.
+
+- ``reconstructions-<dataset>-<explainer>``: Figures 1 and 4. For the test images every cell of a
+  study keeps (pipeline/cell.py ``figure_positions``), the target image and what each attacker
   reconstructs from what each defence released: PredMI, ExpMI without defence, RND, OND, GNIME;
-  each reconstruction's SSIM printed under it. The GNIME configuration shown is the search's best
-  finished trial (lowest objective) when the rows come from a search, else the one configuration
-  the rows hold; RND and OND at that configuration where they were run.
+  each reconstruction's SSIM printed under it; RND and OND at the GNIME shown where they were run.
 - ``perturbation-<dataset>-<explainer>``: Figure 5. The histogram of GNIME's per-map perturbation
-  MSE over the evaluation split, with two marked cases as in the paper, a common one (nearest the
+  MSE over the test images, with two marked cases as in the paper, a common one (nearest the
   median) and an extreme one, each shown as its image x, clean map e and released map e_hat; both
-  are chosen among the evaluation images every row keeps (the extreme one is the largest of those,
-  not necessarily of the whole split, whose maps are not kept).
+  are chosen among the images every row keeps (the extreme one is the largest of those, not
+  necessarily of all test images, whose maps are not kept).
 - ``attributes-<dataset>``: Figure 6. The F1 of each attribute classifier on the reconstructions,
   per defence (rows with f1_* values only).
-- ``search-<study>-<explainer>``: for a search study, attack SSIM and utility against lambda and
-  against gamma, one point per finished trial; ``pareto-<study>-<explainer>``: every trial in
-  (attack SSIM, utility), the Pareto front drawn, the chosen (best objective) trial marked.
+- ``search-<search>-<explainer>``: for a search (a search study, or the one a report follows),
+  each finished trial's attack SSIM and utility on the test images (its own attackers) against
+  lambda and against gamma; ``pareto-<search>-<explainer>``: every trial in (attack SSIM, utility)
+  on the test images, with the Pareto front and the chosen trial as the search determined them on
+  the selection images.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ import numpy as np
 
 from .. import GnimeRayError, echo
 from .parquet import read_csv, read_figure_sample, read_rows
+from .report import require_held_out
+from .studies import read_record
 
 Log = Callable[[str], None]
 COLUMNS = (("predmi", "none", "PredMI"), ("expmi", "none", "ExpMI (no defence)"), ("expmi", "rnd", "RND"),
@@ -92,10 +102,18 @@ def _pick(rows: list[dict]) -> Optional[dict]:
 
 
 def make_figures(out: str, dest: Path, study: Optional[str] = None, dataset: Optional[str] = None,
-                 log: Log = echo) -> list[Path]:
-    """Draw every figure the rows under ``out`` support into ``dest``; returns the files written.
-    GnimeRayError (one line) when there is nothing to draw."""
-    rows = [r for r in read_rows(out).to_pylist() if study is None or r["study"] == study]
+                 trial: Optional[str] = None, gnime_seed: Optional[int] = None, log: Log = echo) -> list[Path]:
+    """Draw every figure the rows of one study under ``out`` support into ``dest``; returns the
+    files written. GnimeRayError (one line) when there is nothing to draw or the rows need a choice
+    (module docstring)."""
+    rows = read_rows(out).to_pylist()
+    if study is None:
+        studies = sorted({r["study"] for r in rows})
+        if len(studies) > 1:
+            raise GnimeRayError(f"the rows under {out} hold several studies ({', '.join(studies)}): pass --study "
+                                f"(one figure shows one study)")
+        study = studies[0] if studies else None
+    rows = [r for r in rows if r["study"] == study]
     if not rows:
         raise GnimeRayError(f"no rows{' of study ' + repr(study) if study else ''} under {out}")
     if dataset is None:
@@ -109,18 +127,23 @@ def make_figures(out: str, dest: Path, study: Optional[str] = None, dataset: Opt
     if not any(r.get("figure_sample") for r in rows):
         raise GnimeRayError(f"the rows under {out} keep no figure data (written by an earlier version of gnime_ray); "
                             f"run the study again to draw figures")
+    require_held_out(rows)
     dest.mkdir(parents=True, exist_ok=True)
-    trials = _trials(out, {r["study"] for r in rows})
+    record = read_record(out, study) or {}
+    report_of = record.get("identity", {}).get("report_of") or ""  # "<search>/<trial>" for a held-out report
+    search = study if record.get("kind") == "search" else (report_of.split("/")[0] or None)
     written: list[Path] = []
     for explainer in sorted({r["explainer"] for r in rows if r["explainer"] != "none"}):
-        chosen = _choose_config(rows, trials, explainer)
-        if chosen is None:
+        config = _one_configuration(rows, study, explainer, trial, gnime_seed)
+        if config is None:
             continue
-        written += _reconstructions(out, dest, rows, dataset, explainer, chosen, log)
-        written += _perturbation(out, dest, rows, dataset, explainer, chosen)
+        written += _reconstructions(out, dest, rows, dataset, explainer, config, log)
+        written += _perturbation(out, dest, rows, dataset, explainer, config)
     written += _attributes(dest, rows, dataset)
-    for (name, explainer), group in sorted(_by_search(trials).items()):
-        written += _search(dest, name, explainer, group)
+    if search is not None:
+        search_rows = [r for r in read_rows(out).to_pylist() if r["study"] == search]
+        for (name, explainer), group in sorted(_by_search(_trials(out, {search})).items()):
+            written += _search(dest, name, explainer, group, search_rows)
     if not written:
         raise GnimeRayError(f"nothing to draw for dataset {dataset!r} under {out}")
     for path in written:
@@ -128,31 +151,46 @@ def make_figures(out: str, dest: Path, study: Optional[str] = None, dataset: Opt
     return written
 
 
-def _choose_config(rows: list[dict], trials: list[dict], explainer: str) -> Optional[tuple]:
-    """(lambda, NG width, gamma, study seed) of the GNIME shown: the best finished trial of the
-    explainer's search, else the one configuration of its GNIME rows (None without any)."""
+def _one_configuration(rows: list[dict], study: str, explainer: str, trial: Optional[str],
+                       gnime_seed: Optional[int]) -> Optional[tuple]:
+    """(lambda, NG width, gamma, study seed, GNIME seed) of the one GNIME the explainer's figures
+    show (None when the study has no GNIME row for it); GnimeRayError naming the flag that would
+    make the choice when the rows hold several."""
     gnime = [r for r in rows if r["explainer"] == explainer and r["defense"] == "gnime" and r.get("figure_sample")]
+    if trial is not None:
+        gnime = [r for r in gnime if r["trial"] == trial]
+        if not gnime:
+            trials = sorted({r["trial"] for r in rows if r["defense"] == "gnime"})
+            raise GnimeRayError(f"study {study!r} has no GNIME row of trial {trial!r} for {explainer}; its trials: "
+                                f"{', '.join(trials)}")
     if not gnime:
         return None
-    done = [t for t in trials if t["explainer"] == explainer and t["status"] == "finished"]
-    if done:
-        best = min(done, key=lambda t: t["objective"])
-        match = [r for r in gnime if r["trial"] == best["trial"]]
-        if match:
-            r = match[0]
-            return r["lambda"], r["ng_width"], r["gamma"], r["study_seed"]
     configs = sorted({(r["lambda"], r["ng_width"], r["gamma"], r["study_seed"]) for r in gnime}, key=str)
-    return configs[0]
+    if len(configs) > 1:
+        trials = sorted({r["trial"] for r in gnime})
+        which = f"pass --trial (one of {', '.join(trials)})" if all(trials) else "give the configuration its own study"
+        raise GnimeRayError(f"study {study!r} holds {len(configs)} GNIME configurations for {explainer}: {which}; "
+                            f"a search's reconstructions are its held-out report's (--study {study}-{explainer}-report)")
+    seeds = sorted({r["gnime_seed"] or 0 for r in gnime})
+    if gnime_seed is None and len(seeds) > 1:
+        raise GnimeRayError(f"study {study!r} trained {len(seeds)} GNIMEs of this configuration for {explainer}: pass "
+                            f"--gnime-seed (one of {', '.join(map(str, seeds))})")
+    chosen = seeds[0] if gnime_seed is None else gnime_seed
+    if chosen not in seeds:
+        raise GnimeRayError(f"study {study!r} has no GNIME seed {chosen} for {explainer}; its GNIME seeds: "
+                            f"{', '.join(map(str, seeds))}")
+    return (*configs[0], chosen)
 
 
 def _at(rows: list[dict], explainer: str, config: tuple, attack: str, defense: str) -> Optional[dict]:
-    lam, width, gamma, study_seed = config
+    lam, width, gamma, study_seed, gnime_seed = config
     found = [r for r in rows if r["attack"] == attack and r["defense"] == defense and r["study_seed"] == study_seed
              and r.get("figure_sample")]
     if attack == "expmi":
         found = [r for r in found if r["explainer"] == explainer]
     if defense in ("rnd", "ond", "gnime"):
-        found = [r for r in found if r["lambda"] == lam and r["ng_width"] == width and _same(r["gamma"], gamma)]
+        found = [r for r in found if r["lambda"] == lam and r["ng_width"] == width and _same(r["gamma"], gamma)
+                 and (r["gnime_seed"] or 0) == gnime_seed]
     return _pick(found)
 
 
@@ -180,12 +218,13 @@ def _reconstructions(out, dest, rows, dataset, explainer, config, log) -> list[P
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    lam, width, gamma, _ = config
-    fig.suptitle(f"{dataset}, {explainer}: reconstructions per defence (GNIME lambda {lam:.6g}, width {width:g}"
-                 f"{'' if math.isnan(gamma) else f', gamma {gamma:.3g}'})", fontsize=10)
+    lam, width, gamma, _, gnime_seed = config
+    fig.suptitle(f"{dataset}, {explainer}: reconstructions of test images per defence (GNIME lambda {lam:.6g}, width "
+                 f"{width:g}{'' if math.isnan(gamma) else f', gamma {gamma:.3g}'}"
+                 f"{f', GNIME seed {gnime_seed}' if gnime_seed else ''})", fontsize=10)
     png = _save(fig, dest / f"reconstructions-{dataset}-{explainer}.png")
     csv = png.with_suffix(".csv")
-    _write_csv(csv, ["eval_position", "column", "study", "trial", "attack_seed", "ssim"], lines)
+    _write_csv(csv, ["test_position", "column", "study", "trial", "attack_seed", "ssim"], lines)
     missing = [label for _, _, label in COLUMNS if label not in samples]
     if missing:
         log(f"figures: no rows for {', '.join(missing)} at this configuration; their columns are left out")
@@ -221,12 +260,12 @@ def _perturbation(out, dest, rows, dataset, explainer, config) -> list[Path]:
             ax.set_title(f"{name}: {title}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(f"{dataset}, {explainer}: GNIME's perturbation per map ({len(values)} evaluation maps, "
+    fig.suptitle(f"{dataset}, {explainer}: GNIME's perturbation per map ({len(values)} test maps, "
                  f"mean {values.mean():.4f})", fontsize=10)
     png = _save(fig, dest / f"perturbation-{dataset}-{explainer}.png")
     csv = png.with_suffix(".csv")
     marks = {int(sample["positions"][common]): "common", int(sample["positions"][extreme]): "extreme"}
-    _write_csv(csv, ["eval_position", "perturbation_mse", "marked"],
+    _write_csv(csv, ["test_position", "perturbation_mse", "marked"],
                [[i, f"{v:.8f}", marks.get(i, "")] for i, v in enumerate(values)])
     return [png, csv]
 
@@ -272,15 +311,25 @@ def _by_search(trials: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return {k: v for k, v in groups.items() if sum(t["status"] == "finished" for t in v) >= 2}
 
 
-def _search(dest, study, explainer, trials) -> list[Path]:
+def _search(dest, study, explainer, trials, rows) -> list[Path]:
+    """The search's two figures: each finished trial's test numbers (the mean over its own GNIME
+    rows), the Pareto flags and the chosen trial as the search determined them (selection images)."""
     plt = _plt()
-    done = [t for t in trials if t["status"] == "finished"]
-    best = min(done, key=lambda t: t["objective"])
+    done = []
+    for t in trials:
+        mine = [r for r in rows if r["trial"] == t["trial"] and r["explainer"] == explainer and r["defense"] == "gnime"]
+        if t["status"] == "finished" and mine:
+            done.append({**t, "test_attack_ssim": sum(r["ssim"] for r in mine) / len(mine),
+                         "test_utility": sum(r["utility_deepsim"] for r in mine) / len(mine)})
+    if len(done) < 2:
+        return []
+    chosen = [t for t in done if t.get("chosen") is True] or [min(done, key=lambda t: t["objective"])]
+    best = chosen[0]
     knobs = [k for k in ("lambda", "gamma") if len({t[k] for t in done if t[k] is not None and not math.isnan(t[k])}) > 1]
     fig, axes = plt.subplots(2, max(1, len(knobs)), figsize=(4.2 * max(1, len(knobs)), 6), squeeze=False)
     for c, knob in enumerate(knobs):
-        for r, (metric, label) in enumerate((("attack_ssim", "attack SSIM (lower: more private)"),
-                                             ("utility", "utility DeePSiM (higher: more useful)"))):
+        for r, (metric, label) in enumerate((("test_attack_ssim", "attack SSIM, test images (lower: more private)"),
+                                             ("test_utility", "utility DeePSiM, test images (higher: more useful)"))):
             ax = axes[r][c]
             ax.scatter([t[knob] for t in done], [t[metric] for t in done], c=["tab:red" if t is best else "tab:blue"
                                                                                   for t in done])
@@ -290,21 +339,24 @@ def _search(dest, study, explainer, trials) -> list[Path]:
                 ax.xaxis.set_minor_formatter(_null_formatter())  # minor labels of a short log axis overlap
             ax.set_xlabel(knob)
             ax.set_ylabel(label, fontsize=8)
-    fig.suptitle(f"{study}, {explainer}: {len(done)} trials (the chosen one in red)", fontsize=10)
+    fig.suptitle(f"{study}, {explainer}: {len(done)} trials on the test images (red: chosen on the selection images)",
+                 fontsize=10)
     png = _save(fig, dest / f"search-{study}-{explainer}.png")
     csv = png.with_suffix(".csv")
-    header = ["trial", "lambda", "ng_width", "gamma", "attack_ssim", "utility", "objective", "pareto", "chosen"]
-    _write_csv(csv, header, [[t["trial"], repr(t["lambda"]), t["ng_width"], repr(t["gamma"]), t["attack_ssim"],
-                              t["utility"], t["objective"], t["pareto"], t is best] for t in done])
+    header = ["trial", "lambda", "ng_width", "gamma", "test_attack_ssim", "test_utility", "objective_select",
+              "pareto_select", "chosen"]
+    _write_csv(csv, header, [[t["trial"], repr(t["lambda"]), t["ng_width"], repr(t["gamma"]), t["test_attack_ssim"],
+                              t["test_utility"], t["objective"], t["pareto"], t is best] for t in done])
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter([t["attack_ssim"] for t in done], [t["utility"] for t in done], color="tab:blue", label="trials")
-    front = sorted((t for t in done if t["pareto"]), key=lambda t: t["attack_ssim"])
-    ax.plot([t["attack_ssim"] for t in front], [t["utility"] for t in front], color="tab:green", marker="o",
-            label="Pareto front")
-    ax.scatter([best["attack_ssim"]], [best["utility"]], s=160, facecolors="none", edgecolors="tab:red", linewidths=2,
-               label=f"chosen (lambda {best['lambda']:.4g})")
-    ax.set_xlabel("attack SSIM (lower: more private)")
-    ax.set_ylabel("utility DeePSiM (higher: more useful)")
+    ax.scatter([t["test_attack_ssim"] for t in done], [t["test_utility"] for t in done], color="tab:blue",
+               label="trials")
+    front = sorted((t for t in done if t["pareto"] is True), key=lambda t: t["test_attack_ssim"])
+    ax.plot([t["test_attack_ssim"] for t in front], [t["test_utility"] for t in front], color="tab:green", marker="o",
+            label="Pareto front (selection images)")
+    ax.scatter([best["test_attack_ssim"]], [best["test_utility"]], s=160, facecolors="none", edgecolors="tab:red",
+               linewidths=2, label=f"chosen (lambda {best['lambda']:.4g})")
+    ax.set_xlabel("attack SSIM, test images (lower: more private)")
+    ax.set_ylabel("utility DeePSiM, test images (higher: more useful)")
     ax.legend(fontsize=8)
     ax.set_title(f"{study}, {explainer}: privacy against utility", fontsize=10)
     pareto = _save(fig, dest / f"pareto-{study}-{explainer}.png")

@@ -39,6 +39,10 @@ from .. import GnimeRayError
 from ..config import PAPER_ATTRIBUTES, content_hash
 
 PARTITION_COLUMNS = ("study", "dataset", "explainer")
+# the metrics a row holds for each set of evaluation images: the test images' under these names, the
+# selection images' as select_<name> (pipeline/cell.py)
+SPLIT_METRICS = ("mse", "ssim", "tca", "deepsim", "feature_distance", "psnr", "recl_acc", "perturbation_mse",
+                 "utility_deepsim")
 
 SCHEMA = pa.schema([
     ("study", pa.string()), ("dataset", pa.string()), ("explainer", pa.string()),
@@ -50,10 +54,13 @@ SCHEMA = pa.schema([
     ("gnime_seed", pa.int64()),
     # how lambda was calibrated to a perturbation target (JSON; '' when it was given)
     ("calibration", pa.string()),
-    ("mse", pa.float64()), ("ssim", pa.float64()), ("tca", pa.float64()), ("deepsim", pa.float64()),
-    ("feature_distance", pa.float64()), ("psnr", pa.float64()), ("recl_acc", pa.float64()),
-    ("perturbation_mse", pa.float64()), ("matched_mse", pa.float64()), ("utility_deepsim", pa.float64()),
-    ("n_eval", pa.int64()), ("attack_epochs_run", pa.int64()),
+    # which evaluation images the plain metric columns below are measured on: 'test' (data/splits.py);
+    # null in rows of earlier versions, whose metrics cover the whole evaluation split
+    ("split", pa.string()),
+    *[(f"{prefix}{m}", pa.float64()) for prefix in ("", "select_") for m in SPLIT_METRICS],
+    ("matched_mse", pa.float64()),
+    # test images (the plain metrics') and selection images (the select_* metrics')
+    ("n_eval", pa.int64()), ("n_select", pa.int64()), ("attack_epochs_run", pa.int64()),
     # where the networks this row used are kept, relative to the results root (store/artifacts.py)
     ("classifiers_artifact", pa.string()), ("gnime_artifact", pa.string()),
     # everything needed to run the cell again (JSON: cell, preset fields and overrides, data, runtime)

@@ -1,5 +1,9 @@
 """Tables 1 and 2 in the paper's layout, from result rows, beside the paper's own numbers.
 
+Every number is a row's test-image metric (the plain metric columns; pipeline/cell.py): the
+selection images' ``select_*`` columns are what a search chose on, and no table reads them. Rows
+written before the evaluation split was divided (no ``split`` column) are refused in one line.
+
 Rows: MSE (higher = better defence), SSIM, TCA, DeePSiM (lower = better defence). Columns:
 PredMI, then per explainer ExpMI (no defence), RND, OND, GNIME (Table 1), or ExpMI and GNIME with
 the attacker trained on an auxiliary dataset (Table 2: ``aux='facescrub'``). A cell shows mean +- std over the
@@ -27,7 +31,7 @@ from .. import GnimeRayError
 
 METRICS = (("mse", "MSE ↑"), ("ssim", "SSIM ↓"), ("tca", "TCA ↓"), ("deepsim", "DeePSiM ↓"))
 DEFENSE_COLUMNS = (("none", "ExpMI"), ("rnd", "RND"), ("ond", "OND"), ("gnime", "GNIME"))
-PAPER_DATASET = {"digits": "mnist"}
+PAPER_DATASET = {"digits": "mnist", "mnist5k": "mnist"}  # compared with the paper's MNIST numbers
 PAPER_TABLES_ENV = "GNIME_RAY_PAPER_TABLES"
 
 
@@ -86,6 +90,17 @@ def _gnime_seed(row: dict) -> int:
     return row.get("gnime_seed") or 0  # rows of earlier versions: null
 
 
+def require_held_out(rows: list[dict]) -> None:
+    """GnimeRayError (one line) when a row was written before the evaluation split was divided into
+    selection and test images: its metrics cover images a search may have chosen on."""
+    old = sorted({r["study"] for r in rows if r.get("split") != "test"})
+    if old:
+        raise GnimeRayError(f"the rows of {', '.join(old)} were written by an earlier version of gnime_ray: their "
+                            f"metrics cover the whole evaluation split, without the selection/test division (no "
+                            f"'split' column), so no held-out table or figure can be made from them; run the study "
+                            f"again with this version")
+
+
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -97,6 +112,7 @@ def table1(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "
     auxiliary attacker dataset ``aux``, Table 2's columns from the rows of that attacker. Rows of
     several trained GNIMEs of one configuration form one column with two spreads (module docstring)."""
     rows = [r for r in table.to_pylist() if r["dataset"] == dataset and r.get("aux_dataset", "same") == aux]
+    require_held_out(rows)
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["attack"], r["explainer"], r["defense"])].append(r)
@@ -163,7 +179,7 @@ def paper_table(dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "l
 def operating_points(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "lrp"),
                      path: Optional[Path] = None) -> str:
     """Markdown: per explainer, GNIME's operating point in the rows (lambda, how it was chosen,
-    the perturbation MSE on the evaluation split and the utility DeePSiM of Table 3, with the GNIME
+    the perturbation MSE and the utility DeePSiM of Table 3 on the test images, with the GNIME
     seeds' spread), beside the paper's Table 3 values for the matching dataset."""
     name = PAPER_DATASET.get(dataset, dataset)
     paper: dict[tuple[str, str], float] = {}
@@ -175,8 +191,9 @@ def operating_points(table: pa.Table, dataset: str, explainers: Sequence[str] = 
                     paper[(r["explainer"], r["metric"])] = float(r["mean"])
     rows = [r for r in table.to_pylist() if r["dataset"] == dataset and r["defense"] == "gnime"
             and r.get("aux_dataset", "same") == "same"]
-    header = ["explainer", "lambda", "chosen by", "GNIMEs", "perturbation MSE (eval)", f"paper ({name})",
-              "utility DeePSiM", f"paper ({name})"]
+    require_held_out(rows)
+    header = ["explainer", "lambda", "chosen by", "GNIMEs", "perturbation MSE (test)", f"paper ({name})",
+              "utility DeePSiM (test)", f"paper ({name})"]
     body = []
     for e in explainers:
         group = [r for r in rows if r["explainer"] == e]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from typing import Callable
 
 from ray.tune import Callback
@@ -31,6 +32,8 @@ def quiet_ray_logging(verbose: bool) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory ..."
+    # a trial restored from its checkpoint reports its epochs again, which Ray's OptunaSearch passes on
+    warnings.filterwarnings("ignore", message="The reported value is ignored because this `step")
     # Tune's new output engine prints an experiment header even when silent; its legacy reporter at
     # verbose=0 prints nothing. Also off: the periodic "experiment checkpoint is slow" warnings.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -43,6 +46,8 @@ def describe_config(config: dict) -> str:
     parts = [f"lambda={config['lam']!r}", f"width={config['width']!r}"]
     if "gamma" in config:
         parts.append(f"gamma={config['gamma']!r}")
+    if "gnime_seed" in config:
+        parts.append(f"GNIME seed {config['gnime_seed']}")
     return " ".join(parts)
 
 
@@ -91,9 +96,10 @@ class StudyConsole(Callback):
             if result.get("status") == "diverged":
                 self._say(trial, f"diverged: {result.get('error', '')} ({took:.0f}s)")
             else:
-                self._say(trial, f"finished in {took:.0f}s: attack SSIM {result['attack_ssim']:.4f}, TCA "
-                                 f"{result['attack_tca']:.4f}, utility {result['utility']:.4f}, perturbation MSE "
-                                 f"{result['perturbation_mse']:.4g}, objective {result['objective']:.4f}")
+                self._say(trial, f"finished in {took:.0f}s, on the selection images: attack SSIM "
+                                 f"{result['select_attack_ssim']:.4f}, TCA {result['select_attack_tca']:.4f}, utility "
+                                 f"{result['select_utility']:.4f}, perturbation MSE "
+                                 f"{result['select_perturbation_mse']:.4g}, objective {result['objective']:.4f}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = getattr(trial, "error_file", None) or ""

@@ -4,8 +4,8 @@ Ray's OptunaSearch keeps its Optuna study in the driver's memory (pickled into T
 which only Tune can restore it). ``OptunaLog`` is a Tune callback that records every trial of an
 explainer's experiment, as it ends, as a trial of an Optuna study named ``<study>-<explainer>`` in
 a journal file (Optuna's JournalStorage): the exact lambda, NG width and gamma with their search
-distributions, the searched values (the objective; or attack SSIM and utility for a
-multi-objective study), the trial's status (a diverged or failed trial as Optuna's FAIL) and its
+distributions, the searched values (named: the objective; or attack SSIM and utility for a
+multi-objective study, all measured on the selection images), the trial's status (a diverged or failed trial as Optuna's FAIL) and its
 other metrics as user attributes. The file is written on the driver (in a temporary folder that
 ``close`` removes) and copied to
 ``OUT/_optuna/<study>.log`` after each trial, and fetched from there when the study resumes, so
@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -33,12 +34,19 @@ from ray.tune import Callback
 from ..store.parquet import resolve_out, write_file
 from .spec import StudySpec
 
-USER_ATTRS = ("attack_ssim", "attack_tca", "utility", "perturbation_mse", "objective", "gnime_seconds",
+USER_ATTRS = ("select_attack_ssim", "select_attack_tca", "select_utility", "select_perturbation_mse", "objective",
+              "gnime_seconds",
               "attack_phase_seconds", "idle_share", "node")
 
 
 def optuna_relpath(study: str) -> str:
     return f"_optuna/{study}.log"
+
+
+# what each searched value is, as optuna-dashboard shows it
+METRIC_NAMES = {"single": ["objective: attack SSIM on the selection images (1 + floor - utility below the "
+                           "utility floor)"],
+                "multi": ["attack SSIM on the selection images", "utility DeePSiM on the selection images"]}
 
 
 def open_study(path: Path, name: str, directions: list[str]) -> optuna.Study:
@@ -61,6 +69,10 @@ class OptunaLog(Callback):
         self.directions = ["minimize"] if spec.objective == "single" else ["minimize", "maximize"]
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = open_study(self.path, f"{spec.name}-{explainer}", self.directions)
+        if self.study.metric_names is None:
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use since
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names(METRIC_NAMES[spec.objective])
         self.known = {t.user_attrs.get("tune_trial_id") for t in self.study.trials}
 
     def _distributions(self, config: dict) -> dict:
@@ -68,6 +80,8 @@ class OptunaLog(Callback):
         if spec.search == "grid":
             dists = {"lam": CategoricalDistribution(sorted({spec.lam_range[0], spec.lam_range[1]})),
                      "width": CategoricalDistribution(list(spec.widths))}
+            if "gnime_seed" in config:
+                dists["gnime_seed"] = CategoricalDistribution(list(spec.gnime_seeds))
         else:
             dists = {"lam": FloatDistribution(*spec.lam_range, log=True),
                      "width": CategoricalDistribution(list(spec.widths))}
@@ -87,7 +101,7 @@ class OptunaLog(Callback):
                       and not (isinstance(result.get(k), float) and math.isnan(result[k]))})
         if status == "finished":
             values = ([result["objective"]] if self.spec.objective == "single"
-                      else [result["attack_ssim"], result["utility"]])
+                      else [result["select_attack_ssim"], result["select_utility"]])
             state = TrialState.COMPLETE
         else:
             values, state = None, TrialState.FAIL

@@ -1,10 +1,11 @@
 """What a study is: the validated ``StudySpec``, and its identity under the results root.
 
 A study's identity is every field that changes a number it produces (the dataset, explainers,
-variant, every preset field, the search space, the seeds, the defences, the objective); where it
-runs (paths, GPU fractions, concurrency, checkpoint frequency) is not part of it. The identity is
-saved as ``OUT/_studies/<name>.json`` when the study starts; re-running the same name with
-another identity is refused, naming the fields that differ, so that a study never silently
+variant, every preset field with the memory format as decided, the search space, the seeds, the
+defences, the objective, the search a report follows); where it runs (paths, GPU fractions,
+concurrency, checkpoint frequency) is not part of it. The identity is kept in the study's record
+(store/studies.py, ``OUT/_studies/<name>.json``) when the study starts; re-running the same name
+with another identity is refused, naming the fields that differ, so that a study never silently
 resumes with settings other than the ones its rows were made with.
 """
 
@@ -14,10 +15,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .. import GnimeRayError, __version__
 from ..config import DEFENSES, EXPLAINERS, Preset, get_preset, is_number, positive_finite
 from ..data import DATASETS
-from ..store.parquet import read_json, write_json
+from ..store.studies import check_identity as check_recorded_identity
 
 ALLOCATORS = ("jemalloc", "system")  # an attack pool's malloc (tune/resources.py)
 OBJECTIVES = ("single", "multi")
@@ -34,7 +34,12 @@ class StudySpec:
     ``pool_allocator``: the malloc of the attack pools' processes (tune/resources.py).
     ``use_gpu``: whether bundles ask for GPU fractions; decided ONCE, before any placement group
     (the study scripts decide it from --cpu-only or the machine); None lets ``run_study`` decide
-    from the cluster as it is when the study starts."""
+    from the cluster as it is when the study starts.
+    ``gnime_seeds``: the independently trained GNIMEs of every configuration of a grid study (a
+    search trains one per trial, GNIME seed 0); ``first_attack_seed``: the study's attack seeds are
+    ``first_attack_seed`` .. ``first_attack_seed + attack_seeds - 1`` (a held-out report after a
+    search uses seeds disjoint from the search's: tune/heldout.py); ``report_of``: the search study
+    and trial a report re-measures (empty otherwise)."""
 
     name: str
     dataset: str
@@ -64,6 +69,9 @@ class StudySpec:
     cache_dir: Optional[str] = None
     data_root: Optional[str] = None
     aux_dataset: str = "same"
+    gnime_seeds: tuple[int, ...] = (0,)
+    first_attack_seed: int = 0
+    report_of: str = ""
     use_gpu: Optional[bool] = None
 
     def __post_init__(self) -> None:
@@ -86,6 +94,12 @@ class StudySpec:
         check(self.search in SEARCHES, "search", f"one of {', '.join(SEARCHES)}")
         check(self.objective in OBJECTIVES, "objective", f"one of {', '.join(OBJECTIVES)}")
         check(count(self.attack_seeds, 1), "attack_seeds", "an integer >= 1")
+        check(count(self.first_attack_seed, 0), "first_attack_seed", "an integer >= 0")
+        check(len(self.gnime_seeds) > 0 and all(count(n, 0) for n in self.gnime_seeds)
+              and len(set(self.gnime_seeds)) == len(self.gnime_seeds), "gnime_seeds",
+              "a non-empty tuple of distinct integers >= 0")
+        check(self.search == "grid" or tuple(self.gnime_seeds) == (0,), "gnime_seeds",
+              "(0,) in a search (one GNIME per trial; several GNIMEs per configuration need a grid study)")
         check(count(self.study_seed, 0), "study_seed", "an integer >= 0")
         check(count(self.num_samples, 1), "num_samples", "an integer >= 1")
         check(count(self.max_concurrent_trials, 1), "max_concurrent_trials", "an integer >= 1")
@@ -119,6 +133,16 @@ class StudySpec:
     def gpu_attacker(self) -> float:
         return self.attacker_gpu if self.use_gpu else 0.0
 
+    @property
+    def attack_seed_range(self) -> range:
+        """The study's attack seeds."""
+        return range(self.first_attack_seed, self.first_attack_seed + self.attack_seeds)
+
+    @property
+    def kind(self) -> str:
+        """What the study's record calls it: a held-out ``report``, a ``search`` or a ``grid``."""
+        return "report" if self.report_of else ("search" if self.search == "optuna" else "grid")
+
 
 def identity(spec: StudySpec) -> dict[str, Any]:
     """The fields that determine a study's numbers, as JSON-ready values (the preset expanded)."""
@@ -139,35 +163,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def identity_relpath(name: str) -> str:
-    return f"_studies/{name}.json"
-
-
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    diffs = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            diffs.append(f"{prefix}{key} {a!r} -> {b!r}")
-    return diffs
-
-
-def check_identity(spec: StudySpec) -> bool:
+def check_identity(spec: StudySpec) -> Optional[dict]:
     """Refuse a study name whose recorded identity differs (GnimeRayError listing the fields);
-    True when the study was recorded before (a resume). Reads only."""
-    recorded = read_json(spec.out, identity_relpath(spec.name))
-    if recorded is None:
-        return False
-    diffs = _differences(recorded.get("identity", {}), identity(spec))
-    if diffs:
-        raise GnimeRayError(f"study {spec.name!r} under {spec.out} was started with other settings ({'; '.join(diffs)}): "
-                            f"pass another --name to start a new study, or the recorded settings "
-                            f"({identity_relpath(spec.name)}) to resume it")
-    return True
-
-
-def record_identity(spec: StudySpec) -> None:
-    if read_json(spec.out, identity_relpath(spec.name)) is None:
-        write_json(spec.out, identity_relpath(spec.name), {"identity": identity(spec), "code_version": __version__})
+    the record when the study was started before (a resume), else None. Reads only."""
+    return check_recorded_identity(spec.out, spec.name, identity(spec))

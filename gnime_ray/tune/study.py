@@ -26,9 +26,17 @@ and its unfinished attackers retried.
 Search: OptunaSearch over lambda (log scale), NG width (a choice) and, optionally, gamma (log
 scale), seeded; single objective (minimise the attack's SSIM, penalised below a utility floor,
 tune/trial.py ``objective``) or multi-objective (attack SSIM down, utility up; Pareto-optimal
-trials are marked). The objective is measured against GNIME (against the first defence of a study
-without gnime cells, e.g. RND and OND at an already trained GNIME). Grid mode crosses given
-lambdas and widths (matrix studies).
+trials are marked). Everything a search reads is measured on the SELECTION images of the
+evaluation split (data/splits.py); the test images are for the held-out report that follows a
+search (tune/heldout.py). The objective is measured against GNIME (against the first defence of a
+study without gnime cells, e.g. RND and OND at an already trained GNIME). Grid mode crosses given
+lambdas, widths and GNIME seeds (matrix studies, held-out reports).
+
+Speed: the study decides its memory format once (speed.py ``decide``: CUDA on a GPU study, else
+a timed probe in a task on a node where trials run), records it with the identity, and passes it
+down as a concrete preset field, so every process follows it; a resumed study takes the recorded
+one. Interrupted: a search that Ctrl-C stopped before all its trials ended raises
+``Interrupted`` (what ended is kept; the same command resumes it), never returns as a finished one.
 """
 
 from __future__ import annotations
@@ -41,27 +49,41 @@ from typing import Any, Callable
 import ray
 from ray import tune
 
-from .. import GnimeRayError, echo
+from .. import GnimeRayError, Interrupted, echo
 from ..config import CellSpec
+from ..data import IMAGE_SHAPES
+from ..speed import decide
 from ..store.parquet import canonical_out, probe_out, read_rows, write_csv
+from ..store.studies import read_record, record_study
 from .console import StudyConsole, describe_config
 from .nodes import NodeCheck, check_nodes
 from .resources import cluster_gpus, pool_options, trial_resources
 from .search_log import OptunaLog
-from .spec import StudySpec, check_identity, record_identity
-from .trial import attack_batch, gnime_trial, prepare_task
+from .spec import StudySpec, check_identity, identity
+from .trial import attack_batch, gnime_trial, prepare_task, speed_task
 
 Log = Callable[[str], None]
-TRIAL_COLUMNS = ("study", "explainer", "trial", "status", "lambda", "ng_width", "gamma", "attack_ssim", "attack_tca",
-                 "utility", "perturbation_mse", "objective", "pareto", "attackers_in_trial_pg", "trial_gpu_assigned",
-                 "gnime_seconds", "attack_seconds", "attack_phase_seconds", "trial_attack_seconds", "idle_share",
-                 "node", "speed", "error")
+# select_*: what the search read (its attackers on the selection images); chosen, report_study,
+# test_attack_ssim*: the held-out report of the chosen trial (tune/heldout.py), filled after it
+TRIAL_COLUMNS = ("study", "explainer", "trial", "status", "lambda", "ng_width", "gamma", "gnime_seed",
+                 "select_attack_ssim", "select_attack_tca", "select_utility", "select_perturbation_mse", "objective",
+                 "pareto", "chosen", "report_study", "test_attack_ssim", "test_attack_ssim_gnimes",
+                 "attackers_in_trial_pg", "trial_gpu_assigned", "gnime_seconds", "attack_seconds",
+                 "attack_phase_seconds", "trial_attack_seconds", "idle_share", "node", "speed", "error")
+SEARCHED = ("select_attack_ssim", "select_attack_tca", "select_utility", "select_perturbation_mse")
+
+
+def grid_size(spec: StudySpec) -> int:
+    """The trials of a grid study per explainer: lambdas x widths x GNIME seeds."""
+    return len({spec.lam_range[0], spec.lam_range[1]}) * len(spec.widths) * len(spec.gnime_seeds)
 
 
 def _param_space(spec: StudySpec, explainer: str) -> dict:
     if spec.search == "grid":
         space = {"lam": tune.grid_search(sorted({spec.lam_range[0], spec.lam_range[1]})),
                  "width": tune.grid_search(list(spec.widths))}
+        if spec.gnime_seeds != (0,):
+            space["gnime_seed"] = tune.grid_search(list(spec.gnime_seeds))
     else:
         space = {"lam": tune.loguniform(*spec.lam_range), "width": tune.choice(list(spec.widths))}
         if spec.gamma_range is not None:
@@ -77,7 +99,7 @@ def _tune_config(spec: StudySpec) -> tune.TuneConfig:
     if spec.objective == "single":
         metric, mode = "objective", "min"
     else:
-        metric, mode = ["attack_ssim", "utility"], ["min", "max"]
+        metric, mode = ["select_attack_ssim", "select_utility"], ["min", "max"]
     search = OptunaSearch(metric=metric, mode=mode, seed=spec.study_seed)
     return tune.TuneConfig(search_alg=search, num_samples=spec.num_samples,
                            max_concurrent_trials=spec.max_concurrent_trials)
@@ -87,10 +109,10 @@ def _baseline_futures(spec: StudySpec, check: NodeCheck) -> list:
     """The baselines' results' futures: tasks of ``attackers_per_trial`` attackers each, every
     task one process whose attackers run at once (tune/trial.py ``attack_batch``)."""
     cells = [CellSpec(spec.dataset, attack="predmi", seed=s, study_seed=spec.study_seed, aux_dataset=spec.aux_dataset)
-             for s in range(spec.attack_seeds)]
+             for s in spec.attack_seed_range]
     for e in spec.explainers:
         cells += [CellSpec(spec.dataset, explainer=e, defense="none", seed=s, variant=spec.variant,
-                           study_seed=spec.study_seed, aux_dataset=spec.aux_dataset) for s in range(spec.attack_seeds)]
+                           study_seed=spec.study_seed, aux_dataset=spec.aux_dataset) for s in spec.attack_seed_range]
     k = spec.attackers_per_trial
     futures = []
     for i in range(0, len(cells), k):
@@ -132,7 +154,8 @@ def _summary(spec: StudySpec, explainer: str, result: Any) -> dict:
     row: dict[str, Any] = {c: nan for c in TRIAL_COLUMNS}
     row.update(study=spec.name, explainer=explainer, trial=m.get("trial_id") or os.path.basename(str(result.path)),
                node=m.get("node", ""), speed=m.get("speed", ""), error="", pareto=False, attackers_in_trial_pg=False,
-               ng_width=float(cfg.get("width", nan)), gamma=float(cfg.get("gamma", nan)))
+               ng_width=float(cfg.get("width", nan)), gamma=float(cfg.get("gamma", nan)),
+               gnime_seed=int(cfg.get("gnime_seed", 0)), chosen=False, report_study="")
     if "gamma" not in cfg and m.get("gamma", -1.0) >= 0:  # a grid study's fixed gamma (-1: unbounded)
         row["gamma"] = float(m["gamma"])
     row["lambda"] = float(cfg.get("lam", nan))
@@ -146,9 +169,14 @@ def _summary(spec: StudySpec, explainer: str, result: Any) -> dict:
         keys = ("trial_gpu_assigned", "gnime_seconds", "attack_seconds", "attack_phase_seconds",
                 "trial_attack_seconds", "idle_share", "objective")
         if row["status"] == "finished":
-            keys += ("attack_ssim", "attack_tca", "utility", "perturbation_mse")
+            keys += SEARCHED
         row.update({k: float(m[k]) for k in keys if k in m})
     return row
+
+
+def write_trials(out: str, study: str, trials: list[dict]) -> str:
+    """Write (replace) ``OUT/_trials/<study>.csv``: one line per trial, TRIAL_COLUMNS."""
+    return write_csv([{c: t.get(c, "") for c in TRIAL_COLUMNS} for t in trials], out, f"_trials/{study}.csv")
 
 
 def _storage_error(results: list) -> str:
@@ -189,6 +217,11 @@ def _search(spec: StudySpec, explainer: str, check: NodeCheck | None, pgf: tune.
         if node_problem:
             raise GnimeRayError(node_problem)
         summaries = [_summary(spec, explainer, r) for r in results]
+        expected = spec.num_samples if spec.search == "optuna" else grid_size(spec)
+        ended = sum(t["status"] != "unfinished" for t in summaries)
+        if ended < expected:  # Tune returns when Ctrl-C stops it: what ended is kept, the rest is not done
+            raise Interrupted(f"the {explainer} search of study {spec.name} stopped after {ended} of its {expected} "
+                              f"trials ended: run the same command again to resume it")
         for r, t in zip(results, summaries):  # trials that ended before this driver (a resumed study)
             search_log.record(t["trial"], r.config or {}, r.metrics)
         done = [t for t in summaries if t["status"] == "finished"]
@@ -196,7 +229,7 @@ def _search(spec: StudySpec, explainer: str, check: NodeCheck | None, pgf: tune.
             front = search_log.pareto_trials()
             flags = [t["trial"] in front for t in done]
         else:  # attack SSIM down, utility up, among this explainer's finished trials
-            flags = pareto_flags([(t["attack_ssim"], t["utility"]) for t in done])
+            flags = pareto_flags([(t["select_attack_ssim"], t["select_utility"]) for t in done])
         for t, flag in zip(done, flags):
             t["pareto"] = flag
         for t in summaries:
@@ -207,16 +240,41 @@ def _search(spec: StudySpec, explainer: str, check: NodeCheck | None, pgf: tune.
         search_log.close()
 
 
+def _decide_speed(spec: StudySpec, recorded: dict | None, check: NodeCheck) -> tuple[StudySpec, dict]:
+    """The study with its one speed decision in its preset, and the decision: the recorded one of
+    a resumed study; a GPU study's or a set memory format without measuring; else measured by a
+    task on a node where the trials run (trial.py ``speed_task``)."""
+    if recorded is not None and recorded.get("speed"):
+        return spec, recorded["speed"]
+    searched = read_record(spec.out, spec.report_of.split("/")[0]) if spec.report_of else None
+    if searched is not None and searched.get("speed", {}).get("memory_format") == spec.preset.memory_format:
+        return spec, {**searched["speed"], "reason": f"the decision of the search {spec.report_of.split('/')[0]}: "
+                                                     f"{searched['speed']['reason']}"}
+    preset = spec.preset
+    if preset.memory_format != "auto" or spec.use_gpu:
+        speed = decide("cuda" if spec.use_gpu else "cpu", preset.memory_format, preset.bf16,
+                       shape=IMAGE_SHAPES[spec.dataset], width=preset.net_width, cache_dir=spec.cache_dir)
+    else:
+        speed = ray.get(ray.remote(speed_task).options(num_cpus=spec.cpus_per_task).remote(spec, check))
+    return dataclasses.replace(spec, preset=preset.replace(memory_format=speed["memory_format"])), speed
+
+
 def run_study(spec: StudySpec, log: Log = echo) -> dict:
-    """Run (or resume) a study on the connected Ray cluster; returns the trials' summaries and
-    the study's rows. Problems found before any work raise GnimeRayError (one line)."""
+    """Run (or resume) a study on the connected Ray cluster; returns the trials' summaries, the
+    study's rows, the study as it ran (paths absolute, its GPU and speed decisions made) and its
+    speed decision. Problems found before any work raise GnimeRayError (one line); a search that
+    Ctrl-C stopped raises Interrupted."""
     if not ray.is_initialized():
         raise GnimeRayError("Ray is not initialised: call gnime_ray.tune.connect() first")
     spec = dataclasses.replace(spec, out=canonical_out(spec.out),
                                cache_dir=os.path.abspath(spec.cache_dir) if spec.cache_dir else None,
                                data_root=os.path.abspath(spec.data_root) if spec.data_root else None)
     probe_out(spec.out)
-    resumed = check_identity(spec)
+    recorded = read_record(spec.out, spec.name)
+    if recorded is not None and spec.preset.memory_format == "auto":  # a resume follows its recorded decision
+        decided = recorded.get("identity", {}).get("preset", {}).get("memory_format", "auto")
+        spec = dataclasses.replace(spec, preset=spec.preset.replace(memory_format=decided))
+    resumed = check_identity(spec) is not None
     if spec.use_gpu is None:
         spec = dataclasses.replace(spec, use_gpu=cluster_gpus() > 0)
         log(f"resources: {'GPU fractions' if spec.use_gpu else 'CPU only'} (the cluster has {cluster_gpus():g} GPUs)")
@@ -230,7 +288,10 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
         f"{spec.search} search, results under {spec.out}{' (resuming)' if resumed else ''}")
     datasets = (spec.dataset,) + (() if spec.aux_dataset == "same" else (spec.aux_dataset,))
     check = check_nodes(spec.name, spec.out, datasets, spec.data_root, spec.cache_dir, log)
-    record_identity(spec)
+    spec, speed = _decide_speed(spec, recorded, check)
+    log(f"speed: {speed['memory_format']}, {speed['precision']} for every trial and attacker of the study "
+        f"({speed['reason']}{', on ' + speed['node'] if speed.get('node') else ''})")
+    record_study(spec.out, spec.name, spec.kind, identity(spec), speed)
 
     prep = ray.get(ray.remote(prepare_task).options(num_cpus=spec.cpus_per_task, num_gpus=spec.gpu_trial)
                    .remote(spec, check))
@@ -249,9 +310,10 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
     if baselines:
         log(f"baselines: {sum(r['status'] == 'finished' for r in finished)}/{len(finished)} finished")
     if trials:
-        write_csv([{c: t[c] for c in TRIAL_COLUMNS} for t in trials], spec.out, f"_trials/{spec.name}.csv")
+        write_trials(spec.out, spec.name, trials)
     rows = [r for r in read_rows(spec.out).to_pylist() if r["study"] == spec.name]
-    return {"trials": [t for t in trials if t["status"] == "finished"], "all_trials": trials, "rows": rows}
+    return {"trials": [t for t in trials if t["status"] == "finished"], "all_trials": trials, "rows": rows,
+            "spec": spec, "speed": speed}
 
 
 __all__ = ["StudySpec", "run_study", "pareto_flags", "fit_to_cluster", "describe_config"]

@@ -41,6 +41,7 @@ from ray import tune
 
 from .. import TrainingDiverged
 from ..config import CellSpec
+from ..data import IMAGE_SHAPES
 from ..defenses.gnime import train_gnime
 from ..pipeline.defend import gnime_config, load_trained_gnime, save_trained_gnime
 from ..pipeline.prepare import Prepared, prepare, prepare_aux
@@ -48,7 +49,7 @@ from ..pipeline.cell import run_cell
 from ..store.parquet import read_row, row_exists, row_identity, write_rows
 from .nodes import NodeCheck, ensure_node, node_name
 from .resources import cap_gpu_memory, device_for, node_cpus, pool_options
-from ..speed import choose
+from ..speed import choose, decide
 from .spec import StudySpec
 
 _prepared: dict[tuple, Prepared] = {}
@@ -83,6 +84,16 @@ def prepare_task(study: StudySpec, check: NodeCheck) -> dict:
                         variant=study.variant, cache_dir=study.cache_dir, data_root=study.data_root, device=device)
     return {"node": node_name(), "seconds": time.perf_counter() - t0, "from_cache": prep.from_cache,
             "accuracies": prep.accuracies, "images": len(prep.dataset)}
+
+
+def speed_task(study: StudySpec, check: NodeCheck) -> dict:
+    """The study's one speed decision (speed.py ``decide``), made on a node where its trials run,
+    with the torch threads a trial's task has there, at the dataset's image shape and the networks'
+    width; the driver records it and every process of the study follows it."""
+    ensure_node(check)
+    decision = decide("cpu", study.preset.memory_format, study.preset.bf16, shape=IMAGE_SHAPES[study.dataset],
+                      width=study.preset.net_width, cache_dir=study.cache_dir)
+    return {**decision, "node": node_name()}
 
 
 def attack_cell(cell: dict, study: StudySpec, check: Optional[NodeCheck], trial: str, device: str) -> dict:
@@ -163,18 +174,21 @@ def worst_result(study: StudySpec) -> dict[str, float]:
     of a diverged trial."""
     if study.objective == "single":
         return {"objective": 1.0 + study.utility_floor}
-    return {"attack_ssim": 1.0, "utility": 0.0}
+    return {"select_attack_ssim": 1.0, "select_utility": 0.0}
 
 
 def objective(rows: list[dict], floor: float) -> dict[str, float]:
-    """Mean attack SSIM, TCA, utility and perturbation over the rows; objective = SSIM if the
-    utility reaches ``floor``, else 1 + floor - utility (any passing trial beats a failing one)."""
-    ssim = sum(r["ssim"] for r in rows) / len(rows)
-    tca = sum(r["tca"] for r in rows) / len(rows)
-    util = sum(r["utility_deepsim"] for r in rows) / len(rows)
-    pert = sum(r["perturbation_mse"] for r in rows) / len(rows)
+    """What a search reads of a trial: the mean attack SSIM, TCA, utility and perturbation of its
+    attackers on the SELECTION images (the rows' ``select_*`` columns; never the test images,
+    which only reports read: data/splits.py); objective = that SSIM if the utility reaches
+    ``floor``, else 1 + floor - utility (any passing trial beats a failing one)."""
+    def mean(column: str) -> float:
+        return sum(r[f"select_{column}"] for r in rows) / len(rows)
+
+    ssim, util = mean("ssim"), mean("utility_deepsim")
     score = ssim if util >= floor else 1.0 + floor - util
-    return {"attack_ssim": ssim, "attack_tca": tca, "utility": util, "perturbation_mse": pert, "objective": score}
+    return {"select_attack_ssim": ssim, "select_attack_tca": mean("tca"), "select_utility": util,
+            "select_perturbation_mse": mean("perturbation_mse"), "objective": score}
 
 
 def run_attackers(cells: list[dict], study: StudySpec, check: Optional[NodeCheck], trial_id: str, device: str,
@@ -230,7 +244,7 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
     gammas = (config["gamma"],) if "gamma" in config else study.gammas
     base = CellSpec(study.dataset, explainer=config["explainer"], defense="gnime", lam=config["lam"],
                     width=config["width"], variant=study.variant, study_seed=study.study_seed,
-                    aux_dataset=study.aux_dataset)
+                    aux_dataset=study.aux_dataset, gnime_seed=config.get("gnime_seed", 0))
     prep = prepared(study, device)
     cfg = gnime_config(base, study.preset)
     pending = {**worst_result(study), "final": False}
@@ -268,7 +282,7 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
     gnime_seconds = time.perf_counter() - t0
 
     cells = [dataclasses.asdict(dataclasses.replace(base, defense=defense, gamma=gamma, seed=seed))
-             for gamma in gammas for defense in study.defenses for seed in range(study.attack_seeds)]
+             for gamma in gammas for defense in study.defenses for seed in study.attack_seed_range]
     results, attack_phase, local_seconds = run_attackers(cells, study, check, trial_id, device, pending, common,
                                                          gnime_seconds)
     idle = max(0.0, attack_phase - local_seconds)
@@ -289,7 +303,4 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
     else:
         result.update(objective(main, study.utility_floor), status="finished",
                       error=diverged[0]["error"] if diverged else "")
-        for d in study.defenses:
-            sel = [r["ssim"] for r in results if r["defense"] == d and r["gamma"] == gammas[0] and r["status"] == "finished"]
-            result[f"ssim_{d}"] = sum(sel) / len(sel) if sel else float("nan")
     tune.report(result)
