@@ -67,15 +67,25 @@ class Preset:
     # width multiplier of INV, the attackers and PredMI (1 = the release); the NG's width is a
     # cell's ``width`` knob times this
     net_width: float = 1.0
-    # GNIME (release: 500 epochs of one batch of 1024 each, Adam 1e-4, eps 1e-7)
+    # GNIME (release: 500 epochs of N // 1024 batches of 1024 each, Adam 1e-4, eps 1e-7; defenses/gnime.py)
     gnime_epochs: int = 500
     gnime_batch_size: int = 1024
     gnime_lr: float = 1e-4
-    # attackers (release: MSE, Adam 1e-4, <= 300 epochs, patience 10; batch size not given)
+    # steps per GNIME epoch: None = N // batch size (the release's training scripts), or a count (1: one
+    # batch per epoch, a reading of the paper's Algorithm 1)
+    gnime_steps_per_epoch: Optional[int] = None
+    # how INV is fed: 'paper' (as the release: the noisy map in [0, 1], the clean one standardised) or
+    # 'one-scale' (both standardised)
+    gnime_variant: str = "paper"
+    # attackers (release: MSE, Adam 1e-4, <= 300 epochs, patience 10)
     attack_epochs: int = 300
     attack_batch_size: int = 128
     attack_patience: int = 10
     attack_lr: float = 1e-4
+    # 'uniform': every attacker trains alike (Adam's default betas, attack_batch_size); 'release': as the
+    # release's eval scripts ran them, ExpMI against GNIME with default betas and batch 128, ExpMI without
+    # defence, against RND (and OND, not in the release) and PredMI with beta1 0.5 and batch 256 (attacks/)
+    attack_optimiser: str = "uniform"
     # OND: PGD steps (not given by the paper)
     ond_steps: int = 20
     # bf16 autocast in the GNIME step (CPU and GPU)
@@ -106,6 +116,13 @@ class Preset:
         for f in ("classifier_lr", "classifier_width", "net_width", "gnime_lr", "attack_lr", "attribute_lr"):
             _check(positive_finite(getattr(self, f)), f, "a finite number > 0", getattr(self, f))
         _check(isinstance(self.bf16, bool), "bf16", "true or false", self.bf16)
+        _check(self.gnime_variant in ("paper", "one-scale"), "gnime_variant", "paper or one-scale", self.gnime_variant)
+        _check(self.attack_optimiser in ("uniform", "release"), "attack_optimiser", "uniform or release",
+               self.attack_optimiser)
+        _check(self.gnime_steps_per_epoch is None or (isinstance(self.gnime_steps_per_epoch, int)
+                                                      and not isinstance(self.gnime_steps_per_epoch, bool)
+                                                      and self.gnime_steps_per_epoch >= 1),
+               "gnime_steps_per_epoch", "none (N // batch, the release) or an integer >= 1", self.gnime_steps_per_epoch)
         _check(self.memory_format in ("auto", "channels_last", "contiguous"), "memory_format",
                "auto, channels_last or contiguous", self.memory_format)
         _check(isinstance(self.celeba_selection_seed, int) and self.celeba_selection_seed >= 0,
@@ -138,11 +155,12 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(name="paper"),
     "quick": Preset(name="quick", classifier_epochs=30, classifier_batch_size=32, classifier_patience=8,
                     classifier_width=0.5, net_width=0.125, gnime_epochs=300, gnime_batch_size=128, gnime_lr=1e-3,
+                    gnime_steps_per_epoch=1,
                     attack_epochs=20, attack_batch_size=32, attack_patience=4, attack_lr=1e-3, ond_steps=10,
                     attribute_images=2000, attribute_epochs=3),
     "smoke": Preset(name="smoke", classifier_epochs=2, classifier_batch_size=32, classifier_patience=1,
                     classifier_width=0.125, max_images=120, explain_batch_size=64, net_width=0.0625,
-                    gnime_epochs=3, gnime_batch_size=32, attack_epochs=2, attack_batch_size=32,
+                    gnime_epochs=3, gnime_batch_size=32, gnime_steps_per_epoch=1, attack_epochs=2, attack_batch_size=32,
                     attack_patience=1, ond_steps=2, celeba_identities=6, celeba_images_per_identity=8,
                     attribute_images=16, attribute_epochs=1, attribute_batch_size=8),
 }

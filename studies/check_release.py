@@ -18,14 +18,15 @@ differ by more than 1e-4 of that scale. Rows:
   convolution is named ``conv2d_2`` and ``relprop_conv``'s flat rule never fires (explain/lrp.py);
   and ``paper-flat`` against a model whose first convolution is named ``conv2d`` (the code as
   written);
-- NG and INV forward passes; the GNIME losses L_dist, L_adv, L_clean and the gradients of both
-  networks, against the release's ``GNIME.loss`` with ONE change: INV sees the noisy map on the
-  standardised scale (the release feeds it in [0, 1], a bug gnime_ray fixes: defenses/gnime.py);
-  L_adv as released is printed too, to show the size of that bug;
-- the parameters of NG and INV after one simultaneous step of the release's ``train_step`` with
-  ``tf.keras.optimizers.Adam(1e-4)`` (Keras' epsilon placement) against gnime_ray's KerasAdam, and,
-  for contrast, against PyTorch's own Adam with the same eps (optim.py), with the share of
-  parameters that moved differently by more than 1% of the learning rate.
+- NG and INV forward passes; for each GNIME variant (defenses/gnime.py), the losses L_dist, L_adv,
+  L_clean, the gradients of both networks and both networks' parameters after one simultaneous step
+  of the release's ``train_step`` with ``tf.keras.optimizers.Adam(1e-4)`` (Keras' epsilon placement)
+  against gnime_ray's ``gnime_step`` with KerasAdam: the ``paper`` variant against the release's
+  ``GNIME`` exactly as released (INV sees the noisy map in [0, 1]), the ``one-scale`` variant
+  against the release's ``GNIME.loss`` with that one line changed (INV sees it standardised); and,
+  for contrast, the paper variant's step with PyTorch's own Adam at the same eps (optim.py); the
+  parameter rows give the share of parameters that moved differently by more than 1% of the
+  learning rate.
 
 Needs TensorFlow and tf_keras (Keras 2, which the release's symbolic LRP graph needs), which are
 not dependencies of gnime_ray: run it from an environment that has gnime_ray, torch and them, e.g.
@@ -37,6 +38,7 @@ Numbers only, no pass/fail; the README keeps the table of the last run.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 from pathlib import Path
@@ -249,13 +251,11 @@ def main() -> int:
     row("LRP paper vs release's code as written", maps["lrp"], nchw(lrp_flat),
         "the difference the first layer's name makes")
 
-    # GNIME on the LRP maps: NG and INV at the release's width, identical weights
+    # GNIME on the LRP maps: NG and INV at the release's width, identical weights, each variant against its release
     e = maps["lrp"]
     mu, sigma = e.mean().item(), e.std().item()
-    cfg = GnimeConfig(lam=args.lam, epochs=1, batch_size=n)
     torch.manual_seed(1)
-    ng, inv = build_networks((1, 32, 32), (1, 32, 32), 10, cfg)
-    model = GnimeModel(ng, inv, mu, sigma, cfg)
+    ng0, inv0 = build_networks((1, 32, 32), (1, 32, 32), 10, GnimeConfig(lam=args.lam, epochs=1, batch_size=n))
 
     class OneScaleGNIME(rmodels.GNIME):
         """The release's GNIME.loss with one change: INV sees the noisy map standardised."""
@@ -271,61 +271,62 @@ def main() -> int:
             I_loss += tf.math.reduce_mean((x_inv1 - x) ** 2)
             return N_loss1, N_loss2, I_loss
 
-    r_gnime = OneScaleGNIME(target, xai_shape=(32, 32, 1), x_shape=(32, 32, 1), num_of_classes=10,
-                            mean=np.float32(mu), stddev=np.float32(sigma))
-    as_released = rmodels.GNIME(target, xai_shape=(32, 32, 1), x_shape=(32, 32, 1), num_of_classes=10,
-                                mean=np.float32(mu), stddev=np.float32(sigma))
-    ng_pairs, inv_pairs = unet_pairs(ng, r_gnime.noiser), unet_pairs(inv, r_gnime.inverter)
-    for pairs in (ng_pairs, inv_pairs, unet_pairs(ng, as_released.noiser), unet_pairs(inv, as_released.inverter)):
-        copy_weights(pairs)
     e_k, y_k = tf.constant(nhwc(e)), tf.constant(logits.numpy())
-    e_std = model.standardise(e)
-    with torch.no_grad():
-        row("U-Net forward (NG)", model.ng(e_std, logits), nchw(r_gnime.noiser((nhwc(e_std), y_k)).numpy()))
-        row("U-Net forward (INV)", model.inv(e_std, logits), nchw(r_gnime.inverter((nhwc(e_std), y_k)).numpy()))
+    releases = (("paper", rmodels.GNIME, "the release as released (INV sees the noisy map in [0, 1])"),
+                ("one-scale", OneScaleGNIME, "the release with that one line changed (INV sees it standardised)"))
+    for variant, release_class, against in releases:
+        cfg = GnimeConfig(lam=args.lam, epochs=1, batch_size=n, variant=variant)
+        model = GnimeModel(copy.deepcopy(ng0), copy.deepcopy(inv0), mu, sigma, cfg)
+        r_gnime = release_class(target, xai_shape=(32, 32, 1), x_shape=(32, 32, 1), num_of_classes=10,
+                                mean=np.float32(mu), stddev=np.float32(sigma))
+        ng_pairs, inv_pairs = unet_pairs(model.ng, r_gnime.noiser), unet_pairs(model.inv, r_gnime.inverter)
+        copy_weights(ng_pairs + inv_pairs)
+        e_std = model.standardise(e)
+        if variant == "paper":
+            with torch.no_grad():
+                row("U-Net forward (NG)", model.ng(e_std, logits), nchw(r_gnime.noiser((nhwc(e_std), y_k)).numpy()))
+                row("U-Net forward (INV)", model.inv(e_std, logits),
+                    nchw(r_gnime.inverter((nhwc(e_std), y_k)).numpy()))
+        with tf.GradientTape(persistent=True) as tape:
+            l_dist_r, l_adv_r, l_inv_r = r_gnime.loss(e_k, tf.constant(x_k), y_k)
+            l_ng_r = l_dist_r - args.lam * l_adv_r
+        g_ng_r = tape.gradient(l_ng_r, r_gnime.noiser.trainable_variables)
+        g_inv_r = tape.gradient(l_inv_r, r_gnime.inverter.trainable_variables)
 
-    with tf.GradientTape(persistent=True) as tape:
-        l_dist_r, l_adv_r, l_inv_r = r_gnime.loss(e_k, tf.constant(x_k), y_k)
-        l_ng_r = l_dist_r - args.lam * l_adv_r
-    g_ng_r = tape.gradient(l_ng_r, r_gnime.noiser.trainable_variables)
-    g_inv_r = tape.gradient(l_inv_r, r_gnime.inverter.trainable_variables)
-    _, l_adv_released, _ = as_released.loss(e_k, tf.constant(x_k), y_k)
+        before = {id(t): t.detach().clone() for t, _, _ in ng_pairs + inv_pairs}
+        losses = gnime_step(model, *make_optimisers(model), e_std, logits, x)
+        row(f"GNIME {variant}: L_dist", np.float64(losses["l_dist"]), l_dist_r.numpy(), f"against {against}")
+        row(f"GNIME {variant}: L_adv", np.float64(losses["l_adv"]), l_adv_r.numpy())
+        row(f"GNIME {variant}: L_clean", np.float64(losses["l_clean"]), (l_inv_r - l_adv_r).numpy())
+        for name, pairs, grads, variables in (("NG", ng_pairs, g_ng_r, r_gnime.noiser.trainable_variables),
+                                              ("INV", inv_pairs, g_inv_r, r_gnime.inverter.trainable_variables)):
+            index = {v.ref(): i for i, v in enumerate(variables)}
+            row(f"GNIME {variant}: {name} gradients", np.concatenate([conv(t.grad).ravel() for t, k, conv in pairs]),
+                np.concatenate([grads[index[k.ref()]].numpy().ravel() for t, k, conv in pairs]))
 
-    before = {id(t): t.detach().clone() for t, _, _ in ng_pairs + inv_pairs}
-    opt_ng, opt_inv = make_optimisers(model)
-    losses = gnime_step(model, opt_ng, opt_inv, e_std, logits, x)
-    row("GNIME L_dist", np.float64(losses["l_dist"]), l_dist_r.numpy())
-    row("GNIME L_adv", np.float64(losses["l_adv"]), l_adv_r.numpy(), "release with INV's input on one scale")
-    row("GNIME L_clean", np.float64(losses["l_clean"]), (l_inv_r - l_adv_r).numpy())
-    row("GNIME L_adv vs the release's as released", np.float64(losses["l_adv"]), l_adv_released.numpy(),
-        "the release's scale bug (INV sees the noisy map in [0, 1])")
-    var_index = {v.ref(): i for i, v in enumerate(r_gnime.noiser.trainable_variables)}
-    row("NG gradients", np.concatenate([conv(t.grad).ravel() for t, k, conv in ng_pairs]),
-        np.concatenate([g_ng_r[var_index[k.ref()]].numpy().ravel() for t, k, conv in ng_pairs]))
-    var_index = {v.ref(): i for i, v in enumerate(r_gnime.inverter.trainable_variables)}
-    row("INV gradients", np.concatenate([conv(t.grad).ravel() for t, k, conv in inv_pairs]),
-        np.concatenate([g_inv_r[var_index[k.ref()]].numpy().ravel() for t, k, conv in inv_pairs]))
-
-    # one simultaneous step: the release's train_step with Keras' Adam, and gnime_ray's KerasAdam
-    r_gnime.train_step(e_k, tf.constant(x_k), y_k, tf.keras.optimizers.Adam(learning_rate=1e-4),
-                       tf.keras.optimizers.Adam(learning_rate=1e-4), a=args.lam)
-    for name, pairs in (("NG", ng_pairs), ("INV", inv_pairs)):
-        ref = [k.numpy() for _, k, _ in pairs]
-        share = moved_differently(pairs, ref, 1e-4)
-        row(f"{name} parameters after one step (KerasAdam)", np.concatenate([c(t).ravel() for t, _, c in pairs]),
-            np.concatenate([r.ravel() for r in ref]), f"{share:.2%} moved differently by > 1% of lr")
-    # the same step with PyTorch's own Adam (eps after the bias correction), from the same start
-    for t, _, _ in ng_pairs + inv_pairs:
-        t.data.copy_(before[id(t)])
-    torch_adam = (torch.optim.Adam(model.ng.parameters(), lr=1e-4, eps=1e-7),
-                  torch.optim.Adam(model.inv.parameters(), lr=1e-4, eps=1e-7))
-    gnime_step(model, *torch_adam, e_std, logits, x)
-    for name, pairs in (("NG", ng_pairs), ("INV", inv_pairs)):
-        ref = [k.numpy() for _, k, _ in pairs]
-        share = moved_differently(pairs, ref, 1e-4)
-        row(f"{name} parameters after one step (torch.optim.Adam, eps 1e-7)",
-            np.concatenate([c(t).ravel() for t, _, c in pairs]), np.concatenate([r.ravel() for r in ref]),
-            f"{share:.2%} moved differently by > 1% of lr")
+        # one simultaneous step: the release's train_step with Keras' Adam, and gnime_ray's KerasAdam
+        r_gnime.train_step(e_k, tf.constant(x_k), y_k, tf.keras.optimizers.Adam(learning_rate=1e-4),
+                           tf.keras.optimizers.Adam(learning_rate=1e-4), a=args.lam)
+        for name, pairs in (("NG", ng_pairs), ("INV", inv_pairs)):
+            ref = [k.numpy() for _, k, _ in pairs]
+            share = moved_differently(pairs, ref, 1e-4)
+            row(f"GNIME {variant}: {name} parameters after one step (KerasAdam)",
+                np.concatenate([c(t).ravel() for t, _, c in pairs]), np.concatenate([r.ravel() for r in ref]),
+                f"{share:.2%} moved differently by > 1% of lr")
+        if variant != "paper":
+            continue
+        # the same step with PyTorch's own Adam (eps after the bias correction), from the same start
+        for t, _, _ in ng_pairs + inv_pairs:
+            t.data.copy_(before[id(t)])
+        torch_adam = (torch.optim.Adam(model.ng.parameters(), lr=1e-4, eps=1e-7),
+                      torch.optim.Adam(model.inv.parameters(), lr=1e-4, eps=1e-7))
+        gnime_step(model, *torch_adam, e_std, logits, x)
+        for name, pairs in (("NG", ng_pairs), ("INV", inv_pairs)):
+            ref = [k.numpy() for _, k, _ in pairs]
+            share = moved_differently(pairs, ref, 1e-4)
+            row(f"GNIME {variant}: {name} parameters after one step (torch.optim.Adam, eps 1e-7)",
+                np.concatenate([c(t).ravel() for t, _, c in pairs]), np.concatenate([r.ravel() for r in ref]),
+                f"{share:.2%} moved differently by > 1% of lr")
 
     print()
     print("| quantity | max abs diff | mean abs diff | scale (max abs) | values off by > 1e-4 x scale | note |")

@@ -33,7 +33,7 @@ def test_gnime_cell_row_matches_schema_and_round_trips(smoke_prep, tmp_path):
     assert set(row) == set(SCHEMA.names) | {FIGURE_SAMPLE}
     assert 0 <= row["tca"] <= 1 and -1 <= row["ssim"] <= 1 and row["mse"] > 0
     # 12 evaluation images: 6 test images (the plain metrics), 6 selection images (select_*)
-    assert row["split"] == "test" and row["n_eval"] == 6 and row["n_select"] == 6
+    assert row["split"] == "test" and row["n_eval"] == 6 and row["n_select"] == 6 and row["paper_n"] == 7000
     assert all(math.isfinite(row[f"select_{m}"]) for m in SPLIT_METRICS) and row["select_ssim"] != row["ssim"]
     # what figures and reproduction need: per-image values of the test images whose means are the row's
     assert len(row["ssim_per_image"]) == len(row["perturbation_per_map"]) == 6
@@ -94,7 +94,7 @@ def test_split_metrics_are_the_metrics_of_each_set_of_images():
               sample_image=torch.zeros(2))
     labels = torch.randint(0, 3, (n,), generator=g)
     pos = torch.tensor([1, 4, 5, 8])
-    got = split_metrics(ev, pos, labels)
+    got = split_metrics(ev, pos, labels, 7000)
     assert got["ssim"] == pytest.approx(ev["ssim"][pos].mean().item())
     assert got["tca"] == (ev["pred_eval"][pos] == labels[pos]).float().mean().item()
     assert got["recl_acc"] == (ev["pred_target"][pos] == labels[pos]).float().mean().item()
@@ -102,9 +102,12 @@ def test_split_metrics_are_the_metrics_of_each_set_of_images():
     assert got["deepsim"] == pytest.approx(math.exp(-torch.linalg.norm((ev["f_rec"][pos] - ev["f_true"][pos]).double()).item() / 4))
     assert got["feature_distance"] == feature_distance(ev["f_rec"][pos], ev["f_true"][pos])
     assert got["utility_deepsim"] == deepsim(ev["u_clean"][pos], ev["u_released"][pos])
+    assert got["deepsim_paper_n"] == pytest.approx(got["deepsim"] ** math.sqrt(4 / 7000))  # the release's at N = 7000
+    assert got["utility_deepsim_paper_n"] == pytest.approx(got["utility_deepsim"] ** math.sqrt(4 / 7000))
     assert got["perturbation_mse"] == pytest.approx(ev["perturbation"][pos].mean().item())
     no_maps = {k: v for k, v in ev.items() if k not in ("perturbation", "u_clean", "u_released")}
-    assert math.isnan(split_metrics(no_maps, pos, labels)["utility_deepsim"])
+    assert math.isnan(split_metrics(no_maps, pos, labels, 7000)["utility_deepsim_paper_n"])
+    assert math.isnan(split_metrics(ev, pos, labels)["deepsim_paper_n"])  # no paper N for the dataset
 
 
 def test_none_and_predmi_cells(smoke_prep):
@@ -261,3 +264,31 @@ def test_figure_6_plots_the_mean_f1_per_defence(tmp_path):
     assert csv.read_text().splitlines() == ["defence,attribute,f1", "PredMI,male,0.400000", "PredMI,young,nan",
                                             "lrp none,male,0.600000", "lrp none,young,0.300000"]
     assert _attributes(tmp_path, [{"attack": "predmi", "f1_male": float("nan")}], "digits") == []  # no F1: no figure
+
+
+def test_gnime_variant_and_release_attackers_are_recorded_and_keyed(smoke_prep):
+    """The GNIME variant is in the cache key (another training) and in the row; the release's
+    attacker settings (per defence) change the attacker, the uniform ones do not depend on it."""
+    from gnime_ray.attacks import attack_settings
+    from gnime_ray.pipeline.defend import gnime_path
+
+    paper, one_scale = get_preset("smoke"), get_preset("smoke", gnime_variant="one-scale")
+    spec = CellSpec("digits", explainer="grad", defense="gnime")
+    assert gnime_path(smoke_prep, spec, paper) != gnime_path(smoke_prep, spec, one_scale)
+    rows = {p.gnime_variant: run_cell(spec, p, prep=smoke_prep, log=lambda _: None) for p in (paper, one_scale)}
+    assert rows["paper"]["gnime_variant"] == "paper" and rows["one-scale"]["gnime_variant"] == "one-scale"
+    assert rows["paper"]["gnime_artifact"] != rows["one-scale"]["gnime_artifact"] or not rows["paper"]["gnime_artifact"]
+    assert rows["paper"]["perturbation_mse"] != rows["one-scale"]["perturbation_mse"]
+    none = run_cell(CellSpec("digits", explainer="grad", defense="none"), paper, prep=smoke_prep, log=lambda _: None)
+    assert none["gnime_variant"] == ""
+    # attackers: the release's settings per defence, or one setting for all
+    assert attack_settings("release", "gnime", 32) == ((0.9, 0.999), 128)
+    assert attack_settings("release", "rnd", 32) == attack_settings("release", "none", 32) == ((0.5, 0.999), 256)
+    assert attack_settings("uniform", "rnd", 32) == attack_settings("uniform", "gnime", 32) == ((0.9, 0.999), 32)
+    release = get_preset("smoke", attack_optimiser="release")
+    a = run_cell(CellSpec("digits", explainer="grad", defense="none"), release, prep=smoke_prep, log=lambda _: None)
+    assert a["ssim"] != none["ssim"]
+    from gnime_ray import GnimeRayError
+
+    with pytest.raises(GnimeRayError, match="attack_optimiser must be uniform or release, got 'keras'"):
+        get_preset("smoke", attack_optimiser="keras")

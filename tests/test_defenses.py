@@ -9,9 +9,9 @@ from gnime_ray.defenses.gnime import build_networks, make_optimisers, train_gnim
 from gnime_ray.pipeline.cache import load_tensors, save_tensors
 
 
-def _tiny(lam=10.0, lr=1e-4, seed=0, n=8, size=8):
+def _tiny(lam=10.0, lr=1e-4, seed=0, n=8, size=8, variant="paper"):
     torch.manual_seed(seed)
-    cfg = GnimeConfig(lam=lam, ng_width=0.05, inv_width=0.05, epochs=1, batch_size=n, lr=lr, seed=seed)
+    cfg = GnimeConfig(lam=lam, ng_width=0.05, inv_width=0.05, epochs=1, batch_size=n, lr=lr, seed=seed, variant=variant)
     ng, inv = build_networks((1, size, size), (1, size, size), 3, cfg)
     g = torch.Generator().manual_seed(seed)
     e = torch.rand(n, 1, size, size, generator=g)
@@ -21,8 +21,11 @@ def _tiny(lam=10.0, lr=1e-4, seed=0, n=8, size=8):
     return model, model.standardise(e), y, x
 
 
-def test_step_one_forward_and_exact_gradients():
-    model, e_std, y, x = _tiny(lam=7.0)
+@pytest.mark.parametrize("variant", ["paper", "one-scale"])
+def test_step_one_forward_and_exact_gradients(variant):
+    """One forward and one backward give each network exactly its own loss's gradient: INV sees the
+    noisy map in [0, 1] (variant 'paper', the release) or standardised ('one-scale')."""
+    model, e_std, y, x = _tiny(lam=7.0, variant=variant)
     calls = {"ng": 0, "inv": 0}
     h1 = model.ng.register_forward_hook(lambda *a: calls.__setitem__("ng", calls["ng"] + 1))
     h2 = model.inv.register_forward_hook(lambda *a: calls.__setitem__("inv", calls["inv"] + 1))
@@ -36,7 +39,7 @@ def test_step_one_forward_and_exact_gradients():
     # reference: the two losses of the paper, each differentiated on its own
     n = model.ng(e_std, y)
     e_hat = (model.sigma * n + model.mu).clamp(0, 1)
-    l_adv = F.mse_loss(model.inv(model.standardise(e_hat), y), x)
+    l_adv = F.mse_loss(model.inv(e_hat if variant == "paper" else model.standardise(e_hat), y), x)
     l_inv = l_adv + F.mse_loss(model.inv(e_std, y), x)
     l_ng = F.mse_loss(n, e_std) - 7.0 * l_adv
     ref_inv = torch.autograd.grad(l_inv, list(model.inv.parameters()), retain_graph=True)
@@ -122,7 +125,7 @@ def test_ond_projection_matches_target_and_beats_random_noise():
     model, _, y, x = _tiny(seed=2, n=16, size=16)
     e = torch.rand(16, 1, 16, 16)
     target = 0.003
-    out = ond_release(e, y, x, model.inv, model.mu, model.sigma, target, steps=5)
+    out = ond_release(e, y, x, model.inv, model.inv_noisy_input, target, steps=5)
     per_map = ((out - e) ** 2).flatten(1).mean(1)
     assert torch.allclose(per_map, torch.full((16,), target), rtol=1e-4)
     loss = lambda m: F.mse_loss(model.inv(model.standardise(m), y), x).item()

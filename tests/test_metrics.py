@@ -7,7 +7,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from gnime_ray.metrics import (deepsim, feature_distance, mse, perturbation_mse, psnr, ssim, tca,
+from gnime_ray.metrics import (deepsim, deepsim_at, feature_distance, mse, perturbation_mse, psnr, ssim, tca,
                                utility_deepsim)
 from gnime_ray.models.classifiers import Classifier
 
@@ -51,6 +51,20 @@ def test_deepsim_release_definition_and_companion():
     a2, b2 = torch.cat([a, a]), torch.cat([b, b])
     assert deepsim(a2, b2) != pytest.approx(deepsim(a, b))
     assert feature_distance(a2, b2) == pytest.approx(feature_distance(a, b))
+
+
+def test_deepsim_at_another_n_is_the_release_formula_on_that_many_images():
+    """deepsim_at(A, B, N) = deepsim(A, B); on k copies of the same images (kN of them) the release's
+    formula gives exactly deepsim_at(A, B, kN); and deepsim_at = deepsim ** sqrt(N / n_ref)."""
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    assert deepsim_at(a, b, 6) == pytest.approx(deepsim(a, b), rel=1e-12)
+    for k in (2, 5, 50):
+        assert deepsim_at(a, b, 6 * k) == pytest.approx(deepsim(a.repeat(k, 1), b.repeat(k, 1)), rel=1e-9)
+    assert deepsim_at(a, b, 7000) == pytest.approx(deepsim(a, b) ** math.sqrt(6 / 7000), rel=1e-9)
+    assert deepsim_at(a, a, 7000) == 1.0
+    with pytest.raises(ValueError, match="n_ref must be an integer >= 1"):
+        deepsim_at(a, b, 0)
 
 
 def test_tca_counts_top1():

@@ -1,8 +1,8 @@
 """Model-inversion attackers: ExpMI (released map + logits) and PredMI (logits only).
 
 Each is trained with MSE on the attack-train split of RELEASED maps (each defence's own: the
-attacker never sees clean maps of a defended model), Keras' Adam (lr, eps 1e-7, default betas;
-gnime_ray/optim.py),
+attacker never sees clean maps of a defended model), Keras' Adam (lr, eps 1e-7; gnime_ray/optim.py;
+betas and batch size per ``attack_settings``),
 early-stopping on a held-out slice of the attack-train split with patience, restoring the best
 weights (the release early-stops on the evaluation set; see data/splits.py). Reconstructions of
 the evaluation split are clipped to [0, 1] before any metric. Inputs are read batch by batch from
@@ -40,6 +40,23 @@ def build_attacker(name: str, map_shape: Sequence[int], image_shape: Sequence[in
     raise ValueError(f"unknown attack {name!r}; expected one of {', '.join(ATTACKS)}")
 
 
+# the release's eval scripts: ExpMI against GNIME trains with Adam's default betas and batch 128; ExpMI without
+# defence, against RND, and PredMI with beta1 0.5 and batch 256 (OND, not in the release: as RND)
+RELEASE_ATTACKERS = {"gnime": ((0.9, 0.999), 128), "other": ((0.5, 0.999), 256)}
+
+
+def attack_settings(protocol: str, defense: str, batch_size: int) -> tuple[tuple[float, float], int]:
+    """(Adam betas, batch size) of an attacker of ``defense``: ``uniform`` (the default: every defence
+    attacked alike, default betas and the preset's batch size, so that the defences' columns differ
+    by the defence only) or ``release`` (RELEASE_ATTACKERS: the release's per-defence settings, what
+    produced the paper's numbers; they attack GNIME differently from the baselines)."""
+    if protocol == "uniform":
+        return (0.9, 0.999), batch_size
+    if protocol == "release":
+        return RELEASE_ATTACKERS["gnime" if defense == "gnime" else "other"]
+    raise ValueError(f"attack_optimiser must be uniform or release, got {protocol!r}")
+
+
 def _inputs(name: str, maps, logits) -> list[HostRows]:
     return [rows_of(maps), rows_of(logits)] if name == "expmi" else [rows_of(logits)]
 
@@ -47,7 +64,7 @@ def _inputs(name: str, maps, logits) -> list[HostRows]:
 def train_attacker(name: str, model: nn.Module, maps, logits, images, val_maps, val_logits, val_images, *,
                    epochs: int, batch_size: int, patience: int, lr: float, seed: int,
                    device: torch.device, log: Log = echo, eval_batch_size: int = 512,
-                   speed: Optional[Speed] = None) -> dict:
+                   speed: Optional[Speed] = None, betas: tuple[float, float] = (0.9, 0.999)) -> dict:
     """Fit ``model`` in place on (released maps, logits) -> images. Each input is a tensor or
     HostRows with matching rows (maps None for PredMI): released maps (N, C', H', W') float,
     logits (N, K) float32, images (N, C, H, W) uint8 or float32 in [0, 1]. The validation pass
@@ -55,7 +72,7 @@ def train_attacker(name: str, model: nn.Module, maps, logits, images, val_maps, 
     validation-MSE weights in eval mode."""
     speed = speed or Speed(False, False, "default")
     speed.model(model.to(device))
-    opt = KerasAdam(model.parameters(), lr=lr)
+    opt = KerasAdam(model.parameters(), lr=lr, betas=betas)
     train, x = _inputs(name, maps, logits), rows_of(images)
     val, x_val = _inputs(name, val_maps, val_logits), rows_of(val_images)
     gen = torch.Generator().manual_seed(seed)
@@ -124,4 +141,4 @@ def reconstruct(model: nn.Module, inputs: Sequence, batch_size: int = 512) -> to
     return out.clamp_(0.0, 1.0)
 
 
-__all__ = ["ATTACKS", "build_attacker", "train_attacker", "reconstruct"]
+__all__ = ["ATTACKS", "attack_settings", "build_attacker", "train_attacker", "reconstruct"]

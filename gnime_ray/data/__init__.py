@@ -4,6 +4,7 @@ from .registry import DATASETS, IMAGE_SHAPES, ROOT_ENV_VAR, DataRequest, ImageDa
 from .splits import DataSplit, make_split
 from . import digits as _digits  # noqa: F401  (registers 'digits')
 from . import torchvision_sets as _torchvision_sets  # noqa: F401  (registers 'mnist', 'cifar10')
+from . import mnist5k as _mnist5k  # noqa: F401  (registers 'mnist5k')
 from . import celeba as _celeba  # noqa: F401  (registers 'celeba')
 from . import imagefolder as _imagefolder  # noqa: F401  (registers 'imagenet100', 'facescrub')
 

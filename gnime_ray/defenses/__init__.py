@@ -68,8 +68,7 @@ class OndDefense:
     name: str = "ond"
 
     def release(self, e, y, x, seed):
-        return ond_release(e.float(), y, x, self.model.inv, self.model.mu, self.model.sigma, self.target_mse,
-                           self.steps)
+        return ond_release(e.float(), y, x, self.model.inv, self.model.inv_noisy_input, self.target_mse, self.steps)
 
 
 __all__ = ["DEFENSES", "Defense", "NoDefense", "GnimeDefense", "RndDefense", "OndDefense", "GnimeConfig",

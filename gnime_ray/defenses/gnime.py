@@ -1,13 +1,12 @@
 """GNIME training (Phase I, Algorithm 1) and deployment (Phase II), following the release.
 
-Per step (one "epoch" of the paper and the release = one batch drawn without replacement,
-drawn independently between steps):
+Per step (a batch drawn without replacement, drawn independently between steps):
 
     e~     = (e - mu) / sigma                      mu, sigma: global mean and std of the target-half maps
     n      = NG(e~, y_hat)                         the NG outputs the whole map, not a residual
     L_dist = mean((n - e~)^2)                      standardised units, before clipping
     e_hat  = clip(sigma * n + mu, 0, 1)            the released map
-    L_adv  = mean((INV(e_hat, y_hat) - x)^2)
+    L_adv  = mean((INV(e_hat, y_hat) - x)^2)       variant 'paper'; 'one-scale': INV((e_hat - mu)/sigma, y_hat)
     L_INV  = L_adv + mean((INV(e~, y_hat) - x)^2)
     L_NG   = L_dist - lambda * L_adv
 
@@ -19,8 +18,24 @@ before either step: simultaneous updates). Two Adam optimisers, lr 1e-4, default
 with Keras' placement of epsilon (gnime_ray/optim.py).
 y_hat is the target's raw logit vector.
 
-Deviation (a release bug, fixed): the release feeds INV the clean map standardised but the
-noisy map in [0, 1]. Here INV sees both on the standardised scale: INV((e_hat - mu)/sigma).
+Variants (``GnimeConfig.variant``), compared with the release on identical weights by
+studies/check_release.py:
+- ``paper`` (the default): INV exactly as the release feeds it, the clean map standardised and the
+  noisy map e_hat in [0, 1] (the scales differ: a bug of the release's ``GNIME.loss``, but what
+  produced the paper's numbers, so the paper's operating point is reproduced with it);
+- ``one-scale``: INV sees both on the standardised scale, INV((e_hat - mu)/sigma) (the release with
+  that one line changed; gnime_ray's default before, kept to measure the difference).
+OND attacks GNIME's INV with the noisy input on the scale INV was trained on (``inv_noisy_input``).
+
+An epoch (``GnimeConfig.steps_per_epoch``): the release's training scripts run N // batch steps
+per epoch (``steps_per_epoch = number_of_samples // batch_size``; MNIST: 35,000 // 1024 = 34 steps,
+17,000 in 500 epochs; CelebA: 117 steps), each a batch drawn without replacement; None here means
+that (at least one step); an integer gives that many steps per epoch (1 = one batch per epoch, the
+reading of the paper's Algorithm 1 gnime_ray used before). Losses in the history are each epoch's
+means over its steps, as the release prints them.
+
+Deviation: sigma is the sample standard deviation (ddof 1; the release's ``np.std``: ddof 0): a
+relative difference of 1/(2n), below 1e-7 for any real training set.
 """
 
 from __future__ import annotations
@@ -46,10 +61,14 @@ from ..speed import Speed
 Log = Callable[[str], None]
 
 
+VARIANTS = ("paper", "one-scale")  # module docstring
+
+
 @dataclass(frozen=True)
 class GnimeConfig:
     """GNIME training knobs. ``ng_width`` is the NG capacity (1 = the release); ``inv_width``
-    scales INV (1 = the release). ``epochs`` are the paper's epochs: one sampled batch each."""
+    scales INV (1 = the release). ``epochs`` of ``steps_per_epoch`` sampled batches each (None: N //
+    batch_size, the release); ``variant``: how INV is fed (module docstring)."""
 
     lam: float = 100.0
     ng_width: float = 1.0
@@ -59,8 +78,14 @@ class GnimeConfig:
     lr: float = 1e-4
     seed: int = 0
     bf16: bool = False
+    steps_per_epoch: Optional[int] = None
+    variant: str = "paper"
 
     def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"GNIME variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.steps_per_epoch is not None and not (isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 1):
+            raise ValueError(f"steps_per_epoch must be None or an integer >= 1, got {self.steps_per_epoch!r}")
         for name in ("lam", "ng_width", "inv_width", "lr"):
             v = getattr(self, name)
             if not positive_finite(v):
@@ -98,6 +123,11 @@ class GnimeModel:
     def standardise(self, e: torch.Tensor) -> torch.Tensor:
         return (e - self.mu) / self.sigma
 
+    def inv_noisy_input(self, e_hat: torch.Tensor) -> torch.Tensor:
+        """What INV takes for a noisy map e_hat in [0, 1]: e_hat itself (variant 'paper', as the
+        release) or standardised (variant 'one-scale')."""
+        return e_hat if self.config.variant == "paper" else self.standardise(e_hat)
+
     @torch.no_grad()
     def release(self, e: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """Phase II. e: (N, C', H', W') clean maps in [0, 1]; y: (N, K) logits -> e_hat, float32,
@@ -122,7 +152,8 @@ class GnimeModel:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> "GnimeModel":
-        cfg = GnimeConfig(**state["config"])
+        # states written before these fields existed were trained one batch per epoch, on one scale
+        cfg = GnimeConfig(**{"steps_per_epoch": 1, "variant": "one-scale", **state["config"]})
         with global_rng():  # the constructors draw initial weights (replaced below): seeding.py
             ng, inv = build_networks(tuple(state["map_shape"]), tuple(state["image_shape"]), state["num_classes"], cfg)
         ng.load_state_dict(state["ng"])
@@ -149,7 +180,7 @@ def gnime_step(model: GnimeModel, opt_ng: torch.optim.Optimizer, opt_inv: torch.
         n = model.ng(e_std, y)
         l_dist = F.mse_loss(n.float(), e_std)
         e_hat = (model.sigma * n.float() + model.mu).clamp(0, 1)
-        x_adv = model.inv(_ScaleGrad.apply(model.standardise(e_hat), -cfg.lam), y)
+        x_adv = model.inv(_ScaleGrad.apply(model.inv_noisy_input(e_hat), -cfg.lam), y)
         x_clean = model.inv(e_std, y)
         l_adv = F.mse_loss(x_adv.float(), x)
         l_clean = F.mse_loss(x_clean.float(), x)
@@ -197,7 +228,8 @@ def train_gnime(maps: torch.Tensor | HostRows, logits: torch.Tensor | HostRows, 
     per-epoch losses in ``history``. ``on_epoch(epoch, losses, training_state)`` is called after
     every epoch; ``training_state()`` returns everything needed to continue (weights, both
     optimisers, the batch sampler, the history), which ``resume`` accepts: a resumed run ends
-    exactly where an uninterrupted one would. ``speed``: the memory format of the networks and
+    exactly where an uninterrupted one would. An epoch is ``cfg.steps_per_epoch`` steps (None: N //
+    batch size, the release; module docstring). ``speed``: the memory format of the networks and
     batches (gnime_ray/speed.py; default contiguous). Raises TrainingDiverged as soon as a loss is
     not finite (the weights are then meaningless: nothing is returned or cached)."""
     device = torch.device(device)
@@ -230,21 +262,26 @@ def train_gnime(maps: torch.Tensor | HostRows, logits: torch.Tensor | HostRows, 
 
     n = len(maps)
     b = min(cfg.batch_size, n)
+    steps = cfg.steps_per_epoch or max(1, n // b)
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs + 1):
-        idx = torch.randperm(n, generator=gen)[:b]
-        losses = gnime_step(model, opt_ng, opt_inv, speed.batch(model.standardise(maps.to(device, idx))),
-                            logits.to(device, idx), speed.batch(images.to(device, idx)))
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise TrainingDiverged(f"GNIME diverged at epoch {epoch}/{cfg.epochs} (lambda {cfg.lam!r}, NG width "
-                                   f"{cfg.ng_width:g}): " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items()))
-        for k, v in losses.items():
+        totals = dict.fromkeys(model.history, 0.0)
+        for _ in range(steps):
+            idx = torch.randperm(n, generator=gen)[:b]
+            losses = gnime_step(model, opt_ng, opt_inv, speed.batch(model.standardise(maps.to(device, idx))),
+                                logits.to(device, idx), speed.batch(images.to(device, idx)))
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise TrainingDiverged(f"GNIME diverged at epoch {epoch}/{cfg.epochs} (lambda {cfg.lam!r}, NG width "
+                                       f"{cfg.ng_width:g}): " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items()))
+            for k, v in losses.items():
+                totals[k] += v / steps
+        for k, v in totals.items():
             model.history[k].append(v)
         if on_epoch is not None:
-            on_epoch(epoch, losses, lambda: training_state(epoch))
+            on_epoch(epoch, totals, lambda: training_state(epoch))
         if epoch % log_every == 0 or epoch in (start, cfg.epochs):
-            log(f"  gnime epoch {epoch}/{cfg.epochs}: L_adv {losses['l_adv']:.4f} L_clean {losses['l_clean']:.4f} "
-                f"L_dist {losses['l_dist']:.4f} ({time.perf_counter() - t0:.0f}s)")
+            log(f"  gnime epoch {epoch}/{cfg.epochs} ({steps} steps of {b}): L_adv {totals['l_adv']:.4f} "
+                f"L_clean {totals['l_clean']:.4f} L_dist {totals['l_dist']:.4f} ({time.perf_counter() - t0:.0f}s)")
     speed.trained(model.ng).eval()
     speed.trained(model.inv).eval()
     return model

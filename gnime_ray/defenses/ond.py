@@ -1,7 +1,8 @@
 """OND: optimised noise by projected gradient ascent (paper Sec. 5.3.1; not in the release).
 
 For each map, PGD (Madry et al.) maximises the trained GNIME inversion network's reconstruction
-loss mean((INV((e + d - mu)/sigma, y_hat) - x)^2) over the perturbation d, under an L2 bound per
+loss mean((INV(s(e + d), y_hat) - x)^2) over the perturbation d (s: how INV takes a noisy map, the
+scale its GNIME variant trained it on: defenses/gnime.py ``inv_noisy_input``), under an L2 bound per
 map chosen so that the perturbation MSE equals GNIME's average: ||d||_2 <= rho = sqrt(mse * D),
 D the number of values in a map. Each step moves d along the L2-normalised gradient by
 ``step_size * rho`` (default 2.5 / steps, Madry's rule of thumb) and projects back onto the ball;
@@ -14,6 +15,7 @@ documented defaults (``ond_steps`` in the presets).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +24,11 @@ from torch import nn
 from ..data.rows import to_device
 
 
-def ond_release(e: torch.Tensor, y: torch.Tensor, x: torch.Tensor, inv: nn.Module, mu: float, sigma: float,
+def ond_release(e: torch.Tensor, y: torch.Tensor, x: torch.Tensor, inv: nn.Module, noisy_input: Callable,
                 target_mse: float, steps: int = 20, step_size: float | None = None, batch_size: int = 256) -> torch.Tensor:
     """e: (N, C', H', W') clean maps in [0, 1]; y: (N, K) logits; x: (N, C, H, W) images in [0, 1];
-    inv: the trained GNIME INV (standardised input). Returns e + d with mean(d^2) = target_mse per map."""
+    inv: the trained GNIME INV; noisy_input: what INV takes for a noisy map (GnimeModel
+    ``inv_noisy_input``). Returns e + d with mean(d^2) = target_mse per map."""
     if not target_mse >= 0:
         raise ValueError(f"OND target MSE must be >= 0, got {target_mse!r}")
     if steps < 1:
@@ -44,7 +47,7 @@ def ond_release(e: torch.Tensor, y: torch.Tensor, x: torch.Tensor, inv: nn.Modul
             for _ in range(steps):
                 d.requires_grad_(True)
                 with torch.enable_grad():
-                    loss = F.mse_loss(inv((eb + d - mu) / sigma, yb), xb, reduction="sum")
+                    loss = F.mse_loss(inv(noisy_input(eb + d), yb), xb, reduction="sum")
                     (g,) = torch.autograd.grad(loss, d)
                 g_norm = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (g.ndim - 1)))
                 d = d.detach() + alpha * rho * g / g_norm

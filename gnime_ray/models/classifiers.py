@@ -30,7 +30,7 @@ CLASSIFIER_ARCHS: dict[str, dict] = {
     "celeba": {"conv": (128, 256, 512), "dropout": 0.5, "features": "dense"},
     "imagenet100": {"conv": (128, 256, 512, 512), "dropout": 0.5, "features": "dense"},
 }
-ARCH_BY_DATASET = {"digits": "small", "mnist": "small", "cifar10": "small",
+ARCH_BY_DATASET = {"digits": "small", "mnist": "small", "mnist5k": "small", "cifar10": "small",
                    "celeba": "celeba", "facescrub": "celeba", "imagenet100": "imagenet100"}
 
 

@@ -26,14 +26,15 @@ import numpy as np
 import torch
 
 from .. import TrainingDiverged, __version__, echo
-from ..attacks import build_attacker, train_attacker
+from ..attacks import attack_settings, build_attacker, train_attacker
 from ..config import CellSpec, Preset, derive_seed, preset_overrides
 from ..seeding import seeded
 from ..speed import Speed, choose
 from ..store.parquet import FIGURE_SAMPLE, SPLIT_METRICS
+from ..store.report import paper_eval_images
 from ..defenses import GnimeModel
 from ..data.rows import HostRows
-from ..metrics import deepsim, feature_distance, features, masked, mse, perturbation_mse, psnr, ssim
+from ..metrics import deepsim, deepsim_at, feature_distance, features, masked, mse, perturbation_mse, psnr, ssim
 from .attributes import attribute_models_for, reconstruction_f1
 from .cache import remove_array
 from .defend import fit_defense, gnime_ref, release_rows, released_file
@@ -108,10 +109,12 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
                    width=preset.net_width, cache_dir=cache_dir)
     log(f"cell {spec.key()} seed {spec.seed}: training {spec.attack} on {len(x['attack_train'])} released maps "
         f"({speed.describe()})")
+    betas, batch_size = attack_settings(preset.attack_optimiser, spec.defense, preset.attack_batch_size)
     hist = train_attacker(spec.attack, attacker, released["attack_train"], y["attack_train"], x["attack_train"],
                           released["attack_val"], y["attack_val"], x["attack_val"], epochs=preset.attack_epochs,
-                          batch_size=preset.attack_batch_size, patience=preset.attack_patience, lr=preset.attack_lr,
-                          seed=attack_seed, device=dev, log=log, eval_batch_size=preset.eval_batch_size, speed=speed)
+                          batch_size=batch_size, patience=preset.attack_patience, lr=preset.attack_lr,
+                          seed=attack_seed, device=dev, log=log, eval_batch_size=preset.eval_batch_size, speed=speed,
+                          betas=betas)
     inputs = [released["eval"], y["eval"]] if spec.attack == "expmi" else [y["eval"]]
     attributes = attribute_models_for(prep.dataset, preset, cache_dir, log)
     sample = split.test[figure_positions(len(split.test), spec.study_seed)]  # positions in eval
@@ -119,12 +122,14 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
                   released["eval"], attributes, dev, preset.eval_batch_size, sample=sample)
     ev["sample_positions"] = torch.searchsorted(split.test, ev["sample_positions"])  # positions in test
     labels = prep.dataset.labels[split.eval]
-    test, select = split_metrics(ev, split.test, labels), split_metrics(ev, split.select, labels)
+    n_ref = paper_eval_images(spec.dataset)
+    test, select = split_metrics(ev, split.test, labels, n_ref), split_metrics(ev, split.select, labels, n_ref)
     test_ev = {k: ev[k][split.test] for k in ("ssim", "perturbation") if k in ev}
     row = {
         "study": study, "trial": trial, "cell": spec.key(),
         "dataset": spec.dataset, "aux_dataset": spec.aux_dataset, "explainer": spec.explainer,
         "variant": spec.variant, "defense": spec.defense, "attack": spec.attack,
+        "gnime_variant": preset.gnime_variant if spec.attack == "expmi" and spec.uses_gnime else "",
         "lambda": float(spec.lam), "ng_width": float(spec.width),
         "gamma": float("nan") if spec.gamma is None else float(spec.gamma),
         "study_seed": spec.study_seed, "attack_seed": spec.seed, "gnime_seed": spec.gnime_seed,
@@ -132,7 +137,7 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
         "split": "test",  # the plain metric columns are the test images'; select_* the selection images'
         **{m: test[m] for m in SPLIT_METRICS}, **{f"select_{m}": select[m] for m in SPLIT_METRICS},
         "matched_mse": matched,
-        "n_eval": int(split.test.numel()), "n_select": int(split.select.numel()),
+        "n_eval": int(split.test.numel()), "n_select": int(split.select.numel()), "paper_n": n_ref,
         "attack_epochs_run": len(hist["val_mse"]),
         "classifiers_artifact": prep.classifiers_ref(),
         "gnime_artifact": gnime_ref(prep, spec, preset) if spec.attack == "expmi" and spec.uses_gnime else "",
@@ -155,20 +160,26 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
     return row
 
 
-def split_metrics(ev: dict[str, torch.Tensor], positions: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+def split_metrics(ev: dict[str, torch.Tensor], positions: torch.Tensor, labels: torch.Tensor,
+                  n_ref: Optional[int] = None) -> dict[str, float]:
     """The row's metrics over the evaluation images at ``positions`` (within the evaluation split)
     from ``evaluate``'s per-image values: means of the per-image MSE, SSIM and PSNR; f_E's (TCA)
     and f's (recl_acc) accuracy; DeePSiM and feature distance of those images' features (N = their
-    number); with maps, the mean perturbation MSE and utility DeePSiM of Table 3 over them."""
+    number); with maps, the mean perturbation MSE and utility DeePSiM of Table 3 over them; both
+    DeePSiMs also as the release's formula gives them on ``n_ref`` images (metrics.py ``deepsim_at``;
+    NaN without ``n_ref``)."""
     nan = float("nan")
     at = {k: v[positions] for k, v in ev.items() if not k.startswith("sample_")}
     y = labels[positions]
     maps = "perturbation" in at
-    return {"mse": at["mse"].mean().item(), "ssim": at["ssim"].mean().item(), "psnr": at["psnr"].mean().item(),
-            "tca": (at["pred_eval"] == y).float().mean().item(), "recl_acc": (at["pred_target"] == y).float().mean().item(),
-            "deepsim": deepsim(at["f_rec"], at["f_true"]), "feature_distance": feature_distance(at["f_rec"], at["f_true"]),
-            "perturbation_mse": at["perturbation"].mean().item() if maps else nan,
-            "utility_deepsim": deepsim(at["u_clean"], at["u_released"]) if maps else nan}
+    out = {"mse": at["mse"].mean().item(), "ssim": at["ssim"].mean().item(), "psnr": at["psnr"].mean().item(),
+           "tca": (at["pred_eval"] == y).float().mean().item(), "recl_acc": (at["pred_target"] == y).float().mean().item(),
+           "deepsim": deepsim(at["f_rec"], at["f_true"]), "feature_distance": feature_distance(at["f_rec"], at["f_true"]),
+           "perturbation_mse": at["perturbation"].mean().item() if maps else nan,
+           "utility_deepsim": deepsim(at["u_clean"], at["u_released"]) if maps else nan}
+    out["deepsim_paper_n"] = deepsim_at(at["f_rec"], at["f_true"], n_ref) if n_ref else nan
+    out["utility_deepsim_paper_n"] = deepsim_at(at["u_clean"], at["u_released"], n_ref) if n_ref and maps else nan
+    return out
 
 
 FIGURE_SAMPLE_SIZE = 8

@@ -31,7 +31,8 @@ def gnime_config(spec: CellSpec, preset: Preset) -> GnimeConfig:
     return GnimeConfig(lam=float(spec.lam), ng_width=spec.width * preset.net_width, inv_width=preset.net_width,
                        epochs=preset.gnime_epochs, batch_size=preset.gnime_batch_size, lr=preset.gnime_lr,
                        seed=derive_seed(spec.study_seed, "gnime", spec.explainer, spec.variant,
-                                            *([spec.gnime_seed] if spec.gnime_seed else [])), bf16=preset.bf16)
+                                        *([spec.gnime_seed] if spec.gnime_seed else [])), bf16=preset.bf16,
+                       steps_per_epoch=preset.gnime_steps_per_epoch, variant=preset.gnime_variant)
 
 
 def gnime_path(prep: Prepared, spec: CellSpec, preset: Preset) -> Path:
@@ -73,9 +74,11 @@ def train_or_load_gnime(prep: Prepared, spec: CellSpec, preset: Preset, device: 
         return GnimeModel.from_state(state, device)
     cfg = gnime_config(spec, preset)
     t = prep.split.target
+    b = min(cfg.batch_size, t.numel())
+    steps = cfg.steps_per_epoch or max(1, t.numel() // b)
     log(f"gnime: no trained GNIME for exactly lambda {cfg.lam!r}, NG width {spec.width!r} (cache or artifacts): "
-        f"training on {t.numel()} target-half images ({spec.explainer}, {cfg.epochs} epochs of "
-        f"{min(cfg.batch_size, t.numel())})")
+        f"training on {t.numel()} target-half images ({spec.explainer}, variant {cfg.variant}, {cfg.epochs} epochs of "
+        f"{steps} steps of {b})")
     speed = choose(device, preset.memory_format, cfg.bf16, shape=prep.map_shape(spec.explainer, spec.variant),
                    width=preset.net_width, cache_dir=str(prep.cache_root))
     log(f"gnime: speed settings {speed.describe()}")

@@ -42,12 +42,16 @@ PARTITION_COLUMNS = ("study", "dataset", "explainer")
 # the metrics a row holds for each set of evaluation images: the test images' under these names, the
 # selection images' as select_<name> (pipeline/cell.py)
 SPLIT_METRICS = ("mse", "ssim", "tca", "deepsim", "feature_distance", "psnr", "recl_acc", "perturbation_mse",
-                 "utility_deepsim")
+                 "utility_deepsim", "deepsim_paper_n", "utility_deepsim_paper_n")
 
 SCHEMA = pa.schema([
     ("study", pa.string()), ("dataset", pa.string()), ("explainer", pa.string()),
     ("trial", pa.string()), ("cell", pa.string()),
-    ("aux_dataset", pa.string()), ("variant", pa.string()), ("defense", pa.string()), ("attack", pa.string()),
+    ("aux_dataset", pa.string()), ("variant", pa.string()),
+    # the GNIME variant of the row's defence: 'paper' (INV fed as the release) or 'one-scale' ('' without GNIME;
+    # null in rows of earlier versions, which trained one-scale)
+    ("gnime_variant", pa.string()),
+    ("defense", pa.string()), ("attack", pa.string()),
     ("lambda", pa.float64()), ("ng_width", pa.float64()), ("gamma", pa.float64()),
     ("study_seed", pa.int64()), ("attack_seed", pa.int64()), ("preset", pa.string()),
     # which of several independently trained GNIMEs the row's defence used (0: the study seed's own)
@@ -61,6 +65,9 @@ SCHEMA = pa.schema([
     ("matched_mse", pa.float64()),
     # test images (the plain metrics') and selection images (the select_* metrics')
     ("n_eval", pa.int64()), ("n_select", pa.int64()), ("attack_epochs_run", pa.int64()),
+    # the release's evaluation images of the dataset the paper reports (MNIST 7,000, CIFAR-10 6,000, CelebA
+    # 3,000): the N at which deepsim_paper_n and utility_deepsim_paper_n estimate the release's DeePSiM (metrics.py)
+    ("paper_n", pa.int64()),
     # where the networks this row used are kept, relative to the results root (store/artifacts.py)
     ("classifiers_artifact", pa.string()), ("gnime_artifact", pa.string()),
     # everything needed to run the cell again (JSON: cell, preset fields and overrides, data, runtime)

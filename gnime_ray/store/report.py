@@ -30,8 +30,29 @@ import pyarrow as pa
 from .. import GnimeRayError
 
 METRICS = (("mse", "MSE ↑"), ("ssim", "SSIM ↓"), ("tca", "TCA ↓"), ("deepsim", "DeePSiM ↓"))
+
+
+def _finite(rows: list[dict], column: str) -> bool:
+    return bool(rows) and all(isinstance(r.get(column), float) and math.isfinite(r[column]) for r in rows)
+
+
+def _deepsim_columns(rows: list[dict]) -> tuple[str, str, str]:
+    """(DeePSiM column, utility column, how N is chosen): the release's DeePSiM estimated at the paper's
+    N (``*_paper_n``: metrics.py ``deepsim_at``) where every row has it, else as measured (N = the test
+    images): the release's formula depends on N, and only at the paper's N do the two compare."""
+    if _finite(rows, "deepsim_paper_n"):
+        ns = sorted({r["paper_n"] for r in rows})
+        return "deepsim_paper_n", "utility_deepsim_paper_n", f"N = {', '.join(map(str, ns))}, the paper's"
+    return "deepsim", "utility_deepsim", "N = the test images"
 DEFENSE_COLUMNS = (("none", "ExpMI"), ("rnd", "RND"), ("ond", "OND"), ("gnime", "GNIME"))
 PAPER_DATASET = {"digits": "mnist", "mnist5k": "mnist"}  # compared with the paper's MNIST numbers
+# the release's evaluation sets (its eval scripts: the last 20% of the attack half), over which its DeePSiM's N runs
+PAPER_EVAL_IMAGES = {"mnist": 7000, "cifar10": 6000, "celeba": 3000}
+
+
+def paper_eval_images(dataset: str) -> Optional[int]:
+    """The N of the paper's DeePSiM numbers for ``dataset`` (None where the release has none)."""
+    return PAPER_EVAL_IMAGES.get(PAPER_DATASET.get(dataset, dataset))
 PAPER_TABLES_ENV = "GNIME_RAY_PAPER_TABLES"
 
 
@@ -136,7 +157,9 @@ def table1(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "
             by_gnime[_gnime_seed(g)].append(g[m])
         return _fmt_two_spreads(by_gnime)
 
-    body = [[label] + [cell_text(groups.get((a, e, d), []), m) for a, e, d, _ in cols] for m, label in METRICS]
+    deepsim_column, _, n_text = _deepsim_columns(rows)
+    metrics = [(deepsim_column, f"{label} ({n_text})") if m == "deepsim" else (m, label) for m, label in METRICS]
+    body = [[label] + [cell_text(groups.get((a, e, d), []), m) for a, e, d, _ in cols] for m, label in metrics]
     seeds = sorted({r["attack_seed"] for r in rows})
     where = "" if aux == "same" else f", attacker trained on {aux}"
     runs = f"{len(seeds)} seeds" if len(gnimes) < 2 else f"{len(seeds)} attack seeds x {len(gnimes)} GNIMEs"
@@ -192,8 +215,9 @@ def operating_points(table: pa.Table, dataset: str, explainers: Sequence[str] = 
     rows = [r for r in table.to_pylist() if r["dataset"] == dataset and r["defense"] == "gnime"
             and r.get("aux_dataset", "same") == "same"]
     require_held_out(rows)
+    _, utility_column, n_text = _deepsim_columns(rows)
     header = ["explainer", "lambda", "chosen by", "GNIMEs", "perturbation MSE (test)", f"paper ({name})",
-              "utility DeePSiM (test)", f"paper ({name})"]
+              f"utility DeePSiM (test, {n_text})", f"paper ({name})"]
     body = []
     for e in explainers:
         group = [r for r in rows if r["explainer"] == e]
@@ -215,5 +239,5 @@ def operating_points(table: pa.Table, dataset: str, explainers: Sequence[str] = 
         paper_value = lambda m: f"{paper[(e, m)]:.4f}" if (e, m) in paper else "–"
         body.append([e, ", ".join(f"{v:g}" for v in lams), chosen, str(len(per_gnime)),
                      spread("perturbation_mse"), paper_value("perturbation_mse"),
-                     spread("utility_deepsim"), paper_value("utility_deepsim")])
+                     spread(utility_column), paper_value("utility_deepsim")])
     return _markdown(header, body) + "\n\n(± : sample std over the trained GNIMEs; 0 for one)"
