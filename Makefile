@@ -1,5 +1,5 @@
-# The entry points of the README: `make demo`, `make test`, and `make matrix` (the same Table 1 row
-# without Ray).
+# The entry points of the README: `make demo` (the quickstart on real MNIST digits), `make test`, and
+# `make matrix` (the real-MNIST Table 1 row of the README, all three explainers, without Ray).
 # Both create .venv when it is missing and install the project into it.
 PYTHON ?= python3
 VENV   := .venv
@@ -27,7 +27,7 @@ figures: setup
 	$(VENV)/bin/gnime-ray figures results --study quickstart-lrp-report -o results/_readme
 
 matrix: setup
-	$(VENV)/bin/gnime-ray matrix --dataset digits --preset quick --seeds 3 --explainers lrp
+	$(VENV)/bin/gnime-ray matrix --dataset mnist5k --preset quick --seeds 3 --gnime-seeds 2
 
 test: setup
 	$(PY) -m pytest -q

@@ -41,7 +41,7 @@ def test_quickstart_on_cluster_yaml_topology_gets_gpus_from_the_autoscaler(tmp_p
         cluster.start_head(num_cpus=head["CPU"], autoscaler_node_types=workers)
         assert len(cluster.alive_ids()) == 1  # no GPU node yet
         out = tmp_path / "out"
-        proc = subprocess.run([sys.executable, "studies/quickstart.py", "--preset", "smoke", "--address",
+        proc = subprocess.run([sys.executable, "studies/quickstart.py", "--dataset", "digits", "--preset", "smoke", "--address",
                                cluster.address, "--num-samples", "2", "--seeds", "1", "--out", str(out)],
                               cwd=ROOT, capture_output=True, text=True, timeout=900,
                               env=cluster.driver_env(GNIME_RAY_CACHE=str(tmp_path / "cache")))

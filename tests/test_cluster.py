@@ -57,7 +57,7 @@ def _run(cluster, args, cache, timeout=600, **env):
 
 
 def _quickstart(cluster, out, cache, *extra):
-    return _run(cluster, ["studies/quickstart.py", "--preset", "smoke", "--address", cluster.address,
+    return _run(cluster, ["studies/quickstart.py", "--dataset", "digits", "--preset", "smoke", "--address", cluster.address,
                           "--num-samples", "2", "--seeds", "1", "--out", out, "--cache-dir", str(cache), *extra], cache)
 
 

@@ -268,7 +268,7 @@ def test_node_cpus_widens_then_restores_the_worker_threads(local_ray):
 def test_study_script_bad_input_fails_in_one_line_before_ray(args, needle, tmp_path):
     env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
            "AWS_SECRET_ACCESS_KEY": "y", "AWS_EC2_METADATA_DISABLED": "true"}
-    r = subprocess.run([sys.executable, str(ROOT / "studies" / "quickstart.py"), "--preset", "smoke",
+    r = subprocess.run([sys.executable, str(ROOT / "studies" / "quickstart.py"), "--dataset", "digits", "--preset", "smoke",
                         "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), *args],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr[-2000:]
@@ -291,7 +291,7 @@ def test_address_auto_without_a_ray_start_cluster_is_one_line(tmp_path):
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(tmp_path)}
     (tmp_path / "ray").mkdir()
     (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # a cluster that is gone
-    r = subprocess.run([sys.executable, str(ROOT / "studies" / "quickstart.py"), "--preset", "smoke", "--address",
+    r = subprocess.run([sys.executable, str(ROOT / "studies" / "quickstart.py"), "--dataset", "digits", "--preset", "smoke", "--address",
                         "auto", "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-2000:]
     assert "--address auto: this machine is not a node of a running Ray cluster" in r.stderr

@@ -57,7 +57,7 @@ def test_killed_driver_resumes_without_duplicates_or_gaps(tmp_path):
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "studies" / "quickstart.py"
 # long enough GNIME trainings that the search is under way when it is interrupted
-QUICKSTART_ARGS = ["--preset", "smoke", "--set", "gnime_epochs=60"]
+QUICKSTART_ARGS = ["--dataset", "digits", "--preset", "smoke", "--set", "gnime_epochs=60"]
 VARYING = ("trial", "created_at", "wall_seconds", "host", "figure_sample")  # not numbers: where and when
 
 

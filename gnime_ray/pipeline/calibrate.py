@@ -32,7 +32,7 @@ import csv
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
