@@ -73,6 +73,10 @@ def _save(fig, png: Path) -> Path:
     return png
 
 
+def _finite(v) -> bool:
+    return isinstance(v, float) and math.isfinite(v)
+
+
 def _same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
@@ -319,8 +323,10 @@ def _search(dest, study, explainer, trials, rows) -> list[Path]:
     for t in trials:
         mine = [r for r in rows if r["trial"] == t["trial"] and r["explainer"] == explainer and r["defense"] == "gnime"]
         if t["status"] == "finished" and mine:
+            paper_n = all(_finite(r.get("utility_deepsim_paper_n")) for r in mine)  # as the search's utility
+            utility = "utility_deepsim_paper_n" if paper_n else "utility_deepsim"
             done.append({**t, "test_attack_ssim": sum(r["ssim"] for r in mine) / len(mine),
-                         "test_utility": sum(r["utility_deepsim"] for r in mine) / len(mine)})
+                         "test_utility": sum(r[utility] for r in mine) / len(mine)})
     if len(done) < 2:
         return []
     chosen = [t for t in done if t.get("chosen") is True] or [min(done, key=lambda t: t["objective"])]

@@ -200,10 +200,11 @@ def paper_table(dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "l
 
 
 def operating_points(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "lrp"),
-                     path: Optional[Path] = None) -> str:
-    """Markdown: per explainer, GNIME's operating point in the rows (lambda, how it was chosen,
-    the perturbation MSE and the utility DeePSiM of Table 3 on the test images, with the GNIME
-    seeds' spread), beside the paper's Table 3 values for the matching dataset."""
+                     path: Optional[Path] = None, chosen_by: Optional[dict[str, str]] = None) -> str:
+    """Markdown: per explainer, GNIME's operating point in the rows (lambda, how it was chosen:
+    ``chosen_by[explainer]`` when given, else the rows' calibration or 'given'; the perturbation MSE
+    and the utility DeePSiM of Table 3 on the test images, with the GNIME seeds' spread), beside the
+    paper's Table 3 values for the matching dataset."""
     name = PAPER_DATASET.get(dataset, dataset)
     paper: dict[tuple[str, str], float] = {}
     path = path or paper_tables_path()
@@ -227,7 +228,7 @@ def operating_points(table: pa.Table, dataset: str, explainers: Sequence[str] = 
         for r in group:
             per_gnime[_gnime_seed(r)].append(r)
         cal = json.loads(group[0]["calibration"]) if group[0].get("calibration") else None
-        chosen = "given" if cal is None else (
+        chosen = (chosen_by or {}).get(e) or "given" if cal is None else (
             f"calibrated to {cal['target_mse']:g} ({cal['target_source']}): {cal['achieved_mse']:.4f} on the target "
             f"half after {len(cal['evaluations'])} trainings" + ("" if cal["converged"] else ", NOT converged"))
 

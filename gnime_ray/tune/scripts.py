@@ -113,7 +113,9 @@ def print_reports(outcome: dict, dataset: str) -> None:
             print("\n(one GNIME at the chosen configuration, --final-gnime-seeds 1: the spreads are over attack seeds "
                   "only; another GNIME of the same configuration can move its column by more)")
         print()
-        print(operating_points(rows, dataset, [explainer]))
+        search = outcome["search"]["spec"].name
+        print(operating_points(rows, dataset, [explainer],
+                               chosen_by={explainer: f"search {search}, trial {c['trial']}, on the selection images"}))
         print()
         try:
             print(paper_table(dataset, [explainer]))
