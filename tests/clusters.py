@@ -130,11 +130,15 @@ class LocalCluster:
         return {**self.env, **extra}
 
     def alive_ids(self) -> list[str]:
-        """Ray's ids of the alive nodes (asked by a short-lived driver)."""
-        probe = "import ray; ray.init(address='%s', logging_level='ERROR'); " \
-                "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive']))" % self.address
+        """Ray's ids of the alive nodes (asked by a short-lived driver). The ids come on one marked
+        line: the driver's stdout may also carry the cluster's log lines (the autoscaler's, for one)."""
+        probe = "import ray; ray.init(address='%s', logging_level='ERROR', log_to_driver=False); " \
+                "print('ALIVE:', *(n['NodeID'] for n in ray.nodes() if n['Alive']))" % self.address
         out = subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True, text=True, timeout=60)
-        return out.stdout.split() if out.returncode == 0 else []
+        if out.returncode != 0:
+            return []
+        marked = [line.split()[1:] for line in out.stdout.splitlines() if line.startswith("ALIVE:")]
+        return marked[-1] if marked else []
 
     def wait_for_nodes(self, n: int, timeout: float = 90) -> None:
         _wait_for(lambda: len(self.alive_ids()) >= n, timeout, f"{n} alive nodes")
