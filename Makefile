@@ -29,8 +29,9 @@ figures: setup
 matrix: setup
 	$(VENV)/bin/gnime-ray matrix --dataset mnist5k --preset quick --seeds 3 --gnime-seeds 2
 
+# the test suite, with the coverage report of the lines the test process ran
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --cov --cov-report=term
 
 clean:
 	rm -rf $(VENV) .pytest_cache

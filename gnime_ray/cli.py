@@ -13,6 +13,7 @@ import time
 from typing import Optional, Sequence
 
 from . import GnimeRayError, TrainingDiverged
+from .cachedir import add_cache_dir_option
 from .config import PRESETS, get_preset, parse_overrides
 
 
@@ -37,8 +38,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_seed, default=0, help="study seed (default: 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a preset field, e.g. --set classifier_epochs=20 (repeatable)")
-    p.add_argument("--cache-dir", default=None,
-                   help="cache directory (default: $GNIME_RAY_CACHE, else ~/.cache/gnime_ray)")
+    add_cache_dir_option(p)
     p.add_argument("--data-root", default=None, help="root of a dataset on disk (not needed for digits)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
@@ -126,8 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "list_attr_celeba.txt)")
     p.add_argument("--weights", default=None, help="a local torchvision ResNet-50 state dict to start from "
                                                    "(default: from scratch)")
-    p.add_argument("--cache-dir", default=None,
-                   help="cache directory (default: $GNIME_RAY_CACHE, else ~/.cache/gnime_ray)")
+    add_cache_dir_option(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the classifiers (default: 0)")
 
@@ -143,17 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gnime-seed", type=_seed, default=None, help="the GNIME to show (needed when the study trained "
                                                                   "several of its configuration)")
 
-    p = sub.add_parser("export", help="the chosen defence (a trial's GNIME, with its gamma bound) as one TorchScript "
-                                      "file mapping (clean maps, logits) to released maps (Phase II)")
+    p = sub.add_parser("export", help="the chosen defence (a trial's GNIME, with its gamma bound) as one file mapping "
+                                      "(clean maps, logits) to released maps (Phase II): torch.export's .pt2 by "
+                                      "default, TorchScript on request")
     p.add_argument("out", metavar="OUT", help="results root holding the study (a path or a URI)")
     p.add_argument("--study", required=True, help="the study")
     p.add_argument("--trial", default=None, help="the trial whose GNIME to export (needed when the study trained "
                                                  "several)")
     p.add_argument("--gamma", type=_number, default=None,
                    help="Eq. 3's bound on the noise's pixel variance (default: the trial's gamma, if any)")
-    p.add_argument("-o", "--output", required=True, help="the file to write, e.g. defence.pt")
-    p.add_argument("--cache-dir", default=None,
-                   help="cache directory (default: $GNIME_RAY_CACHE, else ~/.cache/gnime_ray)")
+    p.add_argument("-o", "--output", required=True, help="the file to write, e.g. defence.pt2")
+    p.add_argument("--format", choices=["export", "torchscript"], default="export",
+                   help="export: torch.export's program (torch.export.load); torchscript: a traced TorchScript "
+                        "module (torch.jit.load, deprecated by torch 2.14)")
+    add_cache_dir_option(p)
 
     p = sub.add_parser("reproduce", help="run a recorded row again from what it recorded (its config and the "
                                          "artifacts under OUT, read only) and compare the metrics")
@@ -162,8 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", required=True, help="the row's cell key (its 'cell' column)")
     p.add_argument("--attack-seed", type=_seed, required=True, help="the row's attack seed")
     p.add_argument("--trial", default=None, help="the row's trial (when several trials share the cell)")
-    p.add_argument("--cache-dir", default=None,
-                   help="cache directory (default: $GNIME_RAY_CACHE, else ~/.cache/gnime_ray)")
+    add_cache_dir_option(p)
     p.add_argument("--data-root", default=None, help="root of the dataset on disk (not needed for digits)")
     p.add_argument("--device", default=None, help="torch device (default: the row's, or cpu without CUDA)")
 
@@ -201,7 +202,7 @@ def cmd_cell(args: argparse.Namespace) -> int:
     from .pipeline.device import pick_device
     from .pipeline.record import begin_study
     from .store import write_rows
-    from .store.parquet import probe_out
+    from .store.root import probe_out
 
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
     spec = CellSpec(args.dataset, explainer=args.explainer, defense=args.defense, attack=args.attack, seed=args.seed,
@@ -235,7 +236,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from .pipeline.matrix import run_matrix
     from .store import paper_table, table1
     from .store.report import operating_points
-    from .store.parquet import probe_out
+    from .store.root import probe_out
 
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
     explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]
@@ -407,10 +408,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     meta = {"study": args.study, "trial": row["trial"], "dataset": row["dataset"], "explainer": row["explainer"],
             "variant": row["variant"], "lambda": row["lambda"], "ng_width": row["ng_width"],
             "gnime_artifact": found[0], "code_version": __version__}
-    path = export_release(model, Path(args.output), gamma, meta)
+    path = export_release(model, Path(args.output), gamma, meta, args.format)
     print(f"defence written to {path}: {row['explainer']} ({row['variant']}) maps {tuple(model.ng.in_shape)} of "
           f"{row['dataset']}, lambda {row['lambda']!r}, NG width {row['ng_width']!r}, gamma {gamma!r}")
-    print("use it without gnime_ray: released = torch.jit.load(PATH)(clean_maps, logits)")
+    load = "torch.export.load(PATH).module()" if args.format == "export" else "torch.jit.load(PATH)"
+    print(f"use it without gnime_ray: released = {load}(clean_maps, logits)")
     return 0
 
 

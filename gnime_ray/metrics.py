@@ -17,10 +17,10 @@ metrics return floats.
   on 250 test images is compared with them only at the paper's N.
   Deviation from the paper's text, following the release: the features are the TARGET model's
   penultimate features (the paper says f_E).
-- ``tca``: top-1 accuracy of f_E on the reconstructions.
-- ``utility_deepsim`` (Table 3): DeePSiM between the target model's penultimate features of x*e
-  and x*e_hat; maps smaller than the image are upsampled bilinearly, one-channel maps broadcast
-  over colour channels.
+- TCA: top-1 accuracy of f_E on the reconstructions (computed batch by batch in pipeline/cell.py).
+- Utility (Table 3): DeePSiM between the target model's penultimate features (``features``) of x*e
+  and x*e_hat (``masked``: maps smaller than the image are upsampled bilinearly, one-channel maps
+  broadcast over colour channels).
 """
 
 from __future__ import annotations
@@ -156,35 +156,9 @@ def f1_score(pred: torch.Tensor, truth: torch.Tensor) -> float:
     return 2.0 * tp / denom if denom else 0.0
 
 
-def tca(eval_model: nn.Module, reconstructions: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
-    """Transferable classification accuracy: f_E's top-1 accuracy on the reconstructions."""
-    return accuracy(eval_model, reconstructions, labels, batch_size)
-
-
 def masked(x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     """x * maps (Table 3's input x*e): maps smaller than the image are upsampled bilinearly first,
     one-channel maps broadcast over the colour channels."""
     if maps.shape[-2:] != x.shape[-2:]:
         maps = F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return x * maps
-
-
-@torch.no_grad()
-def utility_deepsim(target_model: nn.Module, x: torch.Tensor, e: torch.Tensor, e_hat: torch.Tensor,
-                    batch_size: int = 256) -> float:
-    """Table 3: DeePSiM between the target's penultimate features of x*e and x*e_hat.
-
-    x: (N, C, H, W) in [0, 1]; e, e_hat: (N, C' in {1, C}, H', W') in [0, 1]; on the host or the
-    model's device (each batch is moved there)."""
-    was = target_model.training
-    target_model.eval()
-    dev = _device(target_model)
-
-    def feats(maps: torch.Tensor):
-        return lambda i: target_model.features(masked(x[i].to(dev), maps[i].to(dev).float())).cpu()
-    try:
-        fa = batched(feats(e), torch.arange(x.shape[0]), batch_size)
-        fb = batched(feats(e_hat), torch.arange(x.shape[0]), batch_size)
-    finally:
-        target_model.train(was)
-    return deepsim(fa, fb)

@@ -1,7 +1,7 @@
 """The process's global torch RNG, shared safely by threads.
 
 Network initialisation draws from torch's global generator (``torch.manual_seed`` then the
-layers' constructors). An attack pool (tune/trial.py) runs several attackers as threads of one
+layers' constructors). An attack pool (tune/attack_pool.py) runs several attackers as threads of one
 process, so two threads drawing at once would interleave their draws and change each other's
 weights. Every draw from the global generator therefore happens under one process-wide lock:
 ``seeded(seed)`` from the seeding to the end of the draws (a network built inside it gets exactly

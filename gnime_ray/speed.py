@@ -30,9 +30,7 @@ without bf16 units, and the digits findings have not been re-checked under it ye
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .cachedir import resolve_cache_dir
+from .cachedir import atomic_path, file_lock, resolve_cache_dir
 from .config import content_hash
 from .seeding import seeded
 
@@ -141,8 +139,7 @@ def probe(shape: Sequence[int] = DEFAULT_SHAPE, width: float = 1.0,
     folder = resolve_cache_dir(cache_dir) / "speed"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"probe-{content_hash(facts)}.json"
-    with open(folder / f"{path.stem}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one process measures; the others wait and read
+    with file_lock(path):  # one process measures; the others wait and read
         if path.exists():
             try:
                 return json.loads(path.read_text())
@@ -151,9 +148,8 @@ def probe(shape: Sequence[int] = DEFAULT_SHAPE, width: float = 1.0,
         seconds = _step_seconds(shape, width)
         verdict = {**facts, "seconds": seconds,
                    "channels_last": seconds["channels_last"] < MARGIN * seconds["contiguous"]}
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(verdict, indent=1))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(verdict, indent=1))
         return verdict
 
 

@@ -10,7 +10,7 @@ no pass/fail; the goals are printed beside them).
 3. For K = 1, 2, 4: starts a private local Ray and runs K concurrent attackers (ExpMI without
    defence, the smoke preset's attacker budget: 2 epochs of batches of 32, a 1/16-width network) as
    the study runs a trial's attackers: in one attack pool, a process whose K threads attack at once
-   (tune/trial.py; ``--one-process-each``: K processes of one attacker each, the layout before attack
+   (tune/attack_pool.py; ``--one-process-each``: K processes of one attacker each, the layout before attack
    pools, for comparison), sampling every half second the memory of the node: every Ray worker's anonymous
    memory (private: heaps and any copy of data; what it cannot share), the cached arrays the
    workers memory-map counted once per file (page cache: one copy per node, however many workers
@@ -144,7 +144,7 @@ def idle_worker_baseline() -> float:
     def idle() -> None:
         import torch  # noqa: F401
 
-        import gnime_ray.tune.trial  # noqa: F401
+        import gnime_ray.tune.attack_pool  # noqa: F401
         time.sleep(4)
 
     ref = idle.remote()
@@ -160,7 +160,7 @@ def run_attackers(k: int, spec, pooled: bool, log) -> dict[str, float]:
 
     from gnime_ray.config import CellSpec
     from gnime_ray.tune.resources import pool_options
-    from gnime_ray.tune.trial import attack_batch
+    from gnime_ray.tune.attack_pool import attack_batch
 
     ray.init(address="local", num_cpus=k, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     peak = {"node": 0.0, "anon": 0.0, "anon_max": 0.0, "files": 0.0, "pss": 0.0, "rss": 0.0}
@@ -214,7 +214,7 @@ def main() -> int:
     from gnime_ray.config import get_preset
     from gnime_ray.tune.resources import JEMALLOC_CONF, pool_options
     from gnime_ray.tune.spec import StudySpec
-    from gnime_ray.tune.trial import prepared
+    from gnime_ray.tune.worker import prepared
 
     work = Path(args.work) if args.work else resolve_cache_dir() / "bench-scale"
     data = synthetic_celeba(work, args.identities, echo)

@@ -31,6 +31,8 @@ from dataclasses import replace
 
 import torch
 
+from gnime_ray.cachedir import add_cache_dir_option
+
 
 def on_selection(prep, spec, model, batch_size: int) -> dict:
     """GNIME's perturbation MSE and utility DeePSiM (at the paper's N, and as measured) on the
@@ -123,7 +125,7 @@ def main() -> int:
     p.add_argument("--gnime-seeds", type=int, default=1)
     p.add_argument("--study-seed", type=int, default=0)
     p.add_argument("--data-root", default=None)
-    p.add_argument("--cache-dir", default=None)
+    add_cache_dir_option(p)
     p.add_argument("--device", default=None)
     p.add_argument("--attack", action="store_true",
                    help="also attack each GNIME (GNIME, RND, OND; selection images only; not with --every)")

@@ -10,7 +10,7 @@ from gnime_ray.config import CellSpec, get_preset
 from gnime_ray.pipeline.cell import run_cell
 from gnime_ray.pipeline.prepare import prepare
 from gnime_ray.store import SCHEMA, read_rows, write_rows
-from gnime_ray.store.parquet import FIGURE_SAMPLE, SPLIT_METRICS, read_figure_sample
+from gnime_ray.store.rows import FIGURE_SAMPLE, SPLIT_METRICS, read_figure_sample
 
 
 @pytest.fixture(scope="module")
@@ -157,38 +157,51 @@ def test_export_reproduce_and_figures_from_a_cli_study(cache_dir, tmp_path, caps
     gnime_row = next(r for r in rows if r["defense"] == "gnime" and r["attack_seed"] == 0)
     capsys.readouterr()
 
-    # Phase II: the study's GNIME with its gamma, as one TorchScript file
-    defence = tmp_path / "defence.pt"
+    # Phase II: the study's GNIME with its gamma, as one file (torch.export's, and TorchScript on request)
+    defence, scripted = tmp_path / "defence.pt2", tmp_path / "defence.pt"
     assert main(["export", str(out), "--study", "m", "-o", str(defence)]) == 0
+    assert "torch.export.load(PATH).module()" in capsys.readouterr().out
+    assert main(["export", str(out), "--study", "m", "-o", str(scripted), "--format", "torchscript"]) == 0
     prep = prepare("digits", get_preset("smoke"), 0, explainers=["lrp"], log=lambda _: None)
     model = GnimeModel.from_state(load_tensors(cache_dir / gnime_row["gnime_artifact"][len("_artifacts/"):]))
     ev = prep.split.eval
     maps, logits = prep.maps[("lrp", "paper")][ev].float(), prep.logits[ev]
     expected = GnimeDefense(model, 0.002).release(maps, logits, None, 0)
     torch.save({"maps": maps, "logits": logits}, tmp_path / "inputs.pt")
-    # a fresh Python in which gnime_ray cannot be imported: only torch loads and runs the defence
-    probe = (
-        "import sys, importlib.abc\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'gnime_ray': raise ImportError('gnime_ray is not available here')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "import torch\n"
-        f"d = torch.jit.load({str(defence)!r}); x = torch.load({str(tmp_path / 'inputs.pt')!r})\n"
-        f"torch.save(d(x['maps'], x['logits']), {str(tmp_path / 'released.pt')!r})\n"
-        "assert not any(m.startswith('gnime_ray') for m in sys.modules)\n")
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert torch.equal(torch.load(tmp_path / "released.pt"), expected)
+    # a fresh Python in which gnime_ray cannot be imported: only torch loads and runs the defence,
+    # from either file; the default format loads without torch's deprecation warning
+    for path, load in ((defence, "torch.export.load({!r}).module()"), (scripted, "torch.jit.load({!r})")):
+        probe = (
+            "import sys, importlib.abc, warnings\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'gnime_ray': raise ImportError('gnime_ray is not available here')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import torch\n"
+            f"with warnings.catch_warnings(record=True) as caught:\n"
+            f"    warnings.simplefilter('always')\n"
+            f"    d = {load.format(str(path))}\n"
+            f"x = torch.load({str(tmp_path / 'inputs.pt')!r})\n"
+            f"torch.save(d(x['maps'], x['logits']), {str(tmp_path / 'released.pt')!r})\n"
+            "assert not any(m.startswith('gnime_ray') for m in sys.modules)\n"
+            "print('DEPRECATED' if any('deprecated' in str(w.message) for w in caught) else 'CURRENT')\n")
+        r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert torch.equal(torch.load(tmp_path / "released.pt"), expected)
+        assert r.stdout.split()[-1] == ("CURRENT" if path == defence else "DEPRECATED")
 
-    # the wrapper a deployment uses: logits and protected maps of a batch
+    # the wrapper a deployment uses: logits and protected maps of a batch, from either file
     import gnime_ray
 
-    protector = gnime_ray.Protector(prep.target, get_explainer("lrp", "paper"), defence)
     x = prep.images(ev[:5])
-    got_logits, protected = protector(x)
-    assert torch.allclose(got_logits, prep.logits[ev[:5]], atol=1e-5)
-    assert protected.shape == (5, 1, 32, 32) and not torch.allclose(protected, maps[:5])
+    for path in (defence, scripted):
+        protector = gnime_ray.Protector(prep.target, get_explainer("lrp", "paper"), path)
+        got_logits, protected = protector(x)
+        assert torch.allclose(got_logits, prep.logits[ev[:5]], atol=1e-5)
+        assert protected.shape == (5, 1, 32, 32) and not torch.allclose(protected, maps[:5])
+        assert torch.equal(protector.to("cpu")(x)[1], protected)
+    with pytest.raises(FileNotFoundError, match="not an exported defence"):
+        gnime_ray.Protector(prep.target, get_explainer("lrp", "paper"), tmp_path / "inputs.pt.missing")
 
     # a row, run again from what it recorded with a fresh cache: the same metrics, nothing written
     before = sorted(p.relative_to(out) for p in out.rglob("*"))

@@ -7,8 +7,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from gnime_ray.metrics import (deepsim, deepsim_at, feature_distance, mse, perturbation_mse, psnr, ssim, tca,
-                               utility_deepsim)
+from gnime_ray.metrics import deepsim, deepsim_at, feature_distance, features, masked, mse, perturbation_mse, psnr, ssim
 from gnime_ray.models.classifiers import Classifier
 
 
@@ -67,22 +66,21 @@ def test_deepsim_at_another_n_is_the_release_formula_on_that_many_images():
         deepsim_at(a, b, 0)
 
 
-def test_tca_counts_top1():
-    class Fixed(torch.nn.Module):
-        def forward(self, x):
-            return x.flatten(1)[:, :3]
-    x = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]]).view(4, 1, 1, 3)
-    assert tca(Fixed(), x, torch.tensor([0, 1, 0, 0])) == 0.75
-
-
-def test_utility_deepsim():
+def test_utility_deepsim_as_a_cell_computes_it():
+    """Table 3's utility: DeePSiM between the target's penultimate features of x*e and x*e_hat, the
+    maps upsampled bilinearly to the image (pipeline/cell.py: ``features`` of ``masked``)."""
     torch.manual_seed(0)
     m = Classifier((1, 32, 32), 10, conv=(4, 8), dense=16).eval()
     x = torch.rand(6, 1, 32, 32)
     e = torch.rand(6, 1, 16, 16)
-    assert utility_deepsim(m, x, e, e) == 1.0
+
+    def utility(e_hat: torch.Tensor, batch_size: int = 256) -> float:
+        return deepsim(features(m, masked(x, e), batch_size), features(m, masked(x, e_hat), batch_size))
+
+    assert utility(e) == 1.0
     e_hat = (e + 0.1 * torch.randn_like(e)).clamp(0, 1)
     up = lambda t: torch.nn.functional.interpolate(t, size=(32, 32), mode="bilinear", align_corners=False)
-    ref = deepsim(m.features(x * up(e)), m.features(x * up(e_hat)))
-    assert utility_deepsim(m, x, e, e_hat, batch_size=4) == pytest.approx(ref, rel=1e-5)
-    assert utility_deepsim(m, x, e, e_hat) < 1.0
+    with torch.no_grad():
+        ref = deepsim(m.features(x * up(e)), m.features(x * up(e_hat)))
+    assert utility(e_hat, batch_size=4) == pytest.approx(ref, rel=1e-5)
+    assert utility(e_hat) < 1.0

@@ -3,7 +3,7 @@ attackers trained from host rows (uint8 images, float16 maps) equal the previous
 (everything as float32 on the device, indexed per batch) exactly, with the same seeds and batches
 (the attackers' validation MSE, accumulated in float64 batch by batch, up to float64 rounding);
 RND released batch by batch draws the same noise as one call; cached arrays are verified, rebuilt
-when damaged and converted from an earlier version's files."""
+when damaged."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def test_release_rows_without_defence_copies_nothing_and_rnd_batches_equal_one_d
     rnd = RndDefense(0.004)
     batched = release_rows(rnd, clean, HostRows(logits, index), HostRows(images, index), seed=7, batch_size=512)
     whole = rnd.release(maps[index], logits[index], to_float(images[index]), 7)
-    assert len(index) > 512 and torch.equal(batched.materialise(), whole)
+    assert len(index) > 512 and torch.equal(batched.take(torch.arange(len(batched))), whole)
 
 
 def test_cached_arrays_are_verified_and_damage_is_detected(tmp_path):
@@ -138,9 +138,8 @@ def test_cached_arrays_are_verified_and_damage_is_detected(tmp_path):
         load_array(path)
 
 
-def test_prepare_rebuilds_a_damaged_map_file_and_converts_an_earlier_versions_files(cache_dir):
+def test_prepare_rebuilds_a_damaged_map_file(cache_dir):
     from gnime_ray.config import get_preset
-    from gnime_ray.pipeline.cache import save_tensors
     from gnime_ray.pipeline.prepare import prepare
 
     preset = get_preset("smoke")
@@ -156,16 +155,6 @@ def test_prepare_rebuilds_a_damaged_map_file_and_converts_an_earlier_versions_fi
     again = prepare("digits", preset, explainers=["grad"], log=lines.append)
     assert any("does not match the SHA-256" in l and "rebuilding it" in l for l in lines)
     assert torch.equal(again.maps[key], expected)  # recomputed, identical
-    # an entry of an earlier version: float32 maps and logits in .pt files
-    for f in first.cache_path.glob("*.npy*"):
-        f.unlink()
-    save_tensors(first.cache_path / f"maps-grad-paper-b{preset.explain_batch_size}.pt", expected.float())
-    save_tensors(first.cache_path / "logits.pt", first.logits.clone())
-    lines.clear()
-    converted = prepare("digits", preset, explainers=["grad"], log=lines.append)
-    assert sum("written by an earlier version" in l for l in lines) == 2
-    assert torch.equal(converted.maps[key], expected) and torch.equal(converted.logits, first.logits)
-    assert sorted(f.name for f in first.cache_path.glob("*.pt")) == ["classifiers.pt"]  # the old files replaced
 
 
 def test_an_earlier_versions_entry_of_a_cached_dataset_is_named_then_rebuilt(cache_dir, tmp_path):

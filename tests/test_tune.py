@@ -303,7 +303,8 @@ def test_three_attackers_map_the_maps_instead_of_copying_them(local_ray, tmp_pat
     from fixtures import write_celeba_official
 
     from gnime_ray.config import CellSpec
-    from gnime_ray.tune.trial import attack_cell, prepared
+    from gnime_ray.tune.attack_pool import attack_cell
+    from gnime_ray.tune.worker import prepared
 
     data = tmp_path / "data"
     write_celeba_official(data, {i: 30 for i in range(1, 41)}, attrs=False)  # 1,200 images, 3x128x128
@@ -345,7 +346,7 @@ def test_attack_pool_threads_compute_what_each_attacker_computes_alone(local_ray
     import torch
 
     from gnime_ray.config import CellSpec
-    from gnime_ray.tune.trial import attack_batch, attack_cell
+    from gnime_ray.tune.attack_pool import attack_batch, attack_cell
 
     cells = [CellSpec("digits", explainer="grad", defense=d, seed=s).to_dict()
              for d, s in (("none", 0), ("none", 1), ("rnd", 0))]
@@ -373,7 +374,7 @@ def test_attack_pool_threads_compute_what_each_attacker_computes_alone(local_ray
 
 def _rows_of(trial: str, rng) -> list[dict]:
     """Two attackers' rows of one trial, every metric random, on both sets of images."""
-    from gnime_ray.store.parquet import SPLIT_METRICS
+    from gnime_ray.store.rows import SPLIT_METRICS
 
     return [{"trial": trial, **{f"{p}{m}": rng.random() for p in ("", "select_") for m in SPLIT_METRICS}}
             for _ in range(2)]
@@ -381,9 +382,9 @@ def _rows_of(trial: str, rng) -> list[dict]:
 
 def _what_the_search_reads(rows_by_trial: dict[str, list[dict]], floor: float = 0.3) -> tuple:
     """Each trial's objective and searched values, the Pareto flags and the chosen trial, computed
-    as the study computes them (tune/trial.py objective, tune/study.py, tune/heldout.py choose)."""
+    as the study computes them (tune/spec.py objective, tune/study.py, tune/heldout.py choose)."""
     from gnime_ray.tune.heldout import choose
-    from gnime_ray.tune.trial import objective
+    from gnime_ray.tune.spec import objective
 
     summaries = [{"trial": t, "explainer": "lrp", "status": "finished", "lambda": 1.0, "ng_width": 1.0,
                   "gamma": 1e-3, **objective(rows, floor)} for t, rows in rows_by_trial.items()]
@@ -397,7 +398,7 @@ def test_the_search_never_reads_the_test_images():
     metrics changed, they change."""
     import random
 
-    from gnime_ray.store.parquet import SPLIT_METRICS
+    from gnime_ray.store.rows import SPLIT_METRICS
 
     rng = random.Random(0)
     rows = {f"t{i}": _rows_of(f"t{i}", rng) for i in range(6)}

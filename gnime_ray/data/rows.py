@@ -56,10 +56,6 @@ class HostRows:
         for i in range(0, n, batch_size):
             yield torch.arange(i, min(i + batch_size, n))
 
-    def materialise(self) -> torch.Tensor:
-        """All rows as one float32 host tensor (for small splits and tests)."""
-        return self.take(torch.arange(len(self)))
-
 
 def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """A host tensor on ``device``: pinned and copied without blocking on CUDA, as is elsewhere."""

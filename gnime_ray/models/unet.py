@@ -74,7 +74,6 @@ class UNet(nn.Module):
             self.dec_resolutions.append(r)
             c, r = ch, r * 2
         self.out = nn.Conv2d(c + skip_channels.get(h_out, 0), c_out, 3, padding=1)
-        self._skip_res = set(skip_channels)
         keras_init_(self)
 
     def forward(self, e: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

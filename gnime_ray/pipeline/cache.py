@@ -15,38 +15,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from ..cachedir import atomic_path
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def save_tensors(path: Path, obj: Any) -> None:
     """torch.save ``obj`` (tensors, dicts, lists, numbers, strings) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
@@ -88,18 +74,11 @@ def write_array(path: Path, shape: tuple[int, ...], dtype: np.dtype, fill: Calla
     """Create the ``.npy`` array ``path`` of ``shape``/``dtype``, let ``fill(memmap)`` write it (in
     chunks, so the whole array is never in memory), then move it into place and write its
     metadata (size, SHA-256) last. A failure leaves nothing behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         fill(arr)
         arr.flush()
         del arr
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     st = path.stat()
     digest = _sha256(path)
     save_json(array_meta_path(path), {"shape": list(shape), "dtype": np.dtype(dtype).name, "bytes": st.st_size,

@@ -30,7 +30,7 @@ from ..attacks import attack_settings, build_attacker, train_attacker
 from ..config import CellSpec, Preset, derive_seed, preset_overrides
 from ..seeding import seeded
 from ..speed import Speed, choose
-from ..store.parquet import FIGURE_SAMPLE, SPLIT_METRICS
+from ..store.rows import FIGURE_SAMPLE, SPLIT_METRICS
 from ..store.report import paper_eval_images
 from ..defenses import GnimeModel
 from ..data.rows import HostRows
@@ -85,7 +85,7 @@ def run_cell(spec: CellSpec, preset: Preset, *, cache_dir: Optional[str] = None,
                     path = None
                 released[k] = release_rows(defense, clean[k], y[k], x[k], derive_seed(spec.study_seed, "release",
                                                                                      spec.key(), spec.seed, k), path,
-                                           preset.eval_batch_size)
+                                           preset.eval_batch_size, shared=spec.defense != "rnd")
             map_shape = clean["eval"].row_shape
         else:
             matched, released, map_shape = 0.0, {k: None for k in splits}, None
@@ -144,7 +144,7 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
         "config": cell_config(spec, preset, prep, dev, speed),
         "ssim_per_image": test_ev["ssim"].tolist(),
         "perturbation_per_map": test_ev["perturbation"].tolist() if clean is not None else [],
-        "figure_sample": "",  # set where the row is written (store/parquet.py), from FIGURE_SAMPLE below
+        "figure_sample": "",  # set where the row is written (store/rows.py), from FIGURE_SAMPLE below
         FIGURE_SAMPLE: {k[len("sample_"):]: v.numpy() for k, v in ev.items() if k.startswith("sample_")},
         "code_version": __version__, "torch_version": torch.__version__, "device": str(dev),
         "host": platform.node(), "wall_seconds": time.perf_counter() - t0,

@@ -8,6 +8,7 @@ laptop with a fresh cache fetches them instead of training again.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import echo
+from ..cachedir import file_lock
 from ..config import CellSpec, Preset, content_hash, derive_seed
 from ..data.rows import HostRows
 from ..defenses import Defense, GnimeConfig, GnimeDefense, GnimeModel, NoDefense, OndDefense, RndDefense, train_gnime
@@ -101,19 +103,15 @@ def released_file(prep: Prepared, spec: CellSpec, preset: Preset, split: str, ro
 
 
 def release_rows(defense: Defense, clean: HostRows, logits: HostRows, images: HostRows, seed: int,
-                 path: Optional[Path] = None, batch_size: int = 512) -> HostRows:
+                 path: Optional[Path] = None, batch_size: int = 512, shared: bool = True) -> HostRows:
     """What ``defense`` releases for the rows of a split, as rows to read batch by batch: the clean
     rows themselves without a defence (nothing copied), else float32 maps computed batch by batch
     (RND's noise from one generator seeded by ``seed``: the batches draw exactly what one call
-    would) into the array file ``path`` (memory-mapped back; reused when it is there already), or
-    into memory without a path."""
+    would) into the array file ``path`` (memory-mapped back; reused when it is there already; a
+    ``shared`` file is computed by one process of the node while the others wait, a cell's own
+    scratch file takes no lock), or into memory without a path."""
     if isinstance(defense, NoDefense):
         return clean
-    if path is not None and array_ready(path):
-        try:
-            return HostRows(load_array(path))
-        except ArrayCorrupt:
-            remove_array(path)
     gen = torch.Generator().manual_seed(seed)
     shape = (len(clean), *clean.row_shape)
 
@@ -125,8 +123,14 @@ def release_rows(defense: Defense, clean: HostRows, logits: HostRows, images: Ho
         out = np.empty(shape, dtype=np.float32)
         fill(out)
         return HostRows(torch.from_numpy(out))
-    write_array(path, shape, np.float32, fill)
-    return HostRows(load_array(path))
+    with file_lock(path) if shared else nullcontext():  # one attacker of the node computes a shared file
+        if array_ready(path):
+            try:
+                return HostRows(load_array(path))
+            except ArrayCorrupt:
+                remove_array(path)
+        write_array(path, shape, np.float32, fill)
+        return HostRows(load_array(path))
 
 
 def fit_defense(prep: Prepared, spec: CellSpec, preset: Preset, device: torch.device, log: Log = echo,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .. import GnimeRayError, __version__, echo
-from ..cachedir import resolve_cache_dir
+from ..cachedir import file_lock, resolve_cache_dir
 from ..config import Preset, content_hash, derive_seed
 from ..data import DATASETS, DataSplit, ImageDataset, load_dataset, make_split
 from ..data.registry import to_float
@@ -167,34 +167,29 @@ def artifact_store(out: Optional[str], cache_root: Path, log: Log = echo,
     return ArtifactStore(out, cache_root, log, read_only) if out else None
 
 
-def cached_array(path: Path, compute: Callable[[Path], None], artifacts: Optional[ArtifactStore], log: Log,
-                 legacy: Optional[Path] = None, legacy_dtype: Optional[np.dtype] = None) -> tuple[torch.Tensor, bool]:
+def cached_array(path: Path, compute: Callable[[Path], None], artifacts: Optional[ArtifactStore],
+                 log: Log) -> tuple[torch.Tensor, bool]:
     """(array memory-mapped, computed): the cached array ``path``, fetched from the artifact store
-    when only it has it, converted from an earlier version's ``legacy`` ``.pt`` file (one-line
-    notice), else ``compute(path)``. A truncated or corrupted file (size or SHA-256 against its
-    metadata) is reported in one line and rebuilt, never used. The store ends up holding it."""
+    when only it has it, else ``compute(path)``, by one process of the node while the others wait.
+    A truncated or corrupted file (size or SHA-256 against its metadata) is reported in one line and
+    rebuilt, never used. The store ends up holding it."""
     computed = False
-    for attempt in (0, 1):
-        if artifacts is not None and attempt == 0 and not array_ready(path):
-            artifacts.fetch(path)
-            artifacts.fetch(array_meta_path(path))
-        if not array_ready(path):
-            if legacy is not None and legacy.exists():
-                old = load_tensors(legacy).numpy()
-                write_array(path, old.shape, legacy_dtype or old.dtype, lambda arr: arr.__setitem__(slice(None), old))
-                log(f"prepare: converted {legacy.name} (written by an earlier version) to {path.name}")
-                legacy.unlink()
-            else:
+    with file_lock(path):  # one process of the node computes it, the others wait and read it
+        for attempt in (0, 1):
+            if artifacts is not None and attempt == 0 and not array_ready(path):
+                artifacts.fetch(path)
+                artifacts.fetch(array_meta_path(path))
+            if not array_ready(path):
                 compute(path)
                 computed = True
-        try:
-            value = load_array(path)
-            break
-        except ArrayCorrupt as exc:
-            log(f"prepare: {exc}; rebuilding it")
-            remove_array(path)
-            if attempt == 1:
-                raise
+            try:
+                value = load_array(path)
+                break
+            except ArrayCorrupt as exc:
+                log(f"prepare: {exc}; rebuilding it")
+                remove_array(path)
+                if attempt == 1:
+                    raise
     if artifacts is not None:
         artifacts.publish(path)
         artifacts.publish(array_meta_path(path))
@@ -215,7 +210,7 @@ def release_outputs(entry: Path, model: torch.nn.Module, images: torch.Tensor, e
     def logits_into(path: Path) -> None:
         batches_into(path, images.shape[0], 512, np.float32, lambda i, j: model(to_device(to_float(images[i:j]), device)))
 
-    logits, _ = cached_array(entry / "logits.npy", logits_into, artifacts, log, legacy=entry / "logits.pt")
+    logits, _ = cached_array(entry / "logits.npy", logits_into, artifacts, log)
     maps: dict[tuple[str, str], torch.Tensor] = {}
     seconds: dict[str, float] = {}
     for name in explainers:
@@ -223,7 +218,7 @@ def release_outputs(entry: Path, model: torch.nn.Module, images: torch.Tensor, e
         stem = f"maps-{name}-{variant}-b{batch_size}"
         maps[(name, variant)], computed = cached_array(
             entry / f"{stem}.f16.npy", lambda p: compute_maps(model, images, name, variant, batch_size, device, p),
-            artifacts, log, legacy=entry / f"{stem}.pt", legacy_dtype=MAP_DTYPE)
+            artifacts, log)
         if computed:
             seconds[f"maps_{name}"] = time.perf_counter() - t0
             log(f"prepare: computed {name} ({variant}) maps {tuple(maps[(name, variant)].shape)} "

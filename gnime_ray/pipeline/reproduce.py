@@ -21,7 +21,7 @@ import torch
 
 from .. import GnimeRayError, echo
 from ..config import CellSpec, preset_from_dict
-from ..store.parquet import SPLIT_METRICS, read_rows
+from ..store.rows import SPLIT_METRICS, read_rows
 from .attributes import F1_COLUMNS
 from .cell import run_cell
 from .prepare import prepare

@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import pyarrow.fs as pafs
 
 from .. import GnimeRayError
-from .parquet import resolve_out
+from .root import resolve_out
 
 PREFIX = "_artifacts"
 CHUNK = 8 << 20

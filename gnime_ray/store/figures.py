@@ -37,7 +37,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import GnimeRayError, echo
-from .parquet import read_csv, read_figure_sample, read_rows
+from .rows import read_figure_sample, read_rows
+from .root import read_csv
 from .report import require_held_out
 from .studies import read_record
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .. import GnimeRayError, __version__
-from .parquet import read_json, write_json
+from .root import read_json, write_json
 
 
 def record_relpath(name: str) -> str:

@@ -1,7 +1,7 @@
 """The held-out report after a search: choose on one set of images, report on another, with fresh
 attackers (design.md, "Numbers a reviewer accepts").
 
-A search chooses its trial on the SELECTION images of the evaluation split (tune/trial.py
+A search chooses its trial on the SELECTION images of the evaluation split (tune/spec.py
 ``objective``), so the chosen trial's own score is optimistic twice over: it is the lowest of
 several noisy draws (GNIME's training and the attackers' seeds), measured on the images it was
 chosen on. What a table reports after a search is therefore a fresh experiment, per explainer:

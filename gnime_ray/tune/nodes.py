@@ -26,7 +26,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from .. import GnimeRayError
 from ..cachedir import resolve_cache_dir
 from ..data import locate_dataset
-from ..store.parquet import delete_file, is_uri, read_json, resolve_out, write_json
+from ..store.root import delete_file, is_uri, read_json, resolve_out, write_json
 
 # how long every node has to answer the check: a worker's first task starts a Python process that
 # imports torch, which on a loaded small machine (or a node still pulling its image) takes minutes

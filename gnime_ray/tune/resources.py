@@ -1,6 +1,6 @@
 """Resources of a trial: one placement group per trial, ``[trial bundle, attack bundle]``.
 
-A trial's GNIME training uses the first bundle; the second holds its attack pool (tune/trial.py):
+A trial's GNIME training uses the first bundle; the second holds its attack pool (tune/attack_pool.py):
 one process running k = ``attackers_per_trial`` attackers at once, so it asks for k attackers'
 resources (k x ``cpus_per_task`` CPUs and, on a GPU study, k x ``attacker_gpu`` of one GPU).
 Extra attackers queue in the pool. On a GPU study the trial asks for a GPU fraction (default 0.25)
@@ -103,7 +103,7 @@ def pool_runtime_env(allocator: str) -> dict:
 
 
 def pool_options(attackers: int, attacker_gpu: float, cpus: float, allocator: str = "jemalloc") -> dict:
-    """Ray actor options of an attack pool (tune/trial.py) of ``attackers`` threads, each with the
+    """Ray actor options of an attack pool (tune/attack_pool.py) of ``attackers`` threads, each with the
     resources of one attacker (``attacker_gpu`` 0: a CPU pool), in a process whose allocator is
     ``allocator`` (``pool_runtime_env``). A pool lost with its node is restarted and its
     unfinished attackers run again (a row is written exactly once)."""

@@ -11,8 +11,9 @@ import sys
 from typing import Callable
 
 from .. import GnimeRayError, Interrupted, echo
+from ..cachedir import add_cache_dir_option
 from ..config import PRESETS, get_preset, parse_overrides
-from ..store.parquet import probe_out
+from ..store.root import probe_out
 from .cluster import connect
 from .console import quiet_ray_logging
 from .resources import decide_gpu
@@ -30,7 +31,7 @@ def study_parser(description: str, *, name: str, num_samples: int, seeds: int,
     p.add_argument("--out", default="results",
                    help="results root: a path (one machine, or a path every node mounts) or s3://bucket/prefix, "
                         "gs://bucket/prefix (a cluster)")
-    p.add_argument("--cache-dir", default=None, help="node-local cache (default: $GNIME_RAY_CACHE or ~/.cache/gnime_ray)")
+    add_cache_dir_option(p)
     p.add_argument("--address", default=None,
                    help="Ray to use: HOST:PORT or ray://... joins that cluster, 'auto' the cluster this machine is a "
                         "node of (ray start / ray up), 'local' a private Ray (default: $RAY_ADDRESS, else this "

@@ -31,7 +31,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from ray.tune import Callback
 
-from ..store.parquet import resolve_out, write_file
+from ..store.root import resolve_out, write_file
 from .spec import StudySpec
 
 USER_ATTRS = ("select_attack_ssim", "select_attack_tca", "select_utility", "select_perturbation_mse", "objective",
@@ -75,24 +75,15 @@ class OptunaLog(Callback):
                 self.study.set_metric_names(METRIC_NAMES[spec.objective])
         self.known = {t.user_attrs.get("tune_trial_id") for t in self.study.trials}
 
-    def _distributions(self, config: dict) -> dict:
-        spec = self.spec
-        if spec.search == "grid":
-            dists = {"lam": CategoricalDistribution(sorted({spec.lam_range[0], spec.lam_range[1]})),
-                     "width": CategoricalDistribution(list(spec.widths))}
-            if "gnime_seed" in config:
-                dists["gnime_seed"] = CategoricalDistribution(list(spec.gnime_seeds))
-        else:
-            dists = {"lam": FloatDistribution(*spec.lam_range, log=True),
-                     "width": CategoricalDistribution(list(spec.widths))}
-        if "gamma" in config and spec.gamma_range is not None:
-            dists["gamma"] = FloatDistribution(*spec.gamma_range, log=True)
-        return dists
+    def _distributions(self) -> dict:
+        """Optuna's distributions of ``spec.search_space()``."""
+        return {name: FloatDistribution(*p.values, log=True) if p.kind == "loguniform"
+                else CategoricalDistribution(list(p.values)) for name, p in self.spec.search_space().items()}
 
     def record(self, trial_id: str, config: dict, result: Optional[dict]) -> None:
         if trial_id in self.known:
             return
-        dists = self._distributions(config)
+        dists = self._distributions()
         params = {k: config[k] for k in dists}
         result = result or {}
         status = result.get("status", "finished") if result.get("final") else "failed"

@@ -1,4 +1,6 @@
-"""What a study is: the validated ``StudySpec``, and its identity under the results root.
+"""What a study is: the validated ``StudySpec``, its search space (``StudySpec.search_space``, the
+one definition Tune's param space and the Optuna journal are made from), what its search reads of a
+trial (``objective``: selection images only), and its identity under the results root.
 
 A study's identity is every field that changes a number it produces (the dataset, explainers,
 variant, every preset field with the memory format as decided, the search space, the seeds, the
@@ -12,6 +14,7 @@ resumes with settings other than the ones its rows were made with.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -143,6 +146,31 @@ class StudySpec:
         """What the study's record calls it: a held-out ``report``, a ``search`` or a ``grid``."""
         return "report" if self.report_of else ("search" if self.search == "optuna" else "grid")
 
+    def search_space(self) -> dict[str, "Param"]:
+        """The searched parameters, the one definition that Tune's param space (study.py) and the
+        Optuna journal's distributions (search_log.py) are both made from: a grid study's lambda
+        ends, widths and (when several) GNIME seeds; a search's log-uniform lambda, a choice of
+        widths and, with a ``gamma_range``, a log-uniform gamma."""
+        if self.search == "grid":
+            space = {"lam": Param("grid", tuple(sorted({self.lam_range[0], self.lam_range[1]}))),
+                     "width": Param("grid", tuple(self.widths))}
+            if tuple(self.gnime_seeds) != (0,):
+                space["gnime_seed"] = Param("grid", tuple(self.gnime_seeds))
+            return space
+        space = {"lam": Param("loguniform", tuple(self.lam_range)), "width": Param("choice", tuple(self.widths))}
+        if self.gamma_range is not None:
+            space["gamma"] = Param("loguniform", tuple(self.gamma_range))
+        return space
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched parameter: ``kind`` 'grid' (every value), 'choice' (one of the values) or
+    'loguniform' (``values`` = (low, high))."""
+
+    kind: str
+    values: tuple
+
 
 def identity(spec: StudySpec) -> dict[str, Any]:
     """The fields that determine a study's numbers, as JSON-ready values (the preset expanded)."""
@@ -167,3 +195,30 @@ def check_identity(spec: StudySpec) -> Optional[dict]:
     """Refuse a study name whose recorded identity differs (GnimeRayError listing the fields);
     the record when the study was started before (a resume), else None. Reads only."""
     return check_recorded_identity(spec.out, spec.name, identity(spec))
+
+
+def worst_result(study: StudySpec) -> dict[str, float]:
+    """The searched metrics at their worst: the placeholders of non-final reports and the result
+    of a diverged trial."""
+    if study.objective == "single":
+        return {"objective": 1.0 + study.utility_floor}
+    return {"select_attack_ssim": 1.0, "select_utility": 0.0}
+
+
+def objective(rows: list[dict], floor: float) -> dict[str, float]:
+    """What a search reads of a trial: the mean attack SSIM, TCA, utility and perturbation of its
+    attackers on the SELECTION images (the rows' ``select_*`` columns; never the test images,
+    which only reports read: data/splits.py); objective = that SSIM if the utility reaches
+    ``floor``, else 1 + floor - utility (any passing trial beats a failing one). The utility is
+    Table 3's DeePSiM at the paper's N where the dataset has one (``*_paper_n``: the release's
+    formula depends on N, and on a few hundred selection images it sits far below the paper's
+    values whatever the defence; metrics.py ``deepsim_at``), else as measured."""
+    def mean(column: str) -> float:
+        return sum(r[f"select_{column}"] for r in rows) / len(rows)
+
+    at_paper_n = all(isinstance(r.get("select_utility_deepsim_paper_n"), float)
+                     and math.isfinite(r["select_utility_deepsim_paper_n"]) for r in rows)
+    ssim, util = mean("ssim"), mean("utility_deepsim_paper_n" if at_paper_n else "utility_deepsim")
+    score = ssim if util >= floor else 1.0 + floor - util
+    return {"select_attack_ssim": ssim, "select_attack_tca": mean("tca"), "select_utility": util,
+            "select_perturbation_mse": mean("perturbation_mse"), "objective": score}

@@ -7,14 +7,14 @@ The driver, in order (design.md's Ray topology):
    other settings (tune/spec.py), the GPU decision is made once (tune/resources.py), and every
    node sees the results root, the data and a writable cache (tune/nodes.py);
 2. prepare (f, f_E, the maps of every explainer) runs once as a Ray task and publishes its outputs
-   as artifacts under the results root, from which every other process loads them (tune/trial.py);
+   as artifacts under the results root, from which every other process loads them (tune/worker.py);
 3. ExpMI without defence and PredMI run once per (dataset, explainer), beside the search, as tasks
    of ``attackers_per_trial`` attackers each (one process per task, its attackers at once);
 4. per explainer, Tune runs the trials, each on its placement group ``[trial bundle, attack
    bundle]`` (tune/resources.py): GNIME training with per-epoch reports and checkpoints, then one
    attacker per (defence, gamma, attack seed), k at a time in the trial's attack pool (an actor in
-   the attack bundle, tune/trial.py) and one at a time in the trial process itself, each writing
-   its own row (exactly once: rows are named by their key, store/parquet.py);
+   the attack bundle, tune/attack_pool.py) and one at a time in the trial process itself, each writing
+   its own row (exactly once: rows are named by their key, store/rows.py);
 5. the trials' summaries (objective, metrics, status, Pareto flag per explainer) land in
    ``OUT/_trials/<study>.csv``, and every trial also in an Optuna study kept in
    ``OUT/_optuna/<study>.log`` (tune/search_log.py: optuna-dashboard opens it).
@@ -25,7 +25,7 @@ and its unfinished attackers retried.
 
 Search: OptunaSearch over lambda (log scale), NG width (a choice) and, optionally, gamma (log
 scale), seeded; single objective (minimise the attack's SSIM, penalised below a utility floor,
-tune/trial.py ``objective``) or multi-objective (attack SSIM down, utility up; Pareto-optimal
+tune/spec.py ``objective``) or multi-objective (attack SSIM down, utility up; Pareto-optimal
 trials are marked). Everything a search reads is measured on the SELECTION images of the
 evaluation split (data/splits.py); the test images are for the held-out report that follows a
 search (tune/heldout.py). The objective is measured against GNIME (against the first defence of a
@@ -53,14 +53,18 @@ from .. import GnimeRayError, Interrupted, echo
 from ..config import CellSpec
 from ..data import IMAGE_SHAPES
 from ..speed import decide
-from ..store.parquet import canonical_out, probe_out, read_rows, write_csv
+from ..store.rows import read_rows
+from ..store.root import canonical_out, probe_out, write_csv
 from ..store.studies import read_record, record_study
+from .attack_pool import attack_batch
 from .console import StudyConsole, describe_config
 from .nodes import NodeCheck, check_nodes
-from .resources import cluster_gpus, pool_options, trial_resources
+from .ray_internals import set_restored_callbacks
+from .resources import decide_gpu, pool_options, trial_resources
 from .search_log import OptunaLog
 from .spec import StudySpec, check_identity, identity
-from .trial import attack_batch, gnime_trial, prepare_task, speed_task
+from .trial import gnime_trial
+from .worker import prepare_task, speed_task
 
 Log = Callable[[str], None]
 # select_*: what the search read (its attackers on the selection images); chosen, report_study,
@@ -79,16 +83,10 @@ def grid_size(spec: StudySpec) -> int:
 
 
 def _param_space(spec: StudySpec, explainer: str) -> dict:
-    if spec.search == "grid":
-        space = {"lam": tune.grid_search(sorted({spec.lam_range[0], spec.lam_range[1]})),
-                 "width": tune.grid_search(list(spec.widths))}
-        if spec.gnime_seeds != (0,):
-            space["gnime_seed"] = tune.grid_search(list(spec.gnime_seeds))
-    else:
-        space = {"lam": tune.loguniform(*spec.lam_range), "width": tune.choice(list(spec.widths))}
-        if spec.gamma_range is not None:
-            space["gamma"] = tune.loguniform(*spec.gamma_range)
-    return {"explainer": explainer, **space}
+    """Tune's param space of ``spec.search_space()`` for one explainer's experiment."""
+    domain = {"grid": lambda p: tune.grid_search(list(p.values)), "choice": lambda p: tune.choice(list(p.values)),
+              "loguniform": lambda p: tune.loguniform(*p.values)}
+    return {"explainer": explainer, **{name: domain[p.kind](p) for name, p in spec.search_space().items()}}
 
 
 def _tune_config(spec: StudySpec) -> tune.TuneConfig:
@@ -107,7 +105,7 @@ def _tune_config(spec: StudySpec) -> tune.TuneConfig:
 
 def _baseline_futures(spec: StudySpec, check: NodeCheck) -> list:
     """The baselines' results' futures: tasks of ``attackers_per_trial`` attackers each, every
-    task one process whose attackers run at once (tune/trial.py ``attack_batch``)."""
+    task one process whose attackers run at once (tune/attack_pool.py ``attack_batch``)."""
     cells = [CellSpec(spec.dataset, attack="predmi", seed=s, study_seed=spec.study_seed, aux_dataset=spec.aux_dataset)
              for s in spec.attack_seed_range]
     for e in spec.explainers:
@@ -202,10 +200,8 @@ def _search(spec: StudySpec, explainer: str, check: NodeCheck | None, pgf: tune.
             log(f"study {spec.name}: restoring the {explainer} search from {path}")
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
             # Tuner.restore brings back the callbacks pickled with the experiment (and has no public way to
-            # pass new ones): print through this run's console where the run config is reachable
-            run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
-            if run_config is not None:
-                run_config.callbacks = [console, search_log]
+            # pass new ones): this run's console and journal replace them (ray_internals.py)
+            set_restored_callbacks(tuner, [console, search_log])
         else:
             tuner = tune.Tuner(trainable, param_space=_param_space(spec, explainer), tune_config=_tune_config(spec),
                                run_config=tune.RunConfig(name=f"{spec.name}-{explainer}", storage_path=storage,
@@ -243,7 +239,7 @@ def _search(spec: StudySpec, explainer: str, check: NodeCheck | None, pgf: tune.
 def _decide_speed(spec: StudySpec, recorded: dict | None, check: NodeCheck) -> tuple[StudySpec, dict]:
     """The study with its one speed decision in its preset, and the decision: the recorded one of
     a resumed study; a GPU study's or a set memory format without measuring; else measured by a
-    task on a node where the trials run (trial.py ``speed_task``)."""
+    task on a node where the trials run (worker.py ``speed_task``)."""
     if recorded is not None and recorded.get("speed"):
         return spec, recorded["speed"]
     searched = read_record(spec.out, spec.report_of.split("/")[0]) if spec.report_of else None
@@ -275,9 +271,8 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
         decided = recorded.get("identity", {}).get("preset", {}).get("memory_format", "auto")
         spec = dataclasses.replace(spec, preset=spec.preset.replace(memory_format=decided))
     resumed = check_identity(spec) is not None
-    if spec.use_gpu is None:
-        spec = dataclasses.replace(spec, use_gpu=cluster_gpus() > 0)
-        log(f"resources: {'GPU fractions' if spec.use_gpu else 'CPU only'} (the cluster has {cluster_gpus():g} GPUs)")
+    if spec.use_gpu is None:  # a library call that did not decide: the rule for a Ray of this process
+        spec = dataclasses.replace(spec, use_gpu=decide_gpu(False, True, log))
     spec = fit_to_cluster(spec, ray.cluster_resources().get("CPU", 0), log)
     try:  # before any work: a trial's attack pool must fit on one GPU
         pgf = trial_resources(spec.trial_gpu, spec.attacker_gpu, spec.attackers_per_trial, spec.cpus_per_task,

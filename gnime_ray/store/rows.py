@@ -1,42 +1,30 @@
-"""The results root: one Parquet file per result row, plus the study's small side files.
+"""Result rows: one Parquet file per row under the results root (store/root.py).
 
-Rows are hive-partitioned by study/dataset/explainer under an output root, a local path or any
-pyarrow filesystem URI (s3://bucket/prefix, gs://...). The partition columns live in the directory
+Rows are hive-partitioned by study/dataset/explainer. The partition columns live in the directory
 names, not in the files; ``read_rows`` (or ``pyarrow.dataset.dataset(root, partitioning="hive")``,
-pandas, DuckDB) returns them as columns.
+pandas, DuckDB) returns them as columns. ``SCHEMA`` is every column a row has.
 
 Exactly once: a row's file is named by a hash of its identity (study, cell, attack seed and the
-exact lambda, NG width and gamma), so writing the same row again (a retried attacker task, a trial restored after a node died) replaces the file
-instead of adding a second row, and "does this row exist" is one metadata lookup. Each file is
-written to a hidden temporary name in its partition and moved into place, so a crash never leaves
-a half-written file visible (Parquet readers skip names starting with '.' or '_').
-
-Everything else a study keeps lives in folders starting with '_' (skipped by Parquet discovery),
-and none of it is a ``.parquet`` file, so that a glob such as DuckDB's ``OUT/**/*.parquet`` matches
-row files only: trial summaries are CSV (``_trials/``), the study specs JSON (``_studies/``),
-trained networks and maps ``.pt``/``.npy`` (``_artifacts/``), each row's sample of images for
-figures ``.npz`` (``_figures/``), Tune's state its own files (``_tune/``).
+exact lambda, NG width and gamma), so writing the same row again (a retried attacker task, a
+trial restored after a node died) replaces the file instead of adding a second row, and "does
+this row exist" is one metadata lookup. A row may carry arrays for figures, kept beside it as
+``_figures/study=<study>/<row key>.npz``.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
-import os
-import uuid
-from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .. import GnimeRayError
 from ..config import PAPER_ATTRIBUTES, content_hash
+from .root import atomic_write, resolve_out
 
 PARTITION_COLUMNS = ("study", "dataset", "explainer")
 # the metrics a row holds for each set of evaluation images: the test images' under these names, the
@@ -85,60 +73,6 @@ FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in PARTITION_COLUMNS])
 # a row may carry, under this key, arrays for figures (name -> numpy array); ``write_rows`` stores
 # them as ``_figures/study=<study>/<row key>.npz`` and names that file in the ``figure_sample`` column
 FIGURE_SAMPLE = "_figure_sample"
-
-
-def is_uri(out: str) -> bool:
-    return "://" in out
-
-
-def resolve_out(out: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, root path) for a local path or a URI. A local path is made absolute and
-    must be a directory or not exist yet; raises GnimeRayError otherwise. Nothing is written."""
-    if is_uri(out):
-        try:
-            return pafs.FileSystem.from_uri(out)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-            raise GnimeRayError(f"--out {out}: not a usable filesystem URI ({exc})") from None
-    path = Path(out).expanduser().absolute()
-    for p in [path, *path.parents]:
-        if p.exists():
-            if not p.is_dir():
-                raise GnimeRayError(f"--out {path}: {p} exists and is not a directory")
-            if not os.access(p, os.W_OK):
-                raise GnimeRayError(f"--out {path}: {p} is not writable")
-            break
-    return pafs.LocalFileSystem(), str(path)
-
-
-def canonical_out(out: str) -> str:
-    """The results root as every process should name it: a URI unchanged, a local path absolute."""
-    return out if is_uri(out) else resolve_out(out)[1]
-
-
-def probe_out(out: str) -> None:
-    """Check that the results root can be reached before any work: for a URI, that its bucket
-    exists and answers (credentials and endpoint come from the standard AWS/GCP environment);
-    raises GnimeRayError with one line otherwise. Writes nothing."""
-    fs, root = resolve_out(out)
-    if not is_uri(out):
-        return
-    bucket = root.split("/", 1)[0]
-    try:
-        info = fs.get_file_info(bucket)
-    except OSError as exc:
-        raise GnimeRayError(f"--out {out}: cannot reach bucket {bucket!r}: {str(exc).splitlines()[0]}") from None
-    if info.type != pafs.FileType.Directory:
-        raise GnimeRayError(f"--out {out}: bucket {bucket!r} does not exist (or these credentials cannot see it); "
-                            f"create it first")
-
-
-def _atomic_write(fs: pafs.FileSystem, final: str, data: bytes) -> None:
-    folder, name = final.rsplit("/", 1)
-    fs.create_dir(folder, recursive=True)
-    tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
-    with fs.open_output_stream(tmp) as fh:
-        fh.write(data)
-    fs.move(tmp, final)
 
 
 def _exact(value: Optional[float]) -> str:
@@ -192,12 +126,12 @@ def write_rows(rows: Iterable[dict], out: str) -> list[str]:
             relpath = f"_figures/study={row['study']}/{row_key(row)}.npz"
             buf = io.BytesIO()
             np.savez_compressed(buf, **row[FIGURE_SAMPLE])
-            _atomic_write(fs, f"{resolve_out(out)[1]}/{relpath}", buf.getvalue())
+            atomic_write(fs, f"{resolve_out(out)[1]}/{relpath}", buf.getvalue())
             row = {**row, "figure_sample": relpath}
         table = pa.Table.from_pylist([{f.name: row[f.name] for f in FILE_SCHEMA}], schema=FILE_SCHEMA)
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        _atomic_write(fs, path, buf.getvalue())
+        atomic_write(fs, path, buf.getvalue())
         written.append(path)
     return written
 
@@ -226,51 +160,3 @@ def read_figure_sample(out: str, relpath: str) -> dict[str, np.ndarray]:
     with fs.open_input_file(f"{root}/{relpath}") as fh:
         with np.load(io.BytesIO(fh.read())) as z:
             return {k: z[k] for k in z.files}
-
-
-def write_csv(rows: list[dict], out: str, relpath: str) -> str:
-    """Write (replace) ``out/relpath`` as CSV with a header, atomically; returns its path."""
-    fs, root = resolve_out(out)
-    buf = io.BytesIO()
-    pacsv.write_csv(pa.Table.from_pylist(rows), buf)
-    _atomic_write(fs, f"{root}/{relpath}", buf.getvalue())
-    return f"{root}/{relpath}"
-
-
-def read_csv(out: str, relpath: str) -> Optional[pa.Table]:
-    fs, root = resolve_out(out)
-    path = f"{root}/{relpath}"
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as fh:
-        return pacsv.read_csv(io.BytesIO(fh.read()))
-
-
-def write_file(out: str, relpath: str, data: bytes) -> str:
-    """Write (replace) ``out/relpath`` atomically; returns its path."""
-    fs, root = resolve_out(out)
-    _atomic_write(fs, f"{root}/{relpath}", data)
-    return f"{root}/{relpath}"
-
-
-def write_json(out: str, relpath: str, obj: Any) -> str:
-    fs, root = resolve_out(out)
-    _atomic_write(fs, f"{root}/{relpath}", (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-    return f"{root}/{relpath}"
-
-
-def read_json(out: str, relpath: str) -> Optional[Any]:
-    """The JSON object at ``out/relpath``, or None when there is none."""
-    fs, root = resolve_out(out)
-    path = f"{root}/{relpath}"
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as fh:
-        return json.loads(fh.read().decode())
-
-
-def delete_file(out: str, relpath: str) -> None:
-    fs, root = resolve_out(out)
-    path = f"{root}/{relpath}"
-    if fs.get_file_info(path).type == pafs.FileType.File:
-        fs.delete_file(path)

@@ -1,0 +1,73 @@
+"""The two places where gnime_ray needs a part of Ray that Ray does not make public, in one module.
+
+Everything else uses Ray's public API. These two have no public equivalent in the supported Ray
+versions (``SUPPORTED_RAY``, the range pyproject.toml pins):
+
+- **Validating a cluster file** the way ``ray up`` does: ``ray.autoscaler._private.util``'s
+  ``prepare_config`` (fills the provider's defaults) and ``validate_config`` (the JSON schema).
+- **Printing through a restored search's console**: ``Tuner.restore`` brings back the callbacks
+  pickled with the experiment and takes no new ones, so the restored tuner's run config
+  (``Tuner._local_tuner._run_config``) is given this run's callbacks.
+
+Each accessor raises ``RayInternalsMoved`` naming the attribute and the installed Ray when the
+attribute is gone, instead of working silently without it; ``missing()`` lists what is absent,
+which ``tests/test_ray_internals.py`` asserts is nothing, so an upgrade of Ray that moves one
+fails loudly in the tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from .. import GnimeRayError
+
+SUPPORTED_RAY = ">=2.40,<2.61"  # the range of ray[tune] in pyproject.toml
+
+
+class RayInternalsMoved(GnimeRayError):
+    """A private part of Ray this version of gnime_ray relies on is not where it was."""
+
+
+def _moved(what: str) -> RayInternalsMoved:
+    import ray
+
+    return RayInternalsMoved(f"Ray {ray.__version__} has no {what}, which gnime_ray uses (supported Ray: "
+                             f"{SUPPORTED_RAY}); install a supported Ray")
+
+
+def cluster_config_validators() -> tuple[Callable[[dict], dict], Callable[[dict], None]]:
+    """(prepare_config, validate_config) of Ray's autoscaler."""
+    try:
+        util = importlib.import_module("ray.autoscaler._private.util")
+        return util.prepare_config, util.validate_config
+    except (ImportError, AttributeError):
+        raise _moved("ray.autoscaler._private.util.prepare_config / validate_config") from None
+
+
+def set_restored_callbacks(tuner: Any, callbacks: list) -> None:
+    """Give a tuner made by ``Tuner.restore`` this run's callbacks (module docstring)."""
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    if run_config is None or not hasattr(run_config, "callbacks"):
+        raise _moved("Tuner._local_tuner._run_config.callbacks")
+    run_config.callbacks = callbacks
+
+
+def missing() -> list[str]:
+    """The private parts listed above that the installed Ray lacks (empty: all present). The
+    tuner's is checked in Ray's source (an instance attribute exists only on a restored tuner; the
+    resume tests restore one for real)."""
+    import inspect
+
+    from ray import tune
+    from ray.tune.impl.tuner_internal import TunerInternal
+
+    gone = []
+    try:
+        cluster_config_validators()
+    except RayInternalsMoved as exc:
+        gone.append(str(exc))
+    if "self._local_tuner" not in inspect.getsource(tune.Tuner) or "self._run_config" not in inspect.getsource(
+            TunerInternal):
+        gone.append(str(_moved("Tuner._local_tuner._run_config")))
+    return gone
