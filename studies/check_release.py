@@ -304,15 +304,19 @@ def main() -> int:
             row(f"GNIME {variant}: {name} gradients", np.concatenate([conv(t.grad).ravel() for t, k, conv in pairs]),
                 np.concatenate([grads[index[k.ref()]].numpy().ravel() for t, k, conv in pairs]))
 
+        def parameter_rows(optimiser: str) -> None:
+            """Each network's parameters after one step against the release's after its step."""
+            for name, pairs in (("NG", ng_pairs), ("INV", inv_pairs)):
+                ref = [k.numpy() for _, k, _ in pairs]
+                share = moved_differently(pairs, ref, 1e-4)
+                row(f"GNIME {variant}: {name} parameters after one step ({optimiser})",
+                    np.concatenate([c(t).ravel() for t, _, c in pairs]), np.concatenate([r.ravel() for r in ref]),
+                    f"{share:.2%} moved differently by > 1% of lr")
+
         # one simultaneous step: the release's train_step with Keras' Adam, and gnime_ray's KerasAdam
         r_gnime.train_step(e_k, tf.constant(x_k), y_k, tf.keras.optimizers.Adam(learning_rate=1e-4),
                            tf.keras.optimizers.Adam(learning_rate=1e-4), a=args.lam)
-        for name, pairs in (("NG", ng_pairs), ("INV", inv_pairs)):
-            ref = [k.numpy() for _, k, _ in pairs]
-            share = moved_differently(pairs, ref, 1e-4)
-            row(f"GNIME {variant}: {name} parameters after one step (KerasAdam)",
-                np.concatenate([c(t).ravel() for t, _, c in pairs]), np.concatenate([r.ravel() for r in ref]),
-                f"{share:.2%} moved differently by > 1% of lr")
+        parameter_rows("KerasAdam")
         if variant != "paper":
             continue
         # the same step with PyTorch's own Adam (eps after the bias correction), from the same start
@@ -321,12 +325,7 @@ def main() -> int:
         torch_adam = (torch.optim.Adam(model.ng.parameters(), lr=1e-4, eps=1e-7),
                       torch.optim.Adam(model.inv.parameters(), lr=1e-4, eps=1e-7))
         gnime_step(model, *torch_adam, e_std, logits, x)
-        for name, pairs in (("NG", ng_pairs), ("INV", inv_pairs)):
-            ref = [k.numpy() for _, k, _ in pairs]
-            share = moved_differently(pairs, ref, 1e-4)
-            row(f"GNIME {variant}: {name} parameters after one step (torch.optim.Adam, eps 1e-7)",
-                np.concatenate([c(t).ravel() for t, _, c in pairs]), np.concatenate([r.ravel() for r in ref]),
-                f"{share:.2%} moved differently by > 1% of lr")
+        parameter_rows("torch.optim.Adam, eps 1e-7")
 
     print()
     print("| quantity | max abs diff | mean abs diff | scale (max abs) | values off by > 1e-4 x scale | note |")

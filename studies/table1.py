@@ -11,7 +11,8 @@ from gnime_ray.tune.scripts import common_spec_kwargs, run_script, start_ray, st
 
 def main() -> int:
     p = study_parser(__doc__, name="table1", num_samples=1, seeds=5, final_gnime_seeds=2)
-    p.add_argument("--datasets", default="digits", help="comma-separated datasets")
+    p.add_argument("--datasets", default="mnist5k",
+                   help="comma-separated datasets (mnist5k and digits need no --data-root)")
     p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated explainers")
     p.add_argument("--lambda", dest="lam", type=float, default=None, help="GNIME's lambda (default: the paper's)")
     args = p.parse_args()
