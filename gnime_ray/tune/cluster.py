@@ -1,35 +1,39 @@
 """Cluster helpers: which Ray a script uses (``connect``), and cluster files validated with Ray's
 own autoscaler validation (prepare_config + validate_config, ray_internals.py).
 
-``connect`` leaves the choice to Ray's own address resolution, ``ray.init``'s: the address given
-(``--address HOST:PORT`` or ``ray://...``), else ``$RAY_ADDRESS`` (as ``ray job submit`` sets it),
-else the cluster this machine joined with ``ray start`` / ``ray up`` (recorded by Ray in
-``/tmp/ray/ray_current_cluster``, which is how ``ray submit`` scripts on the head reach it), else a
-new private local Ray that ends with the script (``--address local`` asks for one outright;
-``--address auto`` requires the recorded cluster). It therefore never attaches to another
-process's private ``ray.init()``, which records nothing. Whether the Ray it ended up with was
-started here is read from the process tree (its GCS server is a child of this process). A recorded
-cluster that is gone (killed without ``ray stop``) makes Ray wait for it, as ``ray.init`` does
-everywhere, printing "Failed to connect to GCS"; ``ray stop`` forgets it.
+``connect`` never attaches to another process's private ``ray.init()``: it joins a cluster only
+when told (``--address HOST:PORT`` or ``ray://...``, ``$RAY_ADDRESS`` as ``ray job submit`` sets
+it, ``--address auto``) or when this machine is a node of a cluster started with ``ray start`` /
+``ray up`` (recorded by Ray in ``/tmp/ray/ray_current_cluster``, which is how ``ray submit`` scripts
+on the head reach it); otherwise, or with ``--address local``, it starts a private local Ray that
+ends with the script. Whether a recorded cluster still answers is a 2-second TCP connection to its
+address: Ray's own ``ray.init`` would wait minutes for a cluster that is gone (killed without
+``ray stop``) before failing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Callable, Optional
 
 from .. import GnimeRayError, echo
-from .ray_internals import cluster_config_validators
+from .ray_internals import cluster_config_validators, recorded_cluster_address
 
 
-def _started_here() -> bool:
-    """Whether the Ray this process is connected to was started by it: its GCS server is a child of
-    this process (a private local Ray), not a process of a cluster this process joined."""
-    import psutil  # a dependency of Ray
-
-    return any(p.name().startswith("gcs_server") for p in psutil.Process().children(recursive=True))
+def _recorded_cluster() -> Optional[str]:
+    """The address of the cluster this machine joined with ``ray start``, if it still answers."""
+    address = recorded_cluster_address()
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return address
+    except (OSError, ValueError):
+        return None
 
 
 def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None,
@@ -44,42 +48,27 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, num_g
         log("ray: already initialised in this process")
         return False
     opts = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
-    local = dict(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
-    if address == "local":
-        context = ray.init(address="local", **local, **opts)
-    else:
-        # Ray's own resolution: the address given, else $RAY_ADDRESS, else the cluster this machine
-        # joined with `ray start` / `ray up`, else (address None only) a new private instance
-        joining = address not in (None, "auto") or bool(os.environ.get("RAY_ADDRESS"))
-        if (num_cpus is not None or num_gpus is not None) and joining:
-            log("ray: --num-cpus applies to a private local Ray only; the cluster's own resources are used")
-        target = None if address == "auto" else address
-        try:
-            try:
-                context = ray.init(address=target, **({} if joining else local), **opts)
-            except ValueError:  # Ray found this machine's `ray start` cluster: no local resources to give
-                if joining:
-                    raise
-                joining = True
-                if num_cpus is not None or num_gpus is not None:
-                    log("ray: --num-cpus applies to a private local Ray only; the cluster's own resources are used")
-                context = ray.init(address=target, **opts)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = address or os.environ.get("RAY_ADDRESS") or "this machine's `ray start` cluster"
-            raise GnimeRayError(f"--address {where}: cannot connect to a Ray cluster there "
-                                f"({str(exc).splitlines()[0]}); `ray stop` forgets a cluster that is gone, "
-                                f"--address local starts a private Ray") from None
-        if not _started_here():
-            nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-            log(f"ray: connected to the cluster at {ray.get_runtime_context().gcs_address} ({nodes} "
-                f"node{'s' if nodes != 1 else ''}, {ray.cluster_resources().get('CPU', 0):g} CPUs, "
-                f"{ray.cluster_resources().get('GPU', 0):g} GPUs now)")
-            return False
-        if address == "auto":
-            ray.shutdown()
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address in (None, "auto"):
+        recorded = _recorded_cluster()
+        if recorded is None and address == "auto":
             raise GnimeRayError("--address auto: this machine is not a node of a running Ray cluster (none started "
-                                "with `ray start` / `ray up`); pass HOST:PORT, or leave --address out for a "
+                                "with `ray start` / `ray up` answers); pass HOST:PORT, or leave --address out for a "
                                 "private local Ray")
+        address = recorded or "local"
+    if address != "local":
+        if num_cpus is not None or num_gpus is not None:
+            log("ray: --num-cpus applies to a private local Ray only; the cluster's own resources are used")
+        try:
+            ray.init(address=address, **opts)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise GnimeRayError(f"--address {address}: cannot connect to a Ray cluster there "
+                                f"({str(exc).splitlines()[0]})") from None
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        log(f"ray: connected to the cluster at {address} ({nodes} node{'s' if nodes != 1 else ''}, "
+            f"{ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs now)")
+        return False
+    context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **opts)
     logs = os.path.join(context.address_info["session_dir"], "logs")
     log(f"ray: started a private local Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs, "
         f"{ray.cluster_resources().get('GPU', 0):g} GPUs; its logs under {logs})")

@@ -1,8 +1,11 @@
-"""The two places where gnime_ray needs a part of Ray that Ray does not make public, in one module.
+"""The places where gnime_ray needs a part of Ray that Ray does not make public, in one module.
 
-Everything else uses Ray's public API. These two have no public equivalent in the supported Ray
+Everything else uses Ray's public API. These have no public equivalent in the supported Ray
 versions (``SUPPORTED_RAY``, the range pyproject.toml pins):
 
+- **The cluster this machine joined with ``ray start``**: the address Ray records for it
+  (``ray._private.services.find_bootstrap_address``, what ``ray.init()`` itself reads), so that a
+  script can tell joining it from starting a private Ray (tune/cluster.py).
 - **Validating a cluster file** the way ``ray up`` does: ``ray.autoscaler._private.util``'s
   ``prepare_config`` (fills the provider's defaults) and ``validate_config`` (the JSON schema).
 - **Printing through a restored search's console**: ``Tuner.restore`` brings back the callbacks
@@ -18,7 +21,7 @@ fails loudly in the tests.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .. import GnimeRayError
 
@@ -45,6 +48,15 @@ def cluster_config_validators() -> tuple[Callable[[dict], dict], Callable[[dict]
         raise _moved("ray.autoscaler._private.util.prepare_config / validate_config") from None
 
 
+def recorded_cluster_address() -> Optional[str]:
+    """The GCS address of the cluster this machine joined with ``ray start`` (None without one)."""
+    try:
+        from ray._private.services import find_bootstrap_address
+    except ImportError:
+        raise _moved("ray._private.services.find_bootstrap_address") from None
+    return find_bootstrap_address(None)
+
+
 def set_restored_callbacks(tuner: Any, callbacks: list) -> None:
     """Give a tuner made by ``Tuner.restore`` this run's callbacks (module docstring)."""
     run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
@@ -63,10 +75,11 @@ def missing() -> list[str]:
     from ray.tune.impl.tuner_internal import TunerInternal
 
     gone = []
-    try:
-        cluster_config_validators()
-    except RayInternalsMoved as exc:
-        gone.append(str(exc))
+    for accessor in (cluster_config_validators, recorded_cluster_address):
+        try:
+            accessor()
+        except RayInternalsMoved as exc:
+            gone.append(str(exc))
     if "self._local_tuner" not in inspect.getsource(tune.Tuner) or "self._run_config" not in inspect.getsource(
             TunerInternal):
         gone.append(str(_moved("Tuner._local_tuner._run_config")))
