@@ -49,13 +49,13 @@ def _flops(fn: Callable[[], None]) -> int:
 
 def _gnime_rate(dev: torch.device, b: int, width: float, repeats: int, speed) -> float:
     """Images/s of the GNIME step in ``speed``'s settings."""
-    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
     cfg = GnimeConfig(ng_width=width, inv_width=width, batch_size=b, bf16=speed.bf16)
     ng, inv = build_networks((1, 32, 32), (1, 32, 32), 10, cfg)
     model = GnimeModel(speed.model(ng.to(dev)), speed.model(inv.to(dev)), 0.3, 0.2, cfg)
     opt_ng, opt_inv = make_optimisers(model)
-    e = speed.batch(model.standardise(torch.rand(b, 1, 32, 32, device=dev)))
-    x, y = speed.batch(torch.rand(b, 1, 32, 32, device=dev)), torch.randn(b, 10, device=dev)
+    e = speed.batch(model.standardise(torch.rand(b, 1, 32, 32, generator=gen).to(dev)))
+    x, y = speed.batch(torch.rand(b, 1, 32, 32, generator=gen).to(dev)), torch.randn(b, 10, generator=gen).to(dev)
     return b / _time(lambda: gnime_step(model, opt_ng, opt_inv, e, y, x), 1, repeats, dev)
 
 
@@ -87,10 +87,10 @@ def main(argv=None) -> int:
     if args.compare:
         return _compare(dev, b, args.width, args.repeats)
     fmt = speed.memory_format
-    torch.manual_seed(0)
-    e = torch.rand(b, 1, 32, 32, device=dev).contiguous(memory_format=fmt)
-    x = torch.rand(b, 1, 32, 32, device=dev).contiguous(memory_format=fmt)
-    y = torch.randn(b, 10, device=dev)
+    gen = torch.Generator().manual_seed(0)
+    e = torch.rand(b, 1, 32, 32, generator=gen).to(dev).contiguous(memory_format=fmt)
+    x = torch.rand(b, 1, 32, 32, generator=gen).to(dev).contiguous(memory_format=fmt)
+    y = torch.randn(b, 10, generator=gen).to(dev)
     print(f"device {dev}, batch {b}, width {args.width:g}, settings {speed.describe()}, "
           f"threads {torch.get_num_threads()}")
 

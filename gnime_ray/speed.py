@@ -42,7 +42,6 @@ import torch
 
 from .cachedir import atomic_path, file_lock, resolve_cache_dir
 from .config import content_hash
-from .seeding import seeded
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 # channels_last must beat contiguous by this factor to be chosen (timing noise on a busy machine)
@@ -114,10 +113,10 @@ def _step_seconds(shape: Sequence[int], width: float, steps: int = 3) -> dict[st
     batch = max(4, 65536 // (h * w))
     runs = {}
     for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
-        with seeded(0):
-            net = UNet(shape, shape, 10, width=width).to(memory_format=fmt)
-            e = torch.rand(batch, c, h, w).contiguous(memory_format=fmt)
-            runs[name] = (net, torch.optim.Adam(net.parameters(), lr=1e-4), e, torch.randn(batch, 10))
+        gen = torch.Generator().manual_seed(0)
+        net = UNet(shape, shape, 10, width=width, generator=gen).to(memory_format=fmt)
+        e = torch.rand(batch, c, h, w, generator=gen).contiguous(memory_format=fmt)
+        runs[name] = (net, torch.optim.Adam(net.parameters(), lr=1e-4), e, torch.randn(batch, 10, generator=gen))
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(steps + 1):
         for name, (net, opt, e, y) in runs.items():

@@ -85,10 +85,14 @@ def test_aux_cell_trains_on_facescrub_and_evaluates_on_celeba(data_root, tmp_pat
 class _TinyAttributeNet(nn.Module):
     """Stands in for ResNet-50 so that the training/caching/F1 plumbing is tested in seconds."""
 
-    def __init__(self, weights=None):
+    def __init__(self, weights=None, generator=None):
+        from gnime_ray.models.init import default_generator, keras_init_, on_meta
+
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                 nn.Linear(4, 1))
+        with on_meta():
+            self.net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                     nn.Linear(4, 1))
+        keras_init_(self, default_generator(generator))
 
     def forward(self, x):
         return self.net(x).squeeze(1)

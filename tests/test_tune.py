@@ -342,7 +342,7 @@ def test_three_attackers_map_the_maps_instead_of_copying_them(local_ray, tmp_pat
 def test_attack_pool_threads_compute_what_each_attacker_computes_alone(local_ray, tmp_path):
     """Three attackers at once in one process (an attack pool's threads: RND's noise, two seeds of
     ExpMI without defence) give exactly the rows each gives alone, one after the other, at the same
-    torch thread count: network initialisation does not interleave across threads (seeding.py)."""
+    torch thread count: every draw comes from a generator the attacker owns (models/init.py)."""
     import torch
 
     from gnime_ray.config import CellSpec

@@ -31,12 +31,12 @@ Log = Callable[[str], None]
 
 
 def build_attacker(name: str, map_shape: Sequence[int], image_shape: Sequence[int], num_classes: int,
-                   width: float = 1.0) -> nn.Module:
-    """ExpMI: the U-Net builder (map -> image); PredMI: logits -> image."""
+                   width: float = 1.0, generator: Optional[torch.Generator] = None) -> nn.Module:
+    """ExpMI: the U-Net builder (map -> image); PredMI: logits -> image; weights from ``generator``."""
     if name == "expmi":
-        return UNet(map_shape, image_shape, num_classes, width=width)
+        return UNet(map_shape, image_shape, num_classes, width=width, generator=generator)
     if name == "predmi":
-        return PredMI(image_shape, num_classes, width=width)
+        return PredMI(image_shape, num_classes, width=width, generator=generator)
     raise ValueError(f"unknown attack {name!r}; expected one of {', '.join(ATTACKS)}")
 
 

@@ -65,7 +65,8 @@ def export_release(model: GnimeModel, path: Path, gamma: Optional[float] = None,
     module = ReleaseModule(model, gamma, {**(metadata or {}), "mu": model.mu, "sigma": model.sigma, "gamma": gamma,
                                           "map_shape": list(model.ng.in_shape), "num_classes": model.ng.num_classes,
                                           "format": fmt}).eval()
-    example = (torch.rand(2, *model.ng.in_shape), torch.randn(2, model.ng.num_classes))
+    gen = torch.Generator().manual_seed(0)
+    example = (torch.rand(2, *model.ng.in_shape, generator=gen), torch.randn(2, model.ng.num_classes, generator=gen))
     extra = {"metadata.json": module.metadata}
     path = Path(path)
     with torch.no_grad(), warnings.catch_warnings(), atomic_path(path) as tmp:

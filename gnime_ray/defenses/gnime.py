@@ -55,7 +55,6 @@ from ..config import positive_finite
 from ..data.rows import HostRows, rows_of, to_device
 from ..models import UNet
 from ..optim import KerasAdam
-from ..seeding import global_rng, seeded
 from ..speed import Speed
 
 Log = Callable[[str], None]
@@ -154,8 +153,7 @@ class GnimeModel:
     def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> "GnimeModel":
         # states written before these fields existed were trained one batch per epoch, on one scale
         cfg = GnimeConfig(**{"steps_per_epoch": 1, "variant": "one-scale", **state["config"]})
-        with global_rng():  # the constructors draw initial weights (replaced below): seeding.py
-            ng, inv = build_networks(tuple(state["map_shape"]), tuple(state["image_shape"]), state["num_classes"], cfg)
+        ng, inv = build_networks(tuple(state["map_shape"]), tuple(state["image_shape"]), state["num_classes"], cfg)
         ng.load_state_dict(state["ng"])
         inv.load_state_dict(state["inv"])
         return cls(ng.to(device).eval(), inv.to(device).eval(), state["mu"], state["sigma"], cfg,
@@ -164,9 +162,11 @@ class GnimeModel:
 
 def build_networks(map_shape: tuple[int, int, int], image_shape: tuple[int, int, int], num_classes: int,
                    cfg: GnimeConfig) -> tuple[UNet, UNet]:
-    """NG = builder(map -> map) at ``ng_width``; INV = builder(map -> image) at ``inv_width``."""
-    return (UNet(map_shape, map_shape, num_classes, width=cfg.ng_width),
-            UNet(map_shape, image_shape, num_classes, width=cfg.inv_width))
+    """NG = builder(map -> map) at ``ng_width``; INV = builder(map -> image) at ``inv_width``; both
+    initialised, NG first, from one generator seeded with ``cfg.seed`` (models/init.py)."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    return (UNet(map_shape, map_shape, num_classes, width=cfg.ng_width, generator=gen),
+            UNet(map_shape, image_shape, num_classes, width=cfg.inv_width, generator=gen))
 
 
 def gnime_step(model: GnimeModel, opt_ng: torch.optim.Optimizer, opt_inv: torch.optim.Optimizer,
@@ -238,8 +238,7 @@ def train_gnime(maps: torch.Tensor | HostRows, logits: torch.Tensor | HostRows, 
     if not sigma > 0:
         raise ValueError("the maps are constant: GNIME needs maps with a non-zero standard deviation")
     speed = speed or Speed(False, cfg.bf16, "default")
-    with seeded(cfg.seed):
-        ng, inv = build_networks(maps.row_shape, images.row_shape, logits.row_shape[0], cfg)
+    ng, inv = build_networks(maps.row_shape, images.row_shape, logits.row_shape[0], cfg)
     model = GnimeModel(speed.model(ng.to(device)).train(), speed.model(inv.to(device)).train(), mu, sigma, cfg,
                        {k: [] for k in ("l_adv", "l_clean", "l_dist", "l_inv", "l_ng")})
     opt_ng, opt_inv = make_optimisers(model)

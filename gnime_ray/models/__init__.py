@@ -2,11 +2,12 @@
 builder shared by NG, INV and the ExpMI attacker, and PredMI."""
 
 from .classifiers import ARCH_BY_DATASET, CLASSIFIER_ARCHS, Classifier, build_classifier
-from .init import keras_init_
+from .init import OwnedDropout, dropout_from, keras_init_
 from .predmi import PredMI
 from .unet import UNet
 
-__all__ = ["ARCH_BY_DATASET", "CLASSIFIER_ARCHS", "Classifier", "build_classifier", "keras_init_", "PredMI", "UNet"]
+__all__ = ["ARCH_BY_DATASET", "CLASSIFIER_ARCHS", "Classifier", "build_classifier", "dropout_from", "keras_init_", "OwnedDropout",
+           "PredMI", "UNet"]
 
 
 def count_parameters(module) -> int:

@@ -6,6 +6,9 @@ torchvision has the v1 ResNet-50, the nearest well-kept implementation: a named 
 (N, 3, H, W) float32 in [0, 1], normalised inside the model with the ImageNet mean and std (what
 ImageNet weights expect). Trained from scratch, or from a local weights file (a torchvision
 ResNet-50 state dict, e.g. ImageNet weights downloaded beforehand): never downloaded here.
+Initialised as torchvision initialises a ResNet (kaiming_normal fan_out convs, unit batch norms,
+torch's default Linear), every draw from the caller's ``generator`` (models/init.py), never from
+torch's global generator.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import math
+
 import torch
 from torch import nn
 
 from .. import GnimeRayError
+from .init import default_generator, on_meta
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,19 +31,36 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class AttributeClassifier(nn.Module):
     """x: (N, 3, H, W) float32 in [0, 1] -> (N,) logit of the attribute being present."""
 
-    def __init__(self, weights: Optional[str] = None) -> None:
+    def __init__(self, weights: Optional[str] = None, generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
         from torchvision.models import resnet50
 
-        self.net = resnet50(weights=None)
+        with on_meta():  # no draw: initialised from ``generator`` below
+            self.net = resnet50(weights=None)
+            self.net.fc = nn.Linear(self.net.fc.in_features, 1)
+        self.net.to_empty(device="cpu")
+        _resnet_init_(self.net, default_generator(generator))
         if weights is not None:
             load_backbone(self.net, weights)
-        self.net.fc = nn.Linear(self.net.fc.in_features, 1)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std).squeeze(1)
+
+
+def _resnet_init_(net: nn.Module, generator: torch.Generator) -> None:
+    """torchvision's ResNet initialisation (zero_init_residual off) drawn from ``generator``."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                m.reset_parameters()  # weight 1, bias 0, and the running statistics (no draw)
+            elif isinstance(m, nn.Linear):  # torch's default Linear initialisation
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+                nn.init.uniform_(m.bias, -1 / math.sqrt(m.in_features), 1 / math.sqrt(m.in_features),
+                                 generator=generator)
 
 
 def load_backbone(net: nn.Module, weights: str) -> None:

@@ -8,7 +8,8 @@
   anywhere, we use 512 filters (named deviation).
 
 Convs are 3x3 'same', pools 2x2 stride 2, outputs are raw logits (no softmax: the logit vector
-is the y_hat that NG, INV and the attackers take). Keras initialisation.
+is the y_hat that NG, INV and the attackers take). Keras initialisation from ``generator`` and
+dropout masks from the trainer's generator (models/init.py).
 
 The layers form one ``nn.Sequential`` (``self.layers``) so explainers can walk them:
 ``cam_index`` is the index of the last conv block's ReLU (Grad-CAM's target, before pooling),
@@ -18,12 +19,12 @@ Flatten output for the small net, the Dense512-ReLU output for CelebA).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
-from .init import keras_init_, scaled
+from .init import OwnedDropout, default_generator, keras_init_, on_meta, scaled
 
 CLASSIFIER_ARCHS: dict[str, dict] = {
     "small": {"conv": (128, 256), "dropout": 0.0, "features": "flatten"},
@@ -38,33 +39,35 @@ class Classifier(nn.Module):
     """x: (N, C, H, W) float32 in [0, 1] -> logits (N, num_classes)."""
 
     def __init__(self, in_shape: Sequence[int], num_classes: int, conv: Sequence[int], dense: int = 512,
-                 dropout: float = 0.0, features: str = "flatten", width: float = 1.0) -> None:
+                 dropout: float = 0.0, features: str = "flatten", width: float = 1.0,
+                 generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
         c, h, w = in_shape
         if h % (2 ** len(conv)) or w % (2 ** len(conv)):
             raise ValueError(f"input {h}x{w} is not divisible by 2^{len(conv)}")
-        layers: list[nn.Module] = []
-        for ch in conv:
-            ch = scaled(ch, width)
-            layers += [nn.Conv2d(c, ch, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-            c = ch
-        self.cam_index = len(layers) - 2
-        layers.append(nn.Flatten())
-        flat_index = len(layers) - 1
-        flat = c * (h >> len(conv)) * (w >> len(conv))
-        d = scaled(dense, width)
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-        layers += [nn.Linear(flat, d), nn.ReLU()]
-        dense_index = len(layers) - 1
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(d, num_classes))
-        self.layers = nn.Sequential(*layers)
+        with on_meta():  # no draw: the weights come from ``generator`` (models/init.py)
+            layers: list[nn.Module] = []
+            for ch in conv:
+                ch = scaled(ch, width)
+                layers += [nn.Conv2d(c, ch, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+                c = ch
+            self.cam_index = len(layers) - 2
+            layers.append(nn.Flatten())
+            flat_index = len(layers) - 1
+            flat = c * (h >> len(conv)) * (w >> len(conv))
+            d = scaled(dense, width)
+            if dropout:
+                layers.append(OwnedDropout(dropout))
+            layers += [nn.Linear(flat, d), nn.ReLU()]
+            dense_index = len(layers) - 1
+            if dropout:
+                layers.append(OwnedDropout(dropout))
+            layers.append(nn.Linear(d, num_classes))
+            self.layers = nn.Sequential(*layers)
         self.feature_index = flat_index if features == "flatten" else dense_index
         self.in_shape = tuple(in_shape)
         self.num_classes = num_classes
-        keras_init_(self)
+        keras_init_(self, default_generator(generator))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -88,7 +91,8 @@ class Classifier(nn.Module):
         return a, out
 
 
-def build_classifier(arch: str, in_shape: Sequence[int], num_classes: int, width: float = 1.0) -> Classifier:
+def build_classifier(arch: str, in_shape: Sequence[int], num_classes: int, width: float = 1.0,
+                     generator: Optional[torch.Generator] = None) -> Classifier:
     if arch not in CLASSIFIER_ARCHS:
         raise ValueError(f"unknown classifier arch {arch!r}; expected one of {', '.join(CLASSIFIER_ARCHS)}")
-    return Classifier(in_shape, num_classes, width=width, **CLASSIFIER_ARCHS[arch])
+    return Classifier(in_shape, num_classes, width=width, generator=generator, **CLASSIFIER_ARCHS[arch])

@@ -7,34 +7,36 @@ size: Conv3x3 with 4096/r filters + ReLU + upsample x2 (1024@4, 512@8, 256@16; C
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .init import keras_init_, scaled
+from .init import default_generator, keras_init_, on_meta, scaled
 
 
 class PredMI(nn.Module):
     """logits (N, K) -> images (N, C, H, H), linear output."""
 
-    def __init__(self, out_shape: Sequence[int], num_classes: int, width: float = 1.0) -> None:
+    def __init__(self, out_shape: Sequence[int], num_classes: int, width: float = 1.0,
+                 generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
         c_out, h, w = out_shape
         if h != w or h < 8 or h & (h - 1):
             raise ValueError(f"PredMI needs a square power-of-two output >= 8, got {tuple(out_shape)}")
         self.out_shape = tuple(out_shape)
-        d = scaled(1024, width)
-        self.fc = nn.Linear(num_classes, d)
-        self.convs = nn.ModuleList()
-        c, r = d, 4
-        while r < h:
-            ch = scaled(4096 // r, width)
-            self.convs.append(nn.Conv2d(c, ch, 3, padding=1))
-            c, r = ch, r * 2
-        self.out = nn.Conv2d(c, c_out, 3, padding=1)
-        keras_init_(self)
+        with on_meta():  # no draw: the weights come from ``generator`` (models/init.py)
+            d = scaled(1024, width)
+            self.fc = nn.Linear(num_classes, d)
+            self.convs = nn.ModuleList()
+            c, r = d, 4
+            while r < h:
+                ch = scaled(4096 // r, width)
+                self.convs.append(nn.Conv2d(c, ch, 3, padding=1))
+                c, r = ch, r * 2
+            self.out = nn.Conv2d(c, c_out, 3, padding=1)
+        keras_init_(self, default_generator(generator))
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.fc(y))[:, :, None, None].expand(-1, -1, 4, 4)

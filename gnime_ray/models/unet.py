@@ -26,13 +26,13 @@ plain conv, values and gradients.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .init import keras_init_, scaled
+from .init import default_generator, keras_init_, on_meta, scaled
 
 B = 2048
 
@@ -44,7 +44,8 @@ def _pow2(n: int) -> bool:
 class UNet(nn.Module):
     """(map (N, C_in, h, h), logits (N, K)) -> (N, C_out, H, H), linear output."""
 
-    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], num_classes: int, width: float = 1.0) -> None:
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], num_classes: int, width: float = 1.0,
+                 generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
         c_in, h_in, w_in = in_shape
         c_out, h_out, w_out = out_shape
@@ -53,28 +54,29 @@ class UNet(nn.Module):
                              f"{tuple(out_shape)}")
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         self.num_classes = num_classes
-        self.enc = nn.ModuleList()
-        skip_channels: dict[int, int] = {}
-        c, r = c_in, h_in
-        while r > 2:
-            ch = scaled(B // r, width)
-            self.enc.append(nn.Conv2d(c, ch, 3, padding=1))
-            skip_channels[r] = ch
-            c, r = ch, r // 2
-        self.fc_bottleneck = nn.Linear(c * 2 * 2, scaled(64, width))
-        n_mix = scaled(512, width)
-        self.fc_mix = nn.Linear(scaled(64, width) + c_in * h_in * w_in + num_classes, n_mix)
-        self.dec = nn.ModuleList()
-        c, r = n_mix, 4
-        self.dec_resolutions: list[int] = []
-        while r < h_out:
-            c_cat = c + skip_channels.get(r, 0)
-            ch = scaled(1024 // r, width) if r <= 1024 else 1
-            self.dec.append(nn.Conv2d(c_cat, ch, 3, padding=1))
-            self.dec_resolutions.append(r)
-            c, r = ch, r * 2
-        self.out = nn.Conv2d(c + skip_channels.get(h_out, 0), c_out, 3, padding=1)
-        keras_init_(self)
+        with on_meta():  # no draw: the weights come from ``generator`` (models/init.py)
+            self.enc = nn.ModuleList()
+            skip_channels: dict[int, int] = {}
+            c, r = c_in, h_in
+            while r > 2:
+                ch = scaled(B // r, width)
+                self.enc.append(nn.Conv2d(c, ch, 3, padding=1))
+                skip_channels[r] = ch
+                c, r = ch, r // 2
+            self.fc_bottleneck = nn.Linear(c * 2 * 2, scaled(64, width))
+            n_mix = scaled(512, width)
+            self.fc_mix = nn.Linear(scaled(64, width) + c_in * h_in * w_in + num_classes, n_mix)
+            self.dec = nn.ModuleList()
+            c, r = n_mix, 4
+            self.dec_resolutions: list[int] = []
+            while r < h_out:
+                c_cat = c + skip_channels.get(r, 0)
+                ch = scaled(1024 // r, width) if r <= 1024 else 1
+                self.dec.append(nn.Conv2d(c_cat, ch, 3, padding=1))
+                self.dec_resolutions.append(r)
+                c, r = ch, r * 2
+            self.out = nn.Conv2d(c + skip_channels.get(h_out, 0), c_out, 3, padding=1)
+        keras_init_(self, default_generator(generator))
 
     def forward(self, e: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         skips: dict[int, torch.Tensor] = {}

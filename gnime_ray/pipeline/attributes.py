@@ -31,7 +31,6 @@ from ..data.registry import DataRequest, to_float
 from ..early_stopping import EarlyStopping
 from ..metrics import batched, f1_score
 from ..models.attributes import AttributeClassifier
-from ..seeding import global_rng, seeded
 from .cache import load_json, load_tensors, save_json, save_tensors
 from .device import pick_device
 from .fit import adam
@@ -80,7 +79,8 @@ def _key(subset: ImageDataset, preset: Preset, weights: Optional[str]) -> str:
     fields = {k: v for k, v in preset.to_dict().items() if k.startswith(("attribute_", "celeba_"))}
     return content_hash({"subset": Path(subset.info["cache"]).name, "preset": fields, "weights": digest,
                          "val_fraction": preset.val_fraction, "attributes": PAPER_ATTRIBUTES,
-                         "optimiser": "keras-adam"})  # trained with PyTorch's Adam before
+                         "optimiser": "keras-adam",  # trained with PyTorch's Adam before
+                         "init": "generator"})  # initialised from torch's global generator before
 
 
 def attribute_dir(cache_root: Path, subset: ImageDataset, preset: Preset, weights: Optional[str] = None) -> Path:
@@ -94,8 +94,7 @@ def load_attribute_models(path: Path) -> Optional[AttributeModels]:
     state, meta = load_tensors(path / "classifiers.pt"), load_json(path / "meta.json")
     models = []
     for name in meta["names"]:
-        with global_rng():  # the constructor draws initial weights (replaced below): seeding.py
-            m = AttributeClassifier()
+        m = AttributeClassifier()  # weights replaced below
         m.load_state_dict(state[name])
         models.append(m.eval())
     return AttributeModels(tuple(meta["names"]), models, meta["val_f1"], path)
@@ -127,8 +126,8 @@ def train_attribute_classifiers(subset: ImageDataset, preset: Preset, *, data_ro
     for name in PAPER_ATTRIBUTES:
         col = data.attribute_names.index(name)
         y = data.attributes[:, col].float()
-        with seeded(derive_seed(seed, "attribute-init", name)):
-            model = AttributeClassifier(weights).to(dev)
+        init = torch.Generator().manual_seed(derive_seed(seed, "attribute-init", name))
+        model = AttributeClassifier(weights, generator=init).to(dev)
         opt = adam(model.parameters(), preset.attribute_lr)
         gen = torch.Generator().manual_seed(derive_seed(seed, "attribute-batches", name))
         stopper = EarlyStopping(patience=max(1, preset.attribute_epochs), mode="max")

@@ -28,7 +28,6 @@ import torch
 from .. import TrainingDiverged, __version__, echo
 from ..attacks import attack_settings, build_attacker, train_attacker
 from ..config import CellSpec, Preset, derive_seed, preset_overrides
-from ..seeding import seeded
 from ..speed import Speed, choose
 from ..store.rows import FIGURE_SAMPLE, SPLIT_METRICS
 from ..store.report import paper_eval_images
@@ -102,9 +101,8 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
     """Train the attacker on the released maps, evaluate it, and return the cell's row."""
     split = prep.split
     attack_seed = derive_seed(spec.study_seed, "attack", spec.key(), spec.seed)
-    with seeded(attack_seed):
-        attacker = build_attacker(spec.attack, map_shape, prep.dataset.image_shape, prep.dataset.num_classes,
-                                  width=preset.net_width)
+    attacker = build_attacker(spec.attack, map_shape, prep.dataset.image_shape, prep.dataset.num_classes,
+                              width=preset.net_width, generator=torch.Generator().manual_seed(attack_seed))
     speed = choose(dev, preset.memory_format, False, shape=map_shape or prep.dataset.image_shape,
                    width=preset.net_width, cache_dir=cache_dir)
     log(f"cell {spec.key()} seed {spec.seed}: training {spec.attack} on {len(x['attack_train'])} released maps "

@@ -3,7 +3,9 @@
 Classifiers (release): Keras' Adam(lr 1e-4, betas 0.5/0.999, eps 1e-7; gnime_ray/optim.py), cross-entropy on
 logits, shuffled mini-batches, early stopping on held-out accuracy with patience, restoring the
 best weights. Deviation: equal held-out accuracies (frequent on small validation slices) are
-ranked by held-out loss, where Keras keeps the first epoch that reached the accuracy.
+ranked by held-out loss, where Keras keeps the first epoch that reached the accuracy. Dropout
+(the CelebA and ImageNet classifiers) draws its masks from a generator of the fit's own seed
+(models/init.py OwnedDropout), never from torch's global one.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import echo
+from ..config import derive_seed
 from ..data.registry import to_float
 from ..data.rows import HostRows, map_rows, to_device
 from ..early_stopping import EarlyStopping
+from ..models import dropout_from
 from ..optim import KerasAdam
 from ..speed import Speed
 
@@ -49,33 +53,37 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     speed.model(model.to(device))
     opt = adam(model.parameters(), lr, betas=(0.5, 0.999))
     gen = torch.Generator().manual_seed(seed)
+    masks = torch.Generator(device=device).manual_seed(derive_seed(seed, "dropout"))
     stopper = EarlyStopping(patience, mode="max")
     hist = FitHistory()
     x_val = HostRows(val_images)
     t0 = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        perm = torch.randperm(images.shape[0], generator=gen)
-        total, count = 0.0, 0
-        for i in range(0, perm.numel(), batch_size):
-            idx = perm[i:i + batch_size]
-            xb, yb = speed.batch(to_device(to_float(images[idx]), device)), labels[idx].to(device)
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * idx.numel()
-            count += idx.numel()
-        model.eval()
-        val_logits = map_rows(model, [x_val], device)  # on the host
-        val_acc = (val_logits.argmax(1) == val_labels).float().mean().item()
-        val_loss = F.cross_entropy(val_logits, val_labels).item()
-        hist.train_loss.append(total / count)
-        hist.val_score.append(val_acc)
-        log(f"  {name} epoch {epoch}/{epochs}: loss {total / count:.4f}, val acc {val_acc:.4f}, val loss {val_loss:.4f}")
-        if stopper.step((val_acc, -val_loss), epoch, model) and epoch < epochs:
-            log(f"  {name}: early stop at epoch {epoch} (best val acc {stopper.best[0]:.4f} at epoch {stopper.best_epoch})")
-            break
+    with dropout_from(model, masks):
+        for epoch in range(1, epochs + 1):
+            model.train()
+            perm = torch.randperm(images.shape[0], generator=gen)
+            total, count = 0.0, 0
+            for i in range(0, perm.numel(), batch_size):
+                idx = perm[i:i + batch_size]
+                xb, yb = speed.batch(to_device(to_float(images[idx]), device)), labels[idx].to(device)
+                loss = F.cross_entropy(model(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * idx.numel()
+                count += idx.numel()
+            model.eval()
+            val_logits = map_rows(model, [x_val], device)  # on the host
+            val_acc = (val_logits.argmax(1) == val_labels).float().mean().item()
+            val_loss = F.cross_entropy(val_logits, val_labels).item()
+            hist.train_loss.append(total / count)
+            hist.val_score.append(val_acc)
+            log(f"  {name} epoch {epoch}/{epochs}: loss {total / count:.4f}, val acc {val_acc:.4f}, "
+                f"val loss {val_loss:.4f}")
+            if stopper.step((val_acc, -val_loss), epoch, model) and epoch < epochs:
+                log(f"  {name}: early stop at epoch {epoch} (best val acc {stopper.best[0]:.4f} at epoch "
+                    f"{stopper.best_epoch})")
+                break
     stopper.restore(model)
     speed.trained(model).eval()
     hist.best_epoch = stopper.best_epoch

@@ -31,8 +31,7 @@ from ..data.registry import to_float
 from ..data.rows import HostRows, to_device
 from ..explain import EXPLAINER_NAMES, get_explainer
 from ..metrics import accuracy
-from ..models import ARCH_BY_DATASET, Classifier, build_classifier
-from ..seeding import seeded
+from ..models import ARCH_BY_DATASET, CLASSIFIER_ARCHS, Classifier, build_classifier
 from ..store.artifacts import ArtifactStore
 from .cache import (ArrayCorrupt, array_meta_path, array_ready, load_array, load_json, load_tensors, remove_array,
                     save_json, save_tensors, write_array)
@@ -109,8 +108,11 @@ def _classifier_fields(preset: Preset) -> dict:
 
 
 def _classifier_key(dataset: ImageDataset, preset: Preset, seed: int, arch: str) -> str:
-    return content_hash({"schema": CACHE_SCHEMA, "dataset": dataset.name, "data": dataset.fingerprint(),
-                         "arch": arch, "seed": seed, "preset": _classifier_fields(preset)})
+    fields = {"schema": CACHE_SCHEMA, "dataset": dataset.name, "data": dataset.fingerprint(),
+              "arch": arch, "seed": seed, "preset": _classifier_fields(preset)}
+    if CLASSIFIER_ARCHS[arch]["dropout"]:  # its masks drew from torch's global generator before (models/init.py)
+        fields["dropout"] = "fit-generator"
+    return content_hash(fields)
 
 
 def _notice_earlier_entry(cache_root: Path, dataset: str, data: ImageDataset, seed: int, preset: Preset,
@@ -255,8 +257,8 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
         artifacts.fetch(models_file) and artifacts.fetch(meta_file)
 
     def build(role: str) -> Classifier:
-        with seeded(derive_seed(seed, "init", role)):
-            return build_classifier(arch, data.image_shape, data.num_classes, width=preset.classifier_width)
+        return build_classifier(arch, data.image_shape, data.num_classes, width=preset.classifier_width,
+                                generator=torch.Generator().manual_seed(derive_seed(seed, "init", role)))
 
     target, eval_model = build("target"), build("eval")
     seconds: dict[str, float] = {}

@@ -6,8 +6,9 @@ each (``attack_batch``). What a process costs whatever it does (torch and gnime_
 about 0.3 GB of private memory per process here; on a GPU also a CUDA context) is then paid once
 per pool, not once per attacker, and the pool's attackers share one copy of f, f_E and the logits;
 the maps and images are memory-mapped files, shared by every process of the node anyway. An
-attacker in a thread computes exactly what it computes alone (network initialisation holds the
-process's RNG lock, seeding.py; every other draw has its own generator; each thread runs torch on
+attacker in a thread computes exactly what it computes alone (every random draw, network
+initialisation included, comes from a generator the attacker owns, models/init.py; none from
+torch's global generator; each thread runs torch on
 ``cpus_per_task`` threads, as a task of that many CPUs would; on CUDA each attacker has its own
 stream). ``run_attackers`` is the scheduler a trial feeds its pool with: the trial's own process
 attacks too, so no bundle idles while the attackers run.
