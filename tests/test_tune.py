@@ -287,6 +287,24 @@ def test_a_script_never_attaches_to_another_process_private_ray(local_ray):
     assert "STARTED_HERE True 0" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]  # not the fake-GPU test Ray
 
 
+def test_a_recorded_cluster_is_current_while_its_raylet_runs_here(tmp_path):
+    """connect()'s decision reads the process table, it times nothing: a raylet whose command line
+    names the recorded GCS address means the cluster is current; another cluster's raylet, or a
+    process that only mentions the address, does not."""
+    from gnime_ray.tune.cluster import _raylet_of
+
+    def process(pid: int, *argv: str) -> None:
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+
+    (tmp_path / "self").mkdir()
+    process(10, "/venv/ray/core/src/ray/gcs/gcs_server", "--gcs-address=10.0.0.1:6379")
+    process(11, "/venv/ray/core/src/ray/raylet/raylet", "--node_id=x", "--gcs-address=10.0.0.2:6379")
+    assert not _raylet_of("10.0.0.1:6379", tmp_path)
+    assert _raylet_of("10.0.0.2:6379", tmp_path)
+    assert _raylet_of("10.0.0.1:6379", tmp_path / "absent")  # no process table: Ray's record is trusted
+
+
 def test_address_auto_without_a_ray_start_cluster_is_one_line(tmp_path):
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(tmp_path)}
     (tmp_path / "ray").mkdir()

@@ -6,16 +6,17 @@ when told (``--address HOST:PORT`` or ``ray://...``, ``$RAY_ADDRESS`` as ``ray j
 it, ``--address auto``) or when this machine is a node of a cluster started with ``ray start`` /
 ``ray up`` (recorded by Ray in ``/tmp/ray/ray_current_cluster``, which is how ``ray submit`` scripts
 on the head reach it); otherwise, or with ``--address local``, it starts a private local Ray that
-ends with the script. Whether a recorded cluster still answers is a 2-second TCP connection to its
-address: Ray's own ``ray.init`` would wait minutes for a cluster that is gone (killed without
-``ray stop``) before failing.
+ends with the script. A recorded cluster is taken as current while ``ray start``'s raylet for it
+still runs on this machine (a process whose command line names that GCS address; read from
+/proc, so on Linux, where Ray clusters run; elsewhere the record is trusted as Ray trusts it): a
+cluster killed without ``ray stop`` leaves its record behind, on which Ray's own ``ray.init`` waits
+minutes before failing. No connection is timed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -24,16 +25,29 @@ from .ray_internals import cluster_config_validators, recorded_cluster_address
 
 
 def _recorded_cluster() -> Optional[str]:
-    """The address of the cluster this machine joined with ``ray start``, if it still answers."""
+    """The address of the cluster this machine joined with ``ray start``, while its raylet runs here."""
     address = recorded_cluster_address()
-    if not address:
+    if not address or not _raylet_of(address):
         return None
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=2):
-            return address
-    except (OSError, ValueError):
-        return None
+    return address
+
+
+def _raylet_of(address: str, proc: Path = Path("/proc")) -> bool:
+    """Whether a raylet of the cluster whose GCS is at ``address`` runs on this machine (module
+    docstring; True where there is no /proc to read)."""
+    if not proc.is_dir():
+        return True
+    flag = f"--gcs-address={address}".encode()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # the process ended meanwhile, or is not ours to read
+            continue
+        if argv[0].endswith(b"raylet") and flag in argv:
+            return True
+    return False
 
 
 def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None,
