@@ -288,6 +288,8 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
         f"({speed['reason']}{', on ' + speed['node'] if speed.get('node') else ''})")
     record_study(spec.out, spec.name, spec.kind, identity(spec), speed)
 
+    log(f"prepare: f, f_E and the {', '.join(spec.explainers)} maps, from the cache or made now (minutes on a few "
+        f"CPUs; a script's --verbose prints the workers' progress here)")
     prep = ray.get(ray.remote(prepare_task).options(num_cpus=spec.cpus_per_task, num_gpus=spec.gpu_trial)
                    .remote(spec, check))
     acc = prep["accuracies"]
