@@ -9,7 +9,7 @@ printed beside the paper's); results as Parquet under --out.
     ray submit cluster.yaml studies/celeba_lambda.py -- --data-root /data/gnime --preset paper --out s3://BUCKET/gnime
 
 --data-root holds celeba/ (the official release: img_align_celeba/, identity_CelebA.txt) or
-celeba_cropped_1000/ (the authors' cropped folders); see the README's CelebA section.
+celeba_cropped_1000/ (the authors' cropped folders); see docs/datasets.md, celeba.
 """
 
 from gnime_ray.tune.scripts import (common_spec_kwargs, print_reports, print_trials, run_script, start_ray,

@@ -32,7 +32,7 @@ Needs TensorFlow and tf_keras (Keras 2, which the release's symbolic LRP graph n
 not dependencies of gnime_ray: run it from an environment that has gnime_ray, torch and them, e.g.
 ``python -m venv /tmp/tf && /tmp/tf/bin/pip install tensorflow-cpu tf_keras torch==2.14.1
 torchvision==0.29.1 -e . && /tmp/tf/bin/python studies/check_release.py --release ../GNIME``.
-Numbers only, no pass/fail; the README keeps the table of the last run.
+Numbers only, no pass/fail; docs/fidelity.md keeps the table of the last run.
 """
 
 from __future__ import annotations
