@@ -7,8 +7,8 @@ FaceScrub images and is evaluated on CelebA's evaluation split. Prints our table
 
     python studies/table2.py --data-root /data --preset paper
 
---data-root holds celeba/ (or celeba_cropped_1000/) and facescrub/ (see docs/datasets.md, facescrub
-: face crops, or raw photos with the official bounding-box lists; exclude.txt removes
+--data-root holds celeba/ (or celeba_cropped_1000/) and facescrub/ (see docs/datasets.md,
+facescrub: face crops, or raw photos with the official bounding-box lists; exclude.txt removes
 identities that also appear in CelebA).
 """
 
