@@ -235,7 +235,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from .pipeline.calibrate import parse_target
     from .pipeline.matrix import run_matrix
     from .store import paper_table, table1
-    from .store.report import operating_points
+    from .store.report import operating_points, provenance
     from .store.root import probe_out
 
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
@@ -269,7 +269,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         print(paper_table(args.dataset, explainers, aux=args.aux_dataset))
     except GnimeRayError as exc:  # the paper has no such row: our table stands alone
         print(f"({exc})")
-    print(f"\nstudy {study}: {len(rows)} rows under {args.out} ({time.perf_counter() - t0:.0f}s)")
+    print(f"\nstudy {study}: {len(rows)} rows under {args.out} ({time.perf_counter() - t0:.0f}s); "
+          f"{provenance(pa.Table.from_pylist(rows))}")
     return 0
 
 
@@ -277,7 +278,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
     from .store import paper_table, read_rows, table1
-    from .store.report import operating_points
+    from .store.report import operating_points, provenance
 
     rows = [r for r in read_rows(args.out).to_pylist() if args.study is None or r["study"] == args.study]
     if args.study is not None and not rows:
@@ -306,6 +307,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(paper_table(args.dataset, explainers, aux=args.aux_dataset))
     except GnimeRayError as exc:
         print(f"({exc})")
+    print(f"\n{provenance(pa.Table.from_pylist(rows))}")
     return 0
 
 

@@ -6,9 +6,11 @@ import math
 import pyarrow.dataset as pads
 import pytest
 
+from gnime_ray import __version__
 from gnime_ray.config import CellSpec, get_preset
 from gnime_ray.pipeline.cell import run_cell
 from gnime_ray.pipeline.prepare import prepare
+from gnime_ray.provenance import code_commit
 from gnime_ray.store import SCHEMA, read_rows, write_rows
 from gnime_ray.store.rows import FIGURE_SAMPLE, SPLIT_METRICS, read_figure_sample
 
@@ -45,6 +47,7 @@ def test_gnime_cell_row_matches_schema_and_round_trips(smoke_prep, tmp_path):
     assert CellSpec(**config["cell"]) == CellSpec("digits", explainer="grad", defense="gnime")
     assert config["preset"] == get_preset("smoke").to_dict() and config["overrides"] == {}
     assert config["data"]["prepare_key"] == smoke_prep.key and config["runtime"]["threads"] >= 1
+    assert config["runtime"]["code_commit"] == row["code_commit"] == code_commit() and row["code_version"] == __version__
     assert 0 < row["utility_deepsim"] <= 1
     write_rows([row], str(tmp_path / "out"))
     table = read_rows(str(tmp_path / "out"))

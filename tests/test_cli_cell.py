@@ -61,6 +61,7 @@ def test_table_command_reads_the_rows_back(tmp_path, capsys):
     assert main(["table", str(tmp_path), "--dataset", "digits", "--study", "a", "--explainers", "lrp"]) == 0
     out = capsys.readouterr().out
     assert "| SSIM ↓ | – | 0.6000 ± 0.1414 |" in out and "mnist (paper, 5 runs)" in out
+    assert "rows made by: a version not recorded (commit not recorded): 2 rows" in out
     assert main(["table", str(tmp_path), "--dataset", "digits", "--explainers", "lrp"]) == 2
     assert "same attack seed more than once (studies a, b)" in capsys.readouterr().err
     assert main(["table", str(tmp_path), "--dataset", "celeba"]) == 2

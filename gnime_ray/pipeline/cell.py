@@ -28,6 +28,7 @@ import torch
 from .. import TrainingDiverged, __version__, echo
 from ..attacks import attack_settings, build_attacker, train_attacker
 from ..config import CellSpec, Preset, derive_seed, preset_overrides
+from ..provenance import code_commit
 from ..speed import Speed, choose
 from ..store.rows import FIGURE_SAMPLE, SPLIT_METRICS
 from ..store.report import paper_eval_images
@@ -144,7 +145,8 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
         "perturbation_per_map": test_ev["perturbation"].tolist() if clean is not None else [],
         "figure_sample": "",  # set where the row is written (store/rows.py), from FIGURE_SAMPLE below
         FIGURE_SAMPLE: {k[len("sample_"):]: v.numpy() for k, v in ev.items() if k.startswith("sample_")},
-        "code_version": __version__, "torch_version": torch.__version__, "device": str(dev),
+        "code_version": __version__, "code_commit": code_commit(), "torch_version": torch.__version__,
+        "device": str(dev),
         "host": platform.node(), "wall_seconds": time.perf_counter() - t0,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -195,14 +197,14 @@ def cell_config(spec: CellSpec, preset: Preset, prep: Prepared, device: torch.de
     """The row's ``config`` column: everything needed to run the cell again (``gnime-ray
     reproduce``) as JSON: the cell, every preset field and which of them ``--set`` changed, the
     data's identity, prepare's key, the device, the torch thread count, the memory format the
-    attacker trained in (gnime_ray/speed.py) and the versions."""
+    attacker trained in (gnime_ray/speed.py), the versions and the code's commit (provenance.py)."""
     return json.dumps({
         "cell": spec.to_dict(), "preset": preset.to_dict(), "overrides": preset_overrides(preset, spec.dataset),
         "data": {"dataset": spec.dataset, "images": len(prep.dataset), "fingerprint": prep.dataset.fingerprint(),
                  "prepare_key": prep.key, "eval_images": {"select": int(prep.split.select.numel()),
                                                           "test": int(prep.split.test.numel())}},
         "runtime": {"device": str(device), "threads": torch.get_num_threads(), "memory_format": speed.name,
-                    "code_version": __version__,
+                    "code_version": __version__, "code_commit": code_commit(),
                     "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
     }, sort_keys=True)
 

@@ -21,6 +21,7 @@ import torch
 
 from .. import GnimeRayError, echo
 from ..config import CellSpec, preset_from_dict
+from ..provenance import code_commit
 from ..store.rows import SPLIT_METRICS, read_rows
 from .attributes import F1_COLUMNS
 from .cell import run_cell
@@ -67,6 +68,9 @@ def reproduce_row(row: dict, out: str, *, cache_dir: Optional[str] = None, data_
         device = recorded if not recorded.startswith("cuda") or torch.cuda.is_available() else "cpu"
     if device != recorded:
         log(f"reproduce: the row was made on {recorded}, this run uses {device}: expect float32-level differences")
+    made_by, here = runtime.get("code_commit"), code_commit()
+    if made_by != here:
+        log(f"reproduce: the row was made by commit {made_by or '(not recorded)'}, this is {here or '(not a git checkout)'}")
     torch.set_num_threads(int(runtime["threads"]))
     if "memory_format" in runtime:  # the attacker's, as it was chosen on the machine that made the row
         preset = preset.replace(memory_format=runtime["memory_format"])

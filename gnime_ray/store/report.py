@@ -242,3 +242,17 @@ def operating_points(table: pa.Table, dataset: str, explainers: Sequence[str] = 
                      spread("perturbation_mse"), paper_value("perturbation_mse"),
                      spread(utility_column), paper_value("utility_deepsim")])
     return _markdown(header, body) + "\n\n(± : sample std over the trained GNIMEs; 0 for one)"
+
+
+def provenance(table: pa.Table) -> str:
+    """One line naming the gnime_ray versions and commits that made the rows (their ``code_version``
+    and ``code_commit`` columns; rows of earlier versions have no commit)."""
+    made: dict[str, int] = defaultdict(int)
+    columns = set(table.column_names)
+    versions = table.column("code_version").to_pylist() if "code_version" in columns else [None] * table.num_rows
+    commits = table.column("code_commit").to_pylist() if "code_commit" in columns else [None] * table.num_rows
+    for version, commit in zip(versions, commits):
+        made[f"{'gnime_ray ' + version if version else 'a version not recorded'} (commit {commit or 'not recorded'})"] += 1
+    if not made:
+        return "rows made by: no rows"
+    return "rows made by: " + ", ".join(f"{k}: {n} row{'s' if n != 1 else ''}" for k, n in sorted(made.items()))

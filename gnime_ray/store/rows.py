@@ -64,7 +64,10 @@ SCHEMA = pa.schema([
     ("ssim_per_image", pa.list_(pa.float32())), ("perturbation_per_map", pa.list_(pa.float32())),
     # the row's sample of evaluation images, maps and reconstructions (_figures/...npz), for figures
     ("figure_sample", pa.string()),
-    ("code_version", pa.string()), ("torch_version", pa.string()), ("device", pa.string()), ("host", pa.string()),
+    # provenance: the package version and the git commit of the code that made the row (provenance.py;
+    # code_commit null in rows of earlier versions)
+    ("code_version", pa.string()), ("code_commit", pa.string()), ("torch_version", pa.string()),
+    ("device", pa.string()), ("host", pa.string()),
     ("wall_seconds", pa.float64()), ("created_at", pa.string()),
     # attribute leakage (CelebA, Fig. 6): F1 of each attribute classifier on the reconstructions
     *[(f"f1_{a.lower()}", pa.float64()) for a in PAPER_ATTRIBUTES],

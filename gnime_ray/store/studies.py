@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .. import GnimeRayError, __version__
+from ..provenance import code_commit, command_line
 from .root import read_json, write_json
 
 
@@ -62,7 +63,8 @@ def record_study(out: str, name: str, kind: str, identity: dict[str, Any], speed
     """Write the study's record unless it exists; return the record as it stands."""
     recorded = read_record(out, name)
     if recorded is None:
-        recorded = {"kind": kind, "identity": identity, "speed": speed, "code_version": __version__, **extra}
+        recorded = {"kind": kind, "identity": identity, "speed": speed, "code_version": __version__,
+                    "code_commit": code_commit(), "command": command_line(), **extra}
         write_json(out, record_relpath(name), recorded)
     return recorded
 

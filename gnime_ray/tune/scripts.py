@@ -99,7 +99,8 @@ def print_reports(outcome: dict, dataset: str) -> None:
     import pyarrow as pa
 
     from ..store import paper_table, table1
-    from ..store.report import operating_points
+    from ..provenance import command_line
+    from ..store.report import operating_points, provenance
     from .heldout import describe_optimism
 
     for explainer, report in outcome["reports"].items():
@@ -123,6 +124,7 @@ def print_reports(outcome: dict, dataset: str) -> None:
         except GnimeRayError as exc:
             print(f"({exc})")
         print("\n" + describe_optimism(explainer, c["trial"], outcome["optimism"][explainer]))
+        print(f"\n{provenance(rows)}; printed by: {command_line()}")
 
 
 def run_script(main: Callable[[], int]) -> None:
