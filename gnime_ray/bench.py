@@ -5,16 +5,23 @@ two Adam steps), one ExpMI attacker step and each explainer, on 32x32x1 inputs w
 at width 1 (the release's networks) and batch 128 by default, plus each step's FLOPs per image
 (torch.utils.flop_counter), so that the achieved GFLOP/s can be read against the machine.
 ``--memory-format`` defaults to ``auto``, the settings a study would choose on this machine
-(gnime_ray/speed.py), printed in the header. ``--compare`` times the GNIME step in fp32 in every
-memory format and says how the default compares with the best. Numbers only: no pass/fail.
+(gnime_ray/speed.py), printed in the header. ``--compare`` prints the CPU's model and flags, then
+times the GNIME step in fp32 in every memory format, in bf16 autocast where the device has native
+bf16, compiled by torch.compile with ``--compile``, and the release's TensorFlow step when
+``--release-python`` (or ``$GNIME_RAY_TF_PYTHON``) names a Python with TensorFlow, each with its
+ratio to the release, and says how the default compares with the best. Numbers only: no pass/fail.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import subprocess
 import time
 from contextlib import nullcontext
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .attacks import build_attacker
 from .optim import KerasAdam
-from .speed import MEMORY_FORMATS, choose
+from .speed import MEMORY_FORMATS, choose, cpu_info
 from .defenses.gnime import GnimeConfig, GnimeModel, build_networks, gnime_step, make_optimisers
 from .explain import EXPLAINER_NAMES, get_explainer
 from .models import build_classifier
@@ -59,14 +66,80 @@ def _gnime_rate(dev: torch.device, b: int, width: float, repeats: int, speed) ->
     return b / _time(lambda: gnime_step(model, opt_ng, opt_inv, e, y, x), 1, repeats, dev)
 
 
-def _compare(dev: torch.device, b: int, width: float, repeats: int) -> int:
+WATCHED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+RELEASE_BENCH = Path(__file__).resolve().parents[1] / "studies" / "bench_release_tf.py"
+
+
+def _native_bf16(dev: torch.device, flags: frozenset[str]) -> bool:
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def _release_rate(python: Optional[str], b: int, repeats: int) -> Optional[float]:
+    """images/s of the release's step (studies/bench_release_tf.py) run by ``python``, or None."""
+    if not python or not RELEASE_BENCH.is_file():
+        return None
+    done = subprocess.run([python, str(RELEASE_BENCH), "--batch", str(b), "--repeats", str(max(repeats, 3))],
+                          capture_output=True, text=True)
+    found = re.search(r"([0-9.]+) images/s", done.stdout)
+    if done.returncode != 0 or not found:
+        print(f"release: {python} {RELEASE_BENCH.name} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+        return None
+    return float(found.group(1))
+
+
+def _compiled_rate(dev: torch.device, b: int, width: float, repeats: int, speed) -> tuple[float, float]:
+    """(images/s, seconds of the first step, compilation included) of the GNIME step with NG and INV
+    compiled by torch.compile (inductor)."""
+    gen = torch.Generator().manual_seed(0)
+    cfg = GnimeConfig(ng_width=width, inv_width=width, batch_size=b, bf16=speed.bf16)
+    ng, inv = build_networks((1, 32, 32), (1, 32, 32), 10, cfg)
+    model = GnimeModel(torch.compile(speed.model(ng.to(dev))), torch.compile(speed.model(inv.to(dev))), 0.3, 0.2, cfg)
+    opt_ng, opt_inv = make_optimisers(model)
+    e = speed.batch(model.standardise(torch.rand(b, 1, 32, 32, generator=gen).to(dev)))
+    x, y = speed.batch(torch.rand(b, 1, 32, 32, generator=gen).to(dev)), torch.randn(b, 10, generator=gen).to(dev)
+    t0 = time.perf_counter()
+    gnime_step(model, opt_ng, opt_inv, e, y, x)
+    first = time.perf_counter() - t0
+    return b / _time(lambda: gnime_step(model, opt_ng, opt_inv, e, y, x), 1, repeats, dev), first
+
+
+def _compare(dev: torch.device, b: int, width: float, repeats: int, release_python: Optional[str],
+             compiled: bool) -> int:
+    """The GNIME step in every setting this machine offers, each against the release's step."""
+    cpu, flags = cpu_info()
+    print(f"cpu: {cpu}; flags: {', '.join(f for f in WATCHED_FLAGS if f in flags) or 'none of ' + ', '.join(WATCHED_FLAGS)}"
+          f"; torch {torch.__version__}, {torch.get_num_threads()} threads; device {dev}, batch {b}, width {width:g}")
     default = choose(dev, width=width)
-    rates = {fmt: _gnime_rate(dev, b, width, repeats, choose(dev, fmt)) for fmt in ("contiguous", "channels_last")}
-    best = max(rates, key=rates.get)
-    for fmt, rate in rates.items():
-        print(f"gnime step, fp32, {fmt:13s}: {rate:8.1f} images/s")
-    ratio = rates[default.name] / rates[best]
-    print(f"default on this machine: {default.describe()}: {100 * ratio:.1f}% of the best ({best})")
+    rates = {f"fp32, {fmt}": _gnime_rate(dev, b, width, repeats, choose(dev, fmt))
+             for fmt in ("contiguous", "channels_last")}
+    if _native_bf16(dev, flags):
+        rates["bf16 autocast, channels_last"] = _gnime_rate(dev, b, width, repeats, choose(dev, "channels_last", True))
+    else:
+        print("bf16: skipped, this device has no native bf16 (avx512_bf16 / amx_bf16 / a bf16 GPU)")
+    if compiled:
+        try:
+            rate, first = _compiled_rate(dev, b, width, repeats, choose(dev, width=width))
+            rates[f"fp32, {default.name}, torch.compile"] = rate
+            print(f"torch.compile: first step {first:.1f}s (compilation included)")
+        except Exception as exc:  # no C++ compiler, an unsupported op: say so and go on
+            print(f"torch.compile: failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+    release = _release_rate(release_python, b, repeats) if width == 1 else None
+    if width != 1:
+        print("release: not timed (its networks are at width 1 only)")
+    elif release is None and not release_python:
+        print("release: not timed (pass --release-python PYTHON, a Python with TensorFlow, to time "
+              "studies/bench_release_tf.py in the same run)")
+    elif release is not None:
+        rates["release (TensorFlow)"] = release
+    for name, rate in rates.items():
+        vs = f"  {rate / release:5.2f}x the release" if release else ""
+        print(f"gnime step, {name:34s}: {rate:8.1f} images/s{vs}")
+    ours = {k: v for k, v in rates.items() if k.startswith("fp32, ") and "compile" not in k}
+    best = max(ours, key=ours.get)
+    ratio = ours[f"fp32, {default.name}"] / ours[best]
+    print(f"default on this machine: {default.describe()}: {100 * ratio:.1f}% of the best fp32 eager ({best})")
     return 0
 
 
@@ -79,20 +152,26 @@ def main(argv=None) -> int:
     p.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS,
                    help="memory format of networks and batches (auto: this machine's default)")
     p.add_argument("--compare", action="store_true",
-                   help="time the fp32 GNIME step in every memory format against the default, then stop")
+                   help="time the GNIME step in every setting (fp32 per memory format, bf16 where native, "
+                        "compiled with --compile) against the default and the release, then stop")
+    p.add_argument("--compile", action="store_true", help="with --compare: also torch.compile's GNIME step")
+    p.add_argument("--release-python", default=os.environ.get("GNIME_RAY_TF_PYTHON"),
+                   help="with --compare: a Python with TensorFlow that runs studies/bench_release_tf.py "
+                        "(default $GNIME_RAY_TF_PYTHON)")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     dev, b = torch.device(args.device), args.batch
     speed = choose(dev, args.memory_format, args.bf16, width=args.width)
     if args.compare:
-        return _compare(dev, b, args.width, args.repeats)
+        return _compare(dev, b, args.width, args.repeats, args.release_python, args.compile)
     fmt = speed.memory_format
     gen = torch.Generator().manual_seed(0)
     e = torch.rand(b, 1, 32, 32, generator=gen).to(dev).contiguous(memory_format=fmt)
     x = torch.rand(b, 1, 32, 32, generator=gen).to(dev).contiguous(memory_format=fmt)
     y = torch.randn(b, 10, generator=gen).to(dev)
+    cpu, flags = cpu_info()
     print(f"device {dev}, batch {b}, width {args.width:g}, settings {speed.describe()}, "
-          f"threads {torch.get_num_threads()}")
+          f"threads {torch.get_num_threads()}; cpu {cpu}, flags {', '.join(f for f in WATCHED_FLAGS if f in flags)}")
 
     cfg = GnimeConfig(ng_width=args.width, inv_width=args.width, batch_size=b, bf16=args.bf16)
     ng, inv = build_networks((1, 32, 32), (1, 32, 32), 10, cfg)
