@@ -196,14 +196,17 @@ def figure_positions(n_test: int, study_seed: int, k: int = FIGURE_SAMPLE_SIZE) 
 def cell_config(spec: CellSpec, preset: Preset, prep: Prepared, device: torch.device, speed: Speed) -> str:
     """The row's ``config`` column: everything needed to run the cell again (``gnime-ray
     reproduce``) as JSON: the cell, every preset field and which of them ``--set`` changed, the
-    data's identity, prepare's key, the device, the torch thread count, the memory format the
-    attacker trained in (gnime_ray/speed.py), the versions and the code's commit (provenance.py)."""
+    data's identity, prepare's key, the device, the torch thread count, the memory format and
+    precision the attacker trained in (gnime_ray/speed.py), the precision GNIME trained in (its
+    preset's ``bf16``), the versions and the code's commit (provenance.py)."""
     return json.dumps({
         "cell": spec.to_dict(), "preset": preset.to_dict(), "overrides": preset_overrides(preset, spec.dataset),
         "data": {"dataset": spec.dataset, "images": len(prep.dataset), "fingerprint": prep.dataset.fingerprint(),
                  "prepare_key": prep.key, "eval_images": {"select": int(prep.split.select.numel()),
                                                           "test": int(prep.split.test.numel())}},
         "runtime": {"device": str(device), "threads": torch.get_num_threads(), "memory_format": speed.name,
+                    "precision": "bf16 autocast" if speed.bf16 else "fp32",
+                    "gnime_precision": ("bf16 autocast" if preset.bf16 else "fp32") if spec.defense == "gnime" else None,
                     "code_version": __version__, "code_commit": code_commit(),
                     "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
     }, sort_keys=True)
