@@ -181,3 +181,24 @@ def test_threads_compute_what_each_computes_alone():
     for name in JOBS:
         assert _same(alone[name], at_once[name]), name
     assert alone["expmi"]["weights"] != alone["predmi"]["weights"]
+
+
+def test_one_threads_meta_device_does_not_reach_another():
+    """Networks are made on the meta device (models/init.py on_meta) while other threads train."""
+    from gnime_ray.models.init import on_meta
+
+    entered, leave = threading.Event(), threading.Event()
+
+    def build():
+        with on_meta():
+            entered.set()
+            leave.wait(10)
+
+    t = threading.Thread(target=build)
+    t.start()
+    entered.wait(10)
+    try:
+        assert torch.zeros(1).device.type == "cpu"
+    finally:
+        leave.set()
+        t.join()
