@@ -54,15 +54,20 @@ def _flops(fn: Callable[[], None]) -> int:
     return counter.get_total_flops()
 
 
-def _gnime_rate(dev: torch.device, b: int, width: float, repeats: int, speed) -> float:
-    """Images/s of the GNIME step in ``speed``'s settings."""
+def _gnime_rate(dev: torch.device, b: int, width: float, repeats: int, speed, compiled: bool = False) -> float:
+    """Images/s of the GNIME step in ``speed``'s settings; ``compiled``: NG and INV compiled by
+    torch.compile (inductor), the first step's seconds (compilation included) printed."""
     gen = torch.Generator().manual_seed(0)
     cfg = GnimeConfig(ng_width=width, inv_width=width, batch_size=b, bf16=speed.bf16)
-    ng, inv = build_networks((1, 32, 32), (1, 32, 32), 10, cfg)
-    model = GnimeModel(speed.model(ng.to(dev)), speed.model(inv.to(dev)), 0.3, 0.2, cfg)
+    ng, inv = (speed.model(n.to(dev)) for n in build_networks((1, 32, 32), (1, 32, 32), 10, cfg))
+    model = GnimeModel(torch.compile(ng) if compiled else ng, torch.compile(inv) if compiled else inv, 0.3, 0.2, cfg)
     opt_ng, opt_inv = make_optimisers(model)
     e = speed.batch(model.standardise(torch.rand(b, 1, 32, 32, generator=gen).to(dev)))
     x, y = speed.batch(torch.rand(b, 1, 32, 32, generator=gen).to(dev)), torch.randn(b, 10, generator=gen).to(dev)
+    if compiled:
+        t0 = time.perf_counter()
+        gnime_step(model, opt_ng, opt_inv, e, y, x)
+        print(f"torch.compile: first step {time.perf_counter() - t0:.1f}s (compilation included)")
     return b / _time(lambda: gnime_step(model, opt_ng, opt_inv, e, y, x), 1, repeats, dev)
 
 
@@ -89,22 +94,6 @@ def _release_rate(python: Optional[str], b: int, repeats: int) -> Optional[float
     return float(found.group(1))
 
 
-def _compiled_rate(dev: torch.device, b: int, width: float, repeats: int, speed) -> tuple[float, float]:
-    """(images/s, seconds of the first step, compilation included) of the GNIME step with NG and INV
-    compiled by torch.compile (inductor)."""
-    gen = torch.Generator().manual_seed(0)
-    cfg = GnimeConfig(ng_width=width, inv_width=width, batch_size=b, bf16=speed.bf16)
-    ng, inv = build_networks((1, 32, 32), (1, 32, 32), 10, cfg)
-    model = GnimeModel(torch.compile(speed.model(ng.to(dev))), torch.compile(speed.model(inv.to(dev))), 0.3, 0.2, cfg)
-    opt_ng, opt_inv = make_optimisers(model)
-    e = speed.batch(model.standardise(torch.rand(b, 1, 32, 32, generator=gen).to(dev)))
-    x, y = speed.batch(torch.rand(b, 1, 32, 32, generator=gen).to(dev)), torch.randn(b, 10, generator=gen).to(dev)
-    t0 = time.perf_counter()
-    gnime_step(model, opt_ng, opt_inv, e, y, x)
-    first = time.perf_counter() - t0
-    return b / _time(lambda: gnime_step(model, opt_ng, opt_inv, e, y, x), 1, repeats, dev), first
-
-
 def _compare(dev: torch.device, b: int, width: float, repeats: int, release_python: Optional[str],
              compiled: bool) -> int:
     """The GNIME step in every setting this machine offers, each against the release's step."""
@@ -120,9 +109,7 @@ def _compare(dev: torch.device, b: int, width: float, repeats: int, release_pyth
         print("bf16: skipped, this device has no native bf16 (avx512_bf16 / amx_bf16 / a bf16 GPU)")
     if compiled:
         try:
-            rate, first = _compiled_rate(dev, b, width, repeats, choose(dev, width=width))
-            rates[f"fp32, {default.name}, torch.compile"] = rate
-            print(f"torch.compile: first step {first:.1f}s (compilation included)")
+            rates[f"fp32, {default.name}, torch.compile"] = _gnime_rate(dev, b, width, repeats, default, compiled=True)
         except Exception as exc:  # no C++ compiler, an unsupported op: say so and go on
             print(f"torch.compile: failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
     release = _release_rate(release_python, b, repeats) if width == 1 else None
