@@ -43,6 +43,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
+def _numbers(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _number(text: str) -> float:
     """A number; its range (finite, > 0) is checked by CellSpec with the field's name."""
     try:
@@ -83,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defense", default="gnime", help="none, rnd, ond or gnime (default: gnime)")
     p.add_argument("--attack", default="expmi", help="expmi or predmi (default: expmi)")
     p.add_argument("--study", default="cells", help="study name of the row (default: cells)")
+    p.add_argument("--match", default="perturbation",
+                   help="an rnd or ond cell's noise matched to GNIME's perturbation (the paper's protocol), utility "
+                        "(DeePSiM at the paper's N) or utility-topk, on the selection images (default: perturbation)")
     _add_gnime_knobs(p)
 
     p = sub.add_parser("matrix", help="the Table 1 matrix of one dataset, without Ray, then the table")
@@ -98,7 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first search lambda per explainer so that GNIME's perturbation MSE on the target half "
                         "matches TARGET: 'paper' (the default: the paper's Table 3 value of the matching dataset; "
                         "MNIST's for digits) or a number; --lambda is the search's start")
+    p.add_argument("--budgets", type=_numbers, default=None, metavar="B1,B2,...",
+                   help="attack every GNIME at these perturbation budgets (Eq. 3's gamma), as multiples of the "
+                        "paper's Table 3 perturbation for the dataset and explainer, e.g. 0.5,1,2 (not with --gamma)")
+    p.add_argument("--match", default="perturbation", metavar="M1,M2,...",
+                   help="what RND's and OND's noise is matched to: perturbation (the paper's protocol), utility "
+                        "(GNIME's DeePSiM at the paper's N), utility-topk (its top-k agreement), comma-separated; "
+                        "with more than perturbation the matrix prints the held-out frontier with its intervals "
+                        "(default: perturbation)")
     _add_gnime_knobs(p)
+
+    p = sub.add_parser("frontier", help="the held-out frontier of a study's rows under OUT: GNIME against RND and "
+                                        "OND at matched perturbation and utility, 95% intervals, hypervolumes")
+    p.add_argument("out", metavar="OUT", help="results root (a path or a URI), e.g. results")
+    p.add_argument("--study", required=True, help="the study (a held-out report, or a matrix with --match)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the bootstrap (default: 0)")
 
     p = sub.add_parser("table", help="Table 1 (or Table 2 with --aux-dataset) from the Parquet rows under OUT, "
                                      "beside the paper's numbers")
@@ -207,7 +231,7 @@ def cmd_cell(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
     spec = CellSpec(args.dataset, explainer=args.explainer, defense=args.defense, attack=args.attack, seed=args.seed,
                     lam=args.lam, width=args.width, gamma=args.gamma, variant=args.variant, study_seed=args.study_seed,
-                    aux_dataset=args.aux_dataset)
+                    aux_dataset=args.aux_dataset, match=args.match)
     _check_dataset(args.dataset, args.aux_dataset)
     probe_out(args.out)
     preset = begin_study(args.out, args.study, "cells", args.dataset, preset, pick_device(args.device), args.cache_dir)
@@ -238,10 +262,20 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from .store.report import operating_points, provenance
     from .store.root import probe_out
 
+    from .pipeline.calibrate import budget_gammas
+
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
     explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]
+    matches = tuple(m.strip() for m in args.match.split(",") if m.strip())
+    if args.budgets is not None and (args.gamma is not None or not args.budgets):
+        raise GnimeRayError("--budgets needs at least one multiple, and not --gamma (the budgets are the gammas)")
+    if args.budgets and any(not b > 0 for b in args.budgets):
+        raise GnimeRayError(f"--budgets must be multiples > 0, got {args.budgets}")
+    gammas = {e: budget_gammas(args.dataset, e, args.budgets) if args.budgets else (args.gamma,) for e in explainers}
     for e in explainers:  # validate every cell's configuration before any work
-        CellSpec(args.dataset, explainer=e, lam=args.lam, width=args.width, gamma=args.gamma, variant=args.variant)
+        for m in matches:
+            CellSpec(args.dataset, explainer=e, lam=args.lam, width=args.width, gamma=gammas[e][0],
+                     variant=args.variant, defense="rnd", match=m)
     if args.seeds < 1:
         raise GnimeRayError("--seeds must be >= 1")
     if args.gnime_seeds < 1:
@@ -257,13 +291,26 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rows = run_matrix(args.dataset, preset, seeds=args.seeds, out=args.out, study=study, explainers=explainers,
                       study_seed=args.study_seed, variant=args.variant, lam=args.lam, width=args.width,
-                      gamma=args.gamma, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device,
-                      aux=args.aux_dataset, gnime_seeds=args.gnime_seeds, calibrate=args.calibrate)
-    print()
-    print(table1(pa.Table.from_pylist(rows), args.dataset, explainers, aux=args.aux_dataset))
-    if args.aux_dataset == "same":
+                      gammas=gammas, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device,
+                      aux=args.aux_dataset, gnime_seeds=args.gnime_seeds, calibrate=args.calibrate, matches=matches)
+
+    def at_budget(r: dict, i: int) -> bool:
+        gamma = gammas[r["explainer"]][i]
+        return r["gamma"] == gamma or (gamma is None and r["gamma"] != r["gamma"])
+
+    count = len(gammas[explainers[0]])
+    for i in range(count):  # Table 1 at each budget (each explainer's own gamma)
+        at = [r for r in rows if r["defense"] == "none" or r["attack"] == "predmi" or at_budget(r, i)]
+        if count > 1:
+            print(f"\nTable 1 at {args.budgets[i]:g} x the paper's perturbation (gamma "
+                  f"{', '.join(f'{e} {gammas[e][i]:g}' for e in explainers)}):")
         print()
-        print(operating_points(pa.Table.from_pylist(rows), args.dataset, explainers))
+        print(table1(pa.Table.from_pylist(at), args.dataset, explainers, aux=args.aux_dataset))
+        if args.aux_dataset == "same":
+            print()
+            print(operating_points(pa.Table.from_pylist(at), args.dataset, explainers))
+    if matches != ("perturbation",) or args.budgets:
+        _print_frontier(args.out, study, rows, args.study_seed)
     print()
     try:
         print(paper_table(args.dataset, explainers, aux=args.aux_dataset))
@@ -271,6 +318,31 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         print(f"({exc})")
     print(f"\nstudy {study}: {len(rows)} rows under {args.out} ({time.perf_counter() - t0:.0f}s); "
           f"{provenance(pa.Table.from_pylist(rows))}")
+    return 0
+
+
+def _print_frontier(out: str, study: str, rows: list[dict], seed: int) -> None:
+    from .store.frontier import frontier, frontier_markdown, write_frontier
+
+    points, hv = frontier(rows, study, seed=seed)
+    print("\n" + frontier_markdown(points, hv))
+    paths = write_frontier(out, study, points, hv)
+    print(f"\nfrontier written to {paths[0]} and {paths[1]}")
+
+
+def cmd_frontier(args: argparse.Namespace) -> int:
+    from .store import read_rows
+    from .store.report import provenance
+
+    import pyarrow as pa
+
+    rows = [r for r in read_rows(args.out).to_pylist() if r["study"] == args.study]
+    if not rows:
+        raise GnimeRayError(f"no study {args.study!r} under {args.out}")
+    if not any(r["defense"] == "gnime" for r in rows):
+        raise GnimeRayError(f"study {args.study!r} has no GNIME rows: no frontier to draw")
+    _print_frontier(args.out, args.study, rows, args.seed)
+    print(f"\n{provenance(pa.Table.from_pylist(rows))}")
     return 0
 
 
@@ -458,6 +530,7 @@ def _check_dataset(name: str, aux: str = "same") -> None:
 
 
 COMMANDS = {"prepare": cmd_prepare, "cell": cmd_cell, "matrix": cmd_matrix, "table": cmd_table, "data": cmd_data,
+            "frontier": cmd_frontier,
             "attributes": cmd_attributes, "reproduce": cmd_reproduce, "figures": cmd_figures,
             "export": cmd_export,
             "validate-cluster": cmd_validate_cluster}

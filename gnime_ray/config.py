@@ -258,6 +258,9 @@ EXPLAINERS = ("grad", "gradcam", "lrp")
 VARIANTS = ("paper", "paper-flat", "standard")  # explain/__init__.py
 DEFENSES = ("none", "rnd", "ond", "gnime")
 ATTACKS = ("expmi", "predmi")
+# what RND's and OND's noise size is matched to (pipeline/match.py): GNIME's perturbation (the paper's
+# protocol), or GNIME's utility as Table 3's DeePSiM measures it, or as the top-k agreement does
+MATCHES = ("perturbation", "utility", "utility-topk")
 # the eight CelebA attributes of the attribute-leakage study (paper Fig. 6 does not name them in
 # its text; Fig. 1 shows sunglasses, a cap and gender): our named choice
 PAPER_ATTRIBUTES = ("Eyeglasses", "Wearing_Hat", "Male", "Smiling", "Young", "Bangs", "Mustache", "Blond_Hair")
@@ -278,8 +281,10 @@ class CellSpec:
     independently trained GNIMEs on the same data and classifiers (0: the study seed's own GNIME;
     another value trains another one, and the gnime, rnd and ond cells built on it are other cells). ``lam``, ``width`` (NG capacity,
     relative to the release) and ``gamma`` (Eq. 3; None = unbounded) configure GNIME; they apply to
-    the gnime, rnd and ond cells (rnd and ond are matched to GNIME's perturbation). PredMI ignores
-    the explainer and the defence (both recorded as 'none').
+    the gnime, rnd and ond cells. ``match`` says what the rnd and ond cells' noise size is matched
+    to: GNIME's perturbation (the paper's protocol) or its utility on the selection images
+    (pipeline/match.py); it is 'perturbation' for every other defence. PredMI ignores the explainer
+    and the defence (both recorded as 'none').
     """
 
     dataset: str
@@ -294,6 +299,7 @@ class CellSpec:
     study_seed: int = 0
     aux_dataset: str = "same"
     gnime_seed: int = 0
+    match: str = "perturbation"
 
     def __post_init__(self) -> None:
         _check(self.attack in ATTACKS, "attack", f"one of {', '.join(ATTACKS)}", self.attack)
@@ -313,6 +319,9 @@ class CellSpec:
         _check(positive_finite(self.width), "width", "a finite number > 0", self.width)
         _check(self.gamma is None or positive_finite(self.gamma), "gamma", "a finite number > 0 (or unset)",
                self.gamma)
+        _check(self.match in MATCHES, "match", f"one of {', '.join(MATCHES)}", self.match)
+        if self.defense not in ("rnd", "ond"):
+            object.__setattr__(self, "match", "perturbation")
         if not self.uses_gnime:  # the GNIME knobs do not apply: one canonical cell
             object.__setattr__(self, "lam", default_lambda(self.dataset))
             object.__setattr__(self, "width", 1.0)
@@ -327,7 +336,8 @@ class CellSpec:
         """A stable identifier of the cell (without the attack seed)."""
         g = "none" if self.gamma is None else f"{self.gamma:g}"
         n = f"-n{self.gnime_seed}" if self.gnime_seed else ""  # GNIME seed 0 keeps the keys rows already have
-        return (f"{self.dataset}/{self.aux_dataset}/{self.explainer}-{self.variant}/{self.defense}/{self.attack}/"
+        defense = self.defense if self.match == "perturbation" else f"{self.defense}-at-{self.match}"
+        return (f"{self.dataset}/{self.aux_dataset}/{self.explainer}-{self.variant}/{defense}/{self.attack}/"
                 f"lam{self.lam:g}-w{self.width:g}-g{g}{n}/s{self.study_seed}")
 
     def to_dict(self) -> dict:

@@ -21,6 +21,11 @@ metrics return floats.
 - Utility (Table 3): DeePSiM between the target model's penultimate features (``features``) of x*e
   and x*e_hat (``masked``: maps smaller than the image are upsampled bilinearly, one-channel maps
   broadcast over colour channels).
+- ``topk_agreement``: a second utility measure, independent of N and of any model (ours; the paper
+  has none): the share of a clean map's top ``TOPK_FRACTION`` values (over all its C x H x W
+  values) that are also among the released map's top values, per map; 1 = the same pixels stay
+  the most important. It depends only on the ranking, so any increasing transform of a map
+  leaves it unchanged.
 """
 
 from __future__ import annotations
@@ -75,6 +80,25 @@ def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """(N, ...) -> (N,) per-image PSNR in dB (inf where the images are equal)."""
     return 10.0 * torch.log10(data_range ** 2 / mse(x, y))
+
+
+TOPK_FRACTION = 0.1
+
+
+def topk_agreement(e: torch.Tensor, e_hat: torch.Tensor, fraction: float = TOPK_FRACTION) -> torch.Tensor:
+    """Clean maps e and released maps e_hat (N, C, H, W) -> (N,) per map, |top_k(e) & top_k(e_hat)| / k
+    with k = max(1, round(fraction x C x H x W)) (module docstring). Ties between equal values are
+    broken by position (torch.topk), the same way in both maps."""
+    if e.shape != e_hat.shape or e.ndim < 2:
+        raise ValueError(f"topk_agreement needs two (N, ...) tensors of one shape, got {tuple(e.shape)} and "
+                         f"{tuple(e_hat.shape)}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    a, b = e.float().flatten(1), e_hat.float().flatten(1)
+    k = max(1, round(fraction * a.shape[1]))
+    top_a = torch.zeros_like(a, dtype=torch.bool).scatter_(1, a.topk(k, dim=1).indices, True)
+    top_b = torch.zeros_like(b, dtype=torch.bool).scatter_(1, b.topk(k, dim=1).indices, True)
+    return (top_a & top_b).sum(1).float() / k
 
 
 def perturbation_mse(e: torch.Tensor, e_hat: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from gnime_ray.tune.scripts import common_spec_kwargs, run_script, start_ray, st
 
 
 def main() -> int:
-    p = study_parser(__doc__, name="table1", num_samples=1, seeds=5, final_gnime_seeds=2)
+    p = study_parser(__doc__, name="table1", num_samples=1, seeds=5, final_gnime_seeds=2, search=False)
     p.add_argument("--datasets", default="mnist5k",
                    help="comma-separated datasets (mnist5k and digits need no --data-root)")
     p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated explainers")

@@ -16,7 +16,7 @@ from gnime_ray.tune.scripts import common_spec_kwargs, run_script, start_ray, st
 
 
 def main() -> int:
-    p = study_parser(__doc__, name="table2", num_samples=1, seeds=3, final_gnime_seeds=2)
+    p = study_parser(__doc__, name="table2", num_samples=1, seeds=3, final_gnime_seeds=2, search=False)
     p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated explainers")
     p.add_argument("--lambda", dest="lam", type=float, default=500.0, help="GNIME's lambda (the paper's CelebA value)")
     p.add_argument("--width", type=float, default=1.0, help="NG width relative to the release")

@@ -93,7 +93,7 @@ def test_split_metrics_are_the_metrics_of_each_set_of_images():
 
     g = torch.Generator().manual_seed(0)
     n = 10
-    ev = {k: torch.rand(n, generator=g) for k in ("mse", "ssim", "psnr", "perturbation")}
+    ev = {k: torch.rand(n, generator=g) for k in ("mse", "ssim", "psnr", "perturbation", "u_topk")}
     ev.update({k: torch.randn(n, 5, generator=g) for k in ("f_rec", "f_true", "u_clean", "u_released")})
     ev.update(pred_eval=torch.randint(0, 3, (n,), generator=g), pred_target=torch.randint(0, 3, (n,), generator=g),
               sample_image=torch.zeros(2))
@@ -110,7 +110,8 @@ def test_split_metrics_are_the_metrics_of_each_set_of_images():
     assert got["deepsim_paper_n"] == pytest.approx(got["deepsim"] ** math.sqrt(4 / 7000))  # the release's at N = 7000
     assert got["utility_deepsim_paper_n"] == pytest.approx(got["utility_deepsim"] ** math.sqrt(4 / 7000))
     assert got["perturbation_mse"] == pytest.approx(ev["perturbation"][pos].mean().item())
-    no_maps = {k: v for k, v in ev.items() if k not in ("perturbation", "u_clean", "u_released")}
+    assert got["utility_topk"] == pytest.approx(ev["u_topk"][pos].mean().item())
+    no_maps = {k: v for k, v in ev.items() if k not in ("perturbation", "u_clean", "u_released", "u_topk")}
     assert math.isnan(split_metrics(no_maps, pos, labels, 7000)["utility_deepsim_paper_n"])
     assert math.isnan(split_metrics(ev, pos, labels)["deepsim_paper_n"])  # no paper N for the dataset
 
@@ -118,6 +119,7 @@ def test_split_metrics_are_the_metrics_of_each_set_of_images():
 def test_none_and_predmi_cells(smoke_prep):
     none = _run(CellSpec("digits", explainer="grad", defense="none"), smoke_prep)
     assert none["perturbation_mse"] == 0 and none["utility_deepsim"] == 1 and none["matched_mse"] == 0
+    assert none["utility_topk"] == 1 and none["matched_on"] == "" and none["matching"] == ""
     pred = _run(CellSpec("digits", attack="predmi", explainer="grad", defense="gnime"), smoke_prep)
     assert pred["explainer"] == "none" and pred["defense"] == "none" and math.isnan(pred["perturbation_mse"])
 

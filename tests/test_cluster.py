@@ -58,7 +58,8 @@ def _run(cluster, args, cache, timeout=600, **env):
 
 def _quickstart(cluster, out, cache, *extra):
     return _run(cluster, ["studies/quickstart.py", "--dataset", "digits", "--preset", "smoke", "--address", cluster.address,
-                          "--num-samples", "2", "--seeds", "1", "--out", out, "--cache-dir", str(cache), *extra], cache)
+                          "--num-samples", "2", "--seeds", "1", "--front-points", "1", "--final-gnime-seeds", "1",
+                          "--out", out, "--cache-dir", str(cache), *extra], cache)
 
 
 def _row_keys(s3, prefix):
@@ -81,9 +82,10 @@ def test_study_on_s3_completes_and_reruns_add_no_row(cluster, s3, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     keys = s3.keys("q/")
     rows = _row_keys(s3, "q/")
-    # search: PredMI + ExpMI without defence + 2 trials x 1 seed; its held-out report at the chosen trial:
-    # PredMI + ExpMI without defence + GNIME, RND, OND (fresh attack seed)
-    assert len(rows) == 2 + 2 + 5
+    # search: PredMI + ExpMI without defence + 2 trials x 1 seed; its held-out report at one point of the
+    # front: PredMI + ExpMI without defence + a fresh GNIME and RND and OND at its perturbation, DeePSiM
+    # utility and top-k utility (a fresh attack seed)
+    assert len(rows) == 2 + 2 + 2 + 7
     for name in ("quickstart", "quickstart-lrp-report"):
         assert f"q/_trials/{name}.csv" in keys and f"q/_studies/{name}.json" in keys
         assert any(k.startswith(f"q/_tune/{name}-lrp/") for k in keys)
@@ -95,7 +97,7 @@ def test_study_on_s3_completes_and_reruns_add_no_row(cluster, s3, tmp_path):
     fs = pafs.S3FileSystem(endpoint_override=s3.env["AWS_ENDPOINT_URL"], access_key="testing", secret_key="testing",
                            region="us-east-1")
     table = ds.dataset(f"{s3.bucket}/q", filesystem=fs, format="parquet", partitioning="hive").to_table().to_pylist()
-    assert len(table) == 9
+    assert len(table) == 13
     for r in table:
         assert f"q/{r['classifiers_artifact']}" in keys
         assert (r["gnime_artifact"] == "") == (r["defense"] == "none")

@@ -178,7 +178,7 @@ def test_diverged_gnime_is_recorded_and_writes_no_row(local_ray, tmp_path, monke
     assert result["trials"] == [] and result["rows"] == []
     (trial,) = result["all_trials"]
     assert trial["status"] == "diverged" and "GNIME diverged at epoch" in trial["error"]
-    assert trial["objective"] == 1.0 + spec.utility_floor  # the worst objective
+    assert trial["constraint"] == 1.0 and not trial["feasible"] and not trial["pareto"]  # infeasible: never on the front
     import pandas as pd
 
     (saved,) = pd.read_csv(tmp_path / "out" / "_trials" / "diverge.csv").to_dict("records")
@@ -210,7 +210,9 @@ def test_multi_objective_and_grid_studies(local_ray, tmp_path, capsys):
     kept = optuna.load_study(study_name="multi-lrp",
                              storage=JournalStorage(JournalFileBackend(str(out / "_optuna" / "multi.log"))))
     assert len(kept.trials) == 2 and [d.name for d in kept.directions] == ["MINIMIZE", "MAXIMIZE"]
-    assert kept.metric_names == ["attack SSIM on the selection images", "utility DeePSiM on the selection images"]
+    assert kept.metric_names == ["attack SSIM on the selection images",
+                                 "utility DeePSiM on the selection images (the utility floor is the constraint)"]
+    assert all(set(t.constraints) == {"utility_floor"} for t in kept.trials)
     by_id = {t.user_attrs["tune_trial_id"]: t for t in kept.trials}
     for t in multi["trials"]:
         assert by_id[t["trial"]].params["lam"] == t["lambda"] and by_id[t["trial"]].params["gamma"] == t["gamma"]
@@ -405,9 +407,15 @@ def _what_the_search_reads(rows_by_trial: dict[str, list[dict]], floor: float = 
     from gnime_ray.tune.spec import objective
 
     summaries = [{"trial": t, "explainer": "lrp", "status": "finished", "lambda": 1.0, "ng_width": 1.0,
-                  "gamma": 1e-3, **objective(rows, floor)} for t, rows in rows_by_trial.items()]
-    flags = pareto_flags([(t["select_attack_ssim"], t["select_utility"]) for t in summaries])
-    return summaries, flags, choose(summaries)["lrp"]["trial"]
+                  "gamma": 1e-3, **objective([{**r, "gamma": 1e-3} for r in rows], floor)}
+                 for t, rows in rows_by_trial.items()]
+    for t in summaries:
+        t["pareto"] = False
+    feasible = [t for t in summaries if t["constraint"] <= 0]
+    flags = pareto_flags([(t["select_attack_ssim"], t["select_utility"]) for t in feasible])
+    for t, flag in zip(feasible, flags):
+        t["pareto"] = flag
+    return summaries, flags, tuple(p["trial"] for p in choose(summaries).get("lrp", []))
 
 
 def test_the_search_never_reads_the_test_images():
@@ -431,39 +439,51 @@ def test_the_search_never_reads_the_test_images():
             r[m] = v
     assert _what_the_search_reads(rows) == seen
     chosen = seen[2]
-    worse = {t: [{**r, "select_ssim": r["select_ssim"] + (1.0 if t == chosen else 0.0)} for r in rs]
+    assert chosen  # the front is not empty
+    worse = {t: [{**r, "select_ssim": r["select_ssim"] + (1.0 if t == chosen[0] else 0.0)} for r in rs]
              for t, rs in rows.items()}
     after = _what_the_search_reads(worse)
     assert after[2] != chosen and after[0] != seen[0]
 
 
-def test_a_search_is_reported_by_a_fresh_held_out_experiment(local_ray, tmp_path, capsys):
-    """search_and_report: the report's rows are none of the search's (disjoint attack seeds,
-    other trials), it reuses the chosen GNIME and trains a second one at its configuration, its
-    table reads the test images, the search's objectives derive from its rows' selection numbers
-    only, and the choice and the optimism are recorded; a re-run resumes both studies."""
+def test_a_search_is_reported_by_a_fresh_held_out_frontier(local_ray, tmp_path, capsys):
+    """search_and_report: a two-objective search (its journal: two directions and constraint values),
+    then the report of its front: none of the search's rows (disjoint attack seeds, other trials),
+    GNIMEs trained afresh at each chosen point (the searched network left out), RND and OND matched
+    to GNIME's perturbation and to its utility, the frontier's interval columns written beside the
+    rows, the search's values derived from its rows' selection numbers only, the choice and the
+    optimism recorded; a re-run resumes both studies."""
     import random
 
-    import pyarrow as pa
+    import optuna
+    import pandas as pd
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
 
-    from gnime_ray.store import table1
     from gnime_ray.store.studies import read_record
     from gnime_ray.tune.heldout import REPORT_FIRST_SEED, search_and_report
 
     spec = _spec(tmp_path, "sel", num_samples=2, attack_seeds=2, gamma_range=(1e-3, 1e-2))
-    outcome = search_and_report(spec, 2, log=lambda _: None)
+    outcome = search_and_report(spec, 2, log=lambda _: None, front_points=1)
     search, report = outcome["search"], outcome["reports"]["lrp"]
-    chosen = outcome["chosen"]["lrp"]
+    (chosen,) = outcome["chosen"]["lrp"]
     trials = {t["trial"]: t for t in search["trials"]}
-    assert chosen["trial"] == min(trials.values(), key=lambda t: t["objective"])["trial"]
-    # the search's recorded objectives are its rows' selection numbers, whatever their test numbers
+    assert trials[chosen["trial"]]["pareto"] and trials[chosen["trial"]]["feasible"]
+    # the journal: two directions, every trial with its constraint, the front feasible
+    kept = optuna.load_study(study_name="sel-lrp", storage=JournalStorage(JournalFileBackend(
+        str(tmp_path / "out" / "_optuna" / "sel.log"))))
+    assert [d.name for d in kept.directions] == ["MINIMIZE", "MAXIMIZE"]
+    assert all(t.constraints["utility_floor"] == pytest.approx(spec.utility_floor - trials[t.user_attrs["tune_trial_id"]]
+                                                               ["select_utility"]) for t in kept.trials)
+    # the search's recorded values are its rows' selection numbers, whatever their test numbers
     rng = random.Random(1)
     for tid, t in trials.items():
         mine = [r for r in search["rows"] if r["trial"] == tid]
         for r in mine:
             r.update(ssim=rng.random(), utility_deepsim=rng.random())
-        recomputed = _what_the_search_reads({tid: mine}, spec.utility_floor)[0][0]["objective"]
-        assert recomputed == pytest.approx(t["objective"], abs=1e-12)
+        recomputed = _what_the_search_reads({tid: mine}, spec.utility_floor)[0][0]
+        assert recomputed["select_attack_ssim"] == pytest.approx(t["select_attack_ssim"], abs=1e-12)
+        assert recomputed["select_utility"] == pytest.approx(t["select_utility"], abs=1e-12)
     # the report: a fresh experiment
     search_keys = {(r["cell"], r["attack_seed"]) for r in search["rows"]}
     report_keys = {(r["cell"], r["attack_seed"]) for r in report["rows"]}
@@ -471,45 +491,46 @@ def test_a_search_is_reported_by_a_fresh_held_out_experiment(local_ray, tmp_path
     assert {r["attack_seed"] for r in search["rows"]} == {0, 1}
     assert {r["attack_seed"] for r in report["rows"]} == {REPORT_FIRST_SEED, REPORT_FIRST_SEED + 1}
     assert not {r["trial"] for r in report["rows"]} & set(trials)
-    assert len(report["rows"]) == 4 + 2 * 3 * 2  # baselines + 2 GNIMEs x (gnime, rnd, ond) x 2 seeds
+    # baselines + 2 GNIMEs x (GNIME, RND and OND each at perturbation, utility and top-k utility) x 2 seeds
+    assert len(report["rows"]) == 4 + 2 * 7 * 2
     assert all(r["split"] == "test" for r in report["rows"])
-    reused = {r["gnime_artifact"] for r in search["rows"] if r["trial"] == chosen["trial"]}
-    by_seed = {n: {r["gnime_artifact"] for r in report["rows"] if r["gnime_seed"] == n and r["defense"] == "gnime"}
-               for n in (0, 1)}
-    assert by_seed[0] == reused and by_seed[1] and by_seed[1] != reused  # GNIME seed 0 is the chosen one
+    searched = {r["gnime_artifact"] for r in search["rows"] if r["trial"] == chosen["trial"]}
+    fresh = {r["gnime_seed"]: r["gnime_artifact"] for r in report["rows"] if r["defense"] == "gnime"}
+    assert set(fresh) == {1, 2} and not set(fresh.values()) & searched  # the searched network is left out
+    matched = {(r["defense"], r["matched_on"]) for r in report["rows"] if r["defense"] in ("rnd", "ond")}
+    assert matched == {(d, m) for d in ("rnd", "ond") for m in ("perturbation", "utility", "utility-topk")}
     assert {r["lambda"] for r in report["rows"] if r["defense"] != "none" and r["attack"] == "expmi"} == {chosen["lambda"]}
-    # the table reads the test images: its GNIME SSIM is the mean of the rows' test SSIM
-    gnime = [r for r in report["rows"] if r["defense"] == "gnime"]
-    text = table1(pa.Table.from_pylist(report["rows"]), "digits", ["lrp"])
-    mean_test = sum(r["ssim"] for r in gnime) / len(gnime)
-    mean_select = sum(r["select_ssim"] for r in gnime) / len(gnime)
-    ssim_line = next(line for line in text.splitlines() if line.startswith("| SSIM"))
-    assert f"{mean_test:.4f} ±" in ssim_line.split("|")[-2] and f"{mean_select:.4f}" not in ssim_line.split("|")[-2]
+    # the frontier beside the rows: every RND and OND line with its interval
+    points = pd.read_csv(tmp_path / "out" / "_frontier" / "sel-lrp-report-points.csv")
+    lines = points[points["defense"].isin(["rnd", "ond"])]
+    assert len(lines) == 6 and (lines["delta_low"] <= lines["delta_ssim"]).all()
+    assert (lines["delta_ssim"] <= lines["delta_high"]).all() and set(lines["gnime_seeds"]) == {2}
+    hv = pd.read_csv(tmp_path / "out" / "_frontier" / "sel-lrp-report-hypervolume.csv")
+    assert set(hv["defense"]) == {"gnime", "rnd", "ond"} and (hv["hypervolume"] >= 0).all()
     # the choice and the optimism, recorded
-    assert read_record(spec.out, "sel")["chosen"]["lrp"]["trial"] == chosen["trial"]
+    assert read_record(spec.out, "sel")["chosen"]["lrp"][0]["trial"] == chosen["trial"]
     assert read_record(spec.out, "sel-lrp-report")["identity"]["report_of"] == f"sel/{chosen['trial']}"
-    o = outcome["optimism"]["lrp"]
-    assert o["select_attack_ssim"] == trials[chosen["trial"]]["select_attack_ssim"]
-    assert o["test_attack_ssim"] == pytest.approx(sum(r["ssim"] for r in gnime if r["gnime_seed"] == 0) / 2)
-    import pandas as pd
-
+    (o,) = outcome["optimism"]["lrp"]
+    gnime = [r for r in report["rows"] if r["defense"] == "gnime"]
+    assert o["select_attack_ssim"] == trials[chosen["trial"]]["select_attack_ssim"] and o["gnimes"] == 2
+    assert o["test_attack_ssim_gnimes"] == pytest.approx(sum(r["ssim"] for r in gnime) / len(gnime))
     saved = pd.read_csv(tmp_path / "out" / "_trials" / "sel.csv")
     row = saved[saved["chosen"]].iloc[0]
-    assert row["trial"] == chosen["trial"] and row["report_study"] == "sel-lrp-report"
-    assert row["test_attack_ssim"] == pytest.approx(o["test_attack_ssim"]) and saved["chosen"].sum() == 1
-    # the report's figures: its own GNIME (seed needed: two were trained) and the search it follows
+    assert row["trial"] == chosen["trial"] and row["report_study"] == "sel-lrp-report" and saved["chosen"].sum() == 1
+    # the report's figures: the frontier, and one GNIME's reconstructions when told which
     from gnime_ray.cli import main
 
     figs = tmp_path / "figs"
-    assert main(["figures", spec.out, "--study", "sel-lrp-report", "-o", str(figs)]) == 2
-    assert "trained 2 GNIMEs of this configuration for lrp: pass --gnime-seed (one of 0, 1)" in capsys.readouterr().err
+    assert main(["figures", spec.out, "--study", "sel-lrp-report", "-o", str(figs)]) == 0
+    assert {"frontier-sel-lrp-report-lrp.png", "frontier-sel-lrp-report-lrp.csv"} <= {p.name for p in figs.iterdir()}
+    assert "reconstructions-digits-lrp.png" not in {p.name for p in figs.iterdir()}
+    assert "pass --gnime-seed (one of 1, 2)" in capsys.readouterr().out
     assert main(["figures", spec.out, "--study", "sel-lrp-report", "--gnime-seed", "1", "-o", str(figs)]) == 0
-    assert {"reconstructions-digits-lrp.png", "perturbation-digits-lrp.csv", "search-sel-lrp.csv",
-            "pareto-sel-lrp.png"} <= {p.name for p in figs.iterdir()}
-    search_csv = (figs / "search-sel-lrp.csv").read_text()
-    assert "test_attack_ssim" in search_csv and "objective_select" in search_csv
+    assert {"reconstructions-digits-lrp.png", "perturbation-digits-lrp.csv"} <= {p.name for p in figs.iterdir()}
+    assert main(["frontier", spec.out, "--study", "sel-lrp-report"]) == 0
+    assert "GNIME - defence, SSIM [95% interval]" in capsys.readouterr().out
     # a re-run resumes: the same choice, no new row
-    again = search_and_report(spec, 2, log=lambda _: None)
+    again = search_and_report(spec, 2, log=lambda _: None, front_points=1)
     assert again["chosen"] == outcome["chosen"]
     assert len(read_rows(spec.out).to_pylist()) == len(search["rows"]) + len(report["rows"])
     with pytest.raises(GnimeRayError, match="--final-gnime-seeds must be an integer >= 1, got 0"):

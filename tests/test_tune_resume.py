@@ -57,7 +57,7 @@ def test_killed_driver_resumes_without_duplicates_or_gaps(tmp_path):
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "studies" / "quickstart.py"
 # long enough GNIME trainings that the search is under way when it is interrupted
-QUICKSTART_ARGS = ["--dataset", "digits", "--preset", "smoke", "--set", "gnime_epochs=60"]
+QUICKSTART_ARGS = ["--dataset", "digits", "--preset", "smoke", "--set", "gnime_epochs=60", "--front-points", "1"]
 VARYING = ("trial", "created_at", "wall_seconds", "host", "figure_sample")  # not numbers: where and when
 
 
@@ -74,6 +74,28 @@ def _rows(out: Path) -> dict:
     return keyed
 
 
+def _check_the_smoke_quickstart(out: Path, rows: dict) -> None:
+    """What the quickstart records: a two-objective search (the Optuna journal's two directions and
+    its trials' constraint values), a report with GNIMEs other than the searched one, RND and OND at
+    matched perturbation and matched utility, and the frontier's interval columns."""
+    import optuna
+    import pyarrow.csv as pacsv
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    kept = optuna.load_study(study_name="quickstart-lrp",
+                             storage=JournalStorage(JournalFileBackend(str(out / "_optuna" / "quickstart.log"))))
+    assert [d.name for d in kept.directions] == ["MINIMIZE", "MAXIMIZE"]
+    assert kept.trials and all("utility_floor" in t.constraints for t in kept.trials)
+    report = [r for (study, _, _), r in rows.items() if study == "quickstart-lrp-report"]
+    assert {r["gnime_seed"] for r in report if r["defense"] == "gnime"} == {1, 2}
+    assert {(r["defense"], r["matched_on"]) for r in report if r["defense"] in ("rnd", "ond")} == {
+        (d, m) for d in ("rnd", "ond") for m in ("perturbation", "utility", "utility-topk")}
+    points = pacsv.read_csv(out / "_frontier" / "quickstart-lrp-report-points.csv").to_pylist()
+    assert {"delta_ssim", "delta_low", "delta_high", "verdict"} <= set(points[0])
+    assert all(p["delta_low"] <= p["delta_high"] for p in points if p["defense"] in ("rnd", "ond"))
+
+
 def test_interrupted_quickstart_resumes_to_the_rows_of_an_uninterrupted_run(tmp_path):
     """Ctrl-C (SIGINT) reaches Tune mid-search, then the process group is killed; the same command
     run again finishes the search and its held-out report with exactly the rows, metric for metric,
@@ -82,8 +104,9 @@ def test_interrupted_quickstart_resumes_to_the_rows_of_an_uninterrupted_run(tmp_
     ref = _quickstart(ref_out, ref_cache, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = ref.communicate(timeout=900)[0]
     assert ref.returncode == 0, log[-3000:]
-    assert "optimism of the search (lrp)" in log
+    assert "optimism of the search (lrp)" in log and "GNIME - defence, SSIM [95% interval]" in log
     expected = _rows(ref_out)
+    _check_the_smoke_quickstart(ref_out, expected)
 
     out, cache = tmp_path / "out", tmp_path / "cache"
     cache.mkdir()

@@ -85,6 +85,13 @@ def paper_target(dataset: str, explainer: str) -> tuple[float, str]:
                         f"give the target as a number (--calibrate 0.005)")
 
 
+def budget_gammas(dataset: str, explainer: str, budgets: tuple[float, ...]) -> tuple[float, ...]:
+    """Perturbation budgets given as multiples of the paper's Table 3 perturbation for ``dataset``
+    and ``explainer``, as Eq. 3's gammas (3 significant digits, so a cell's key shows them exactly)."""
+    paper = paper_target(dataset, explainer)[0]
+    return tuple(float(f"{b * paper:.3g}") for b in budgets)
+
+
 def parse_target(value: str, dataset: str, explainer: str) -> tuple[float, str]:
     """``paper`` or a number in (0, 1) -> (target MSE, where it comes from)."""
     if value == "paper":

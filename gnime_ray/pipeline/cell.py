@@ -34,7 +34,8 @@ from ..store.rows import FIGURE_SAMPLE, SPLIT_METRICS
 from ..store.report import paper_eval_images
 from ..defenses import GnimeModel
 from ..data.rows import HostRows
-from ..metrics import deepsim, deepsim_at, feature_distance, features, masked, mse, perturbation_mse, psnr, ssim
+from ..metrics import (deepsim, deepsim_at, feature_distance, features, masked, mse, perturbation_mse, psnr, ssim,
+                       topk_agreement)
 from .attributes import attribute_models_for, reconstruction_f1
 from .cache import remove_array
 from .defend import fit_defense, gnime_ref, release_rows, released_file
@@ -73,7 +74,7 @@ def run_cell(spec: CellSpec, preset: Preset, *, cache_dir: Optional[str] = None,
     scratch: list[Path] = []  # this cell's own released-map files (RND), removed when it ends
     try:
         if spec.attack == "expmi":
-            defense, matched = fit_defense(prep, spec, preset, dev, log, gnime=gnime)
+            defense, matched, match = fit_defense(prep, spec, preset, dev, log, gnime=gnime)
             released = {}
             for k in splits:
                 if spec.defense in ("gnime", "ond"):  # deterministic: one file per node for every attack seed
@@ -88,9 +89,11 @@ def run_cell(spec: CellSpec, preset: Preset, *, cache_dir: Optional[str] = None,
                                            preset.eval_batch_size, shared=spec.defense != "rnd")
             map_shape = clean["eval"].row_shape
         else:
-            matched, released, map_shape = 0.0, {k: None for k in splits}, None
-        return _attack_and_measure(spec, preset, prep, x, y, clean, released, map_shape, matched, dev, t0, study, trial,
-                                   cache_dir, log)
+            matched, match, released, map_shape = 0.0, None, {k: None for k in splits}, None
+        row = _attack_and_measure(spec, preset, prep, x, y, clean, released, map_shape, matched, dev, t0, study, trial,
+                                  cache_dir, log)
+        row["matching"] = match.to_json() if match is not None else ""
+        return row
     finally:
         for path in scratch:
             remove_array(path)
@@ -136,6 +139,8 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
         "split": "test",  # the plain metric columns are the test images'; select_* the selection images'
         **{m: test[m] for m in SPLIT_METRICS}, **{f"select_{m}": select[m] for m in SPLIT_METRICS},
         "matched_mse": matched,
+        "matched_on": spec.match if spec.defense in ("rnd", "ond") else "",
+        "matching": "",  # a utility match's search (pipeline/match.py), set by run_cell
         "n_eval": int(split.test.numel()), "n_select": int(split.select.numel()), "paper_n": n_ref,
         "attack_epochs_run": len(hist["val_mse"]),
         "classifiers_artifact": prep.classifiers_ref(),
@@ -165,7 +170,8 @@ def split_metrics(ev: dict[str, torch.Tensor], positions: torch.Tensor, labels: 
     """The row's metrics over the evaluation images at ``positions`` (within the evaluation split)
     from ``evaluate``'s per-image values: means of the per-image MSE, SSIM and PSNR; f_E's (TCA)
     and f's (recl_acc) accuracy; DeePSiM and feature distance of those images' features (N = their
-    number); with maps, the mean perturbation MSE and utility DeePSiM of Table 3 over them; both
+    number); with maps, the mean perturbation MSE and utility DeePSiM of Table 3 over them, and the
+    mean top-k agreement of the released maps with the clean ones (metrics.py); both
     DeePSiMs also as the release's formula gives them on ``n_ref`` images (metrics.py ``deepsim_at``;
     NaN without ``n_ref``)."""
     nan = float("nan")
@@ -176,7 +182,8 @@ def split_metrics(ev: dict[str, torch.Tensor], positions: torch.Tensor, labels: 
            "tca": (at["pred_eval"] == y).float().mean().item(), "recl_acc": (at["pred_target"] == y).float().mean().item(),
            "deepsim": deepsim(at["f_rec"], at["f_true"]), "feature_distance": feature_distance(at["f_rec"], at["f_true"]),
            "perturbation_mse": at["perturbation"].mean().item() if maps else nan,
-           "utility_deepsim": deepsim(at["u_clean"], at["u_released"]) if maps else nan}
+           "utility_deepsim": deepsim(at["u_clean"], at["u_released"]) if maps else nan,
+           "utility_topk": at["u_topk"].mean().item() if "u_topk" in at else nan}
     out["deepsim_paper_n"] = deepsim_at(at["f_rec"], at["f_true"], n_ref) if n_ref else nan
     out["utility_deepsim_paper_n"] = deepsim_at(at["u_clean"], at["u_released"], n_ref) if n_ref and maps else nan
     return out
@@ -219,9 +226,9 @@ def evaluate(attacker: torch.nn.Module, inputs: list[HostRows], truth: HostRows,
     """Everything a row measures on the evaluation split, one batch of ``batch_size`` at a time
     (memory bounded by a batch, whatever the split's size): per image, the reconstruction's MSE,
     SSIM and PSNR against the truth, f_E's and f's predictions, f's penultimate features of the
-    reconstruction and of the truth; per map, the perturbation MSE and f's features of x*e and
-    x*e_hat (utility); the attribute classifiers' predictions. Networks run on ``device``, the
-    metrics on the host (as the whole-split computation did: the same numbers whenever the split
+    reconstruction and of the truth; per map, the perturbation MSE, f's features of x*e and
+    x*e_hat (utility) and the top-k agreement of e_hat with e; the attribute classifiers'
+    predictions. Networks run on ``device``, the metrics on the host (as the whole-split computation did: the same numbers whenever the split
     fits in one batch). At the positions ``sample`` it also keeps (``sample_*``) the image (uint8),
     the reconstruction (uint8), the clean and the released map (float16)."""
     attacker.eval()
@@ -246,6 +253,7 @@ def evaluate(attacker: torch.nn.Module, inputs: list[HostRows], truth: HostRows,
         if clean is not None:
             e, e_hat = clean.take(pos), released.take(pos)
             add("perturbation", perturbation_mse(e, e_hat))
+            add("u_topk", topk_agreement(e, e_hat))
             add("u_clean", features(target, masked(x, e), batch_size))
             add("u_released", features(target, masked(x, e_hat), batch_size))
         if sample is not None:

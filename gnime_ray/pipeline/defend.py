@@ -24,6 +24,7 @@ from ..defenses import Defense, GnimeConfig, GnimeDefense, GnimeModel, NoDefense
 from ..metrics import perturbation_mse
 from ..speed import choose
 from .cache import ArrayCorrupt, array_ready, load_array, load_tensors, remove_array, save_tensors, write_array
+from .match import UtilityMatch, match_utility
 from .prepare import Prepared
 
 Log = Callable[[str], None]
@@ -96,9 +97,12 @@ def released_file(prep: Prepared, spec: CellSpec, preset: Preset, split: str, ro
     OND's steps, the split and the attacker's data. Shared by every attacker of the node (one copy in
     the page cache, OND's PGD run once instead of once per attack seed). A cache: safe to delete."""
     gnime = gnime_path(prep, spec, preset).name
-    key = content_hash({"gnime": gnime, "defense": spec.defense, "gamma": spec.gamma, "split": split, "rows": rows,
-                        "aux": spec.aux_dataset if split != "eval" else "same",  # eval: always the target's
-                        "ond_steps": preset.ond_steps if spec.defense == "ond" else None})
+    fields = {"gnime": gnime, "defense": spec.defense, "gamma": spec.gamma, "split": split, "rows": rows,
+              "aux": spec.aux_dataset if split != "eval" else "same",  # eval: always the target's
+              "ond_steps": preset.ond_steps if spec.defense == "ond" else None}
+    if spec.match != "perturbation":  # OND at GNIME's utility (pipeline/match.py); older names unchanged
+        fields["match"] = spec.match
+    key = content_hash(fields)
     return prep.cache_root / "released" / f"{spec.defense}-{key}.npy"
 
 
@@ -134,11 +138,13 @@ def release_rows(defense: Defense, clean: HostRows, logits: HostRows, images: Ho
 
 
 def fit_defense(prep: Prepared, spec: CellSpec, preset: Preset, device: torch.device, log: Log = echo,
-                gnime: GnimeModel | None = None) -> tuple[Defense, float]:
-    """The cell's defence and GNIME's measured perturbation MSE on the evaluation split (0 for
-    none). ``gnime``: an already trained GNIME of this cell's configuration (else cached/trained)."""
+                gnime: GnimeModel | None = None) -> tuple[Defense, float, Optional[UtilityMatch]]:
+    """The cell's defence, the noise size it releases at (GNIME's measured perturbation MSE on the
+    evaluation split; for an rnd or ond cell matched on utility, the size found on the selection
+    images: pipeline/match.py; 0 for none) and that utility match (None otherwise). ``gnime``: an
+    already trained GNIME of this cell's configuration (else cached/trained)."""
     if not spec.uses_gnime:
-        return NoDefense(), 0.0
+        return NoDefense(), 0.0, None
     model = gnime if gnime is not None else train_or_load_gnime(prep, spec, preset, device, log)
     gnime = GnimeDefense(model, spec.gamma)
     ev = prep.split.eval
@@ -150,7 +156,17 @@ def fit_defense(prep: Prepared, spec: CellSpec, preset: Preset, device: torch.de
     per_map = [perturbation_mse(clean.take(pos), released.take(pos)) for pos in clean.chunks(preset.eval_batch_size)]
     matched = torch.cat(per_map).mean().item()
     if spec.defense == "gnime":
-        return gnime, matched
+        return gnime, matched, None
+    match = None
+    if spec.match != "perturbation":
+        key = {"gnime_release": released_file(prep, as_gnime, preset, "eval", len(clean)).name, "defense": spec.defense,
+               "match": spec.match, "ond_steps": preset.ond_steps, "select": prep.split.select.tolist(),
+               "seed": derive_seed(spec.study_seed, "match", spec.key())}
+        match = match_utility(prep, spec, preset, model, released, matched, key)
+        log(f"{spec.defense} at GNIME's {spec.match} {match.target_utility:.4f} (selection images): noise MSE "
+            f"{match.size:.5g} (GNIME's perturbation {matched:.5g}), utility {match.achieved_utility:.4f}"
+            f"{'' if match.converged else ', NOT matched within the range'}")
+        matched = match.size
     if spec.defense == "rnd":
-        return RndDefense(matched), matched
-    return OndDefense(model, matched, steps=preset.ond_steps), matched
+        return RndDefense(matched), matched, match
+    return OndDefense(model, matched, steps=preset.ond_steps), matched, match

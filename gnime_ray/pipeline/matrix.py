@@ -6,8 +6,11 @@ cells are repeated on that many independently trained GNIMEs (CellSpec.gnime_see
 table can report GNIME's own training variance beside the attack seeds'. With ``calibrate``
 (``paper`` or a perturbation MSE), each explainer's lambda is first searched so that GNIME's
 perturbation matches the target (pipeline/calibrate.py; on GNIME seed 0), and the rows of the
-cells built on GNIME record that search in their ``calibration`` column. Each row is written to Parquet as soon as its cell finishes;
-cells whose (study, cell, attack seed) row already exists under ``out`` are skipped, so an
+cells built on GNIME record that search in their ``calibration`` column. ``gammas`` attacks every
+GNIME at several perturbation budgets (Eq. 3; no retraining), and ``matches`` adds RND and OND
+matched to GNIME's utility beside the paper's perturbation-matched ones (pipeline/match.py): the
+rows of a held-out frontier (store/frontier.py), with the GNIME seeds as its repetitions. Each
+row is written to Parquet as soon as its cell finishes; cells whose (study, cell, attack seed) row already exists under ``out`` are skipped, so an
 interrupted matrix resumes where it stopped; the study's record (pipeline/record.py) refuses to
 resume it with another preset or calibration target, and keeps its one memory-format decision.
 Nothing here chooses on evaluation numbers (the calibration reads the target half), so every row's
@@ -34,26 +37,34 @@ Log = Callable[[str], None]
 
 def matrix_specs(dataset: str, explainers: Sequence[str], seeds: int, study_seed: int = 0,
                  variant: str = "paper", lam: Optional[float] = None, width: float = 1.0,
-                 gamma: Optional[float] = None, aux: str = "same", gnime_seeds: int = 1,
-                 lam_by_explainer: Optional[Mapping[str, float]] = None) -> list[CellSpec]:
-    """The matrix's cells; ``lam_by_explainer`` (calibrated lambdas) overrides ``lam`` per explainer."""
+                 gammas: Mapping[str, Sequence[Optional[float]]] | Sequence[Optional[float]] = (None,),
+                 aux: str = "same", gnime_seeds: int = 1, lam_by_explainer: Optional[Mapping[str, float]] = None,
+                 matches: Sequence[str] = ("perturbation",)) -> list[CellSpec]:
+    """The matrix's cells; ``lam_by_explainer`` (calibrated lambdas) overrides ``lam`` per explainer;
+    ``gammas``: the gammas of every explainer, or per explainer (budgets)."""
     specs = [CellSpec(dataset, attack="predmi", seed=s, study_seed=study_seed, aux_dataset=aux) for s in range(seeds)]
     for e in explainers:
         lam_e = (lam_by_explainer or {}).get(e, lam)
-        for d in (DEFENSES if aux == "same" else TABLE2_DEFENSES):
-            for n in range(gnime_seeds if d != "none" else 1):
-                specs += [CellSpec(dataset, explainer=e, defense=d, attack="expmi", seed=s, lam=lam_e, width=width,
-                                   gamma=gamma, variant=variant, study_seed=study_seed, aux_dataset=aux, gnime_seed=n)
-                          for s in range(seeds)]
+        gammas_e = gammas[e] if isinstance(gammas, Mapping) else gammas
+        specs += [CellSpec(dataset, explainer=e, defense="none", attack="expmi", seed=s, variant=variant,
+                           study_seed=study_seed, aux_dataset=aux) for s in range(seeds)]
+        for gamma in gammas_e:
+            for d in (DEFENSES if aux == "same" else TABLE2_DEFENSES):
+                for m in (matches if d in ("rnd", "ond") else ("perturbation",)) if d != "none" else ():
+                    for n in range(gnime_seeds):
+                        specs += [CellSpec(dataset, explainer=e, defense=d, attack="expmi", seed=s, lam=lam_e,
+                                           width=width, gamma=gamma, variant=variant, study_seed=study_seed,
+                                           aux_dataset=aux, gnime_seed=n, match=m) for s in range(seeds)]
     return specs
 
 
 def run_matrix(dataset: str, preset: Preset, *, seeds: int, out: str, study: str,
                explainers: Sequence[str] = ("grad", "gradcam", "lrp"), study_seed: int = 0, variant: str = "paper",
-               lam: Optional[float] = None, width: float = 1.0, gamma: Optional[float] = None,
+               lam: Optional[float] = None, width: float = 1.0,
+               gammas: Mapping[str, Sequence[Optional[float]]] | Sequence[Optional[float]] = (None,),
                cache_dir: Optional[str] = None, data_root: Optional[str] = None, device: Optional[str] = None,
                aux: str = "same", gnime_seeds: int = 1, calibrate: Optional[str] = None,
-               log: Log = echo) -> list[dict]:
+               matches: Sequence[str] = ("perturbation",), log: Log = echo) -> list[dict]:
     """Run (or resume) the matrix; returns the rows of this study for ``dataset``. ``calibrate``:
     None (lambda as given), ``paper`` or a perturbation MSE as text (module docstring)."""
     prep = None
@@ -65,12 +76,13 @@ def run_matrix(dataset: str, preset: Preset, *, seeds: int, out: str, study: str
         prep = prepare(dataset, preset, study_seed, explainers=explainers, variant=variant, cache_dir=cache_dir,
                        data_root=data_root, device=device, log=log, out=out)
         for e in explainers:
-            start = CellSpec(dataset, explainer=e, lam=lam, width=width, gamma=gamma, variant=variant,
+            first = (gammas[e] if isinstance(gammas, Mapping) else gammas)[0]
+            start = CellSpec(dataset, explainer=e, lam=lam, width=width, gamma=first, variant=variant,
                              study_seed=study_seed)
             calibrations[e] = calibrate_lambda(prep, start, preset, targets[e][0], source=targets[e][1],
                                                device=pick_device(device), log=log)
-    specs = matrix_specs(dataset, explainers, seeds, study_seed, variant, lam, width, gamma, aux, gnime_seeds,
-                         {e: c.lam for e, c in calibrations.items()})
+    specs = matrix_specs(dataset, explainers, seeds, study_seed, variant, lam, width, gammas, aux, gnime_seeds,
+                         {e: c.lam for e, c in calibrations.items()}, matches)
     done = {(r["cell"], r["attack_seed"]) for r in read_rows(out).to_pylist() if r["study"] == study}
     todo = [s for s in specs if (s.key(), s.seed) not in done]
     log(f"matrix {study}: {len(specs)} cells, {len(specs) - len(todo)} already done")
@@ -85,6 +97,8 @@ def run_matrix(dataset: str, preset: Preset, *, seeds: int, out: str, study: str
                 row["calibration"] = calibrations[spec.explainer].to_json()
             write_rows([row], out)
             log(f"[{i}/{len(todo)}] {spec.attack} {spec.explainer} {spec.defense}"
+                f"{'' if spec.match == 'perturbation' else ' at ' + spec.match}"
+                f"{'' if spec.gamma is None else f' gamma {spec.gamma:g}'}"
                 f"{f' GNIME {spec.gnime_seed}' if gnime_seeds > 1 and spec.uses_gnime else ''} seed {spec.seed}: "
                 f"SSIM {row['ssim']:.4f} TCA {row['tca']:.4f} MSE {row['mse']:.4f} "
                 f"({row['wall_seconds']:.0f}s)")

@@ -20,6 +20,12 @@ draw the search it reports on.
   necessarily of all test images, whose maps are not kept).
 - ``attributes-<dataset>``: Figure 6. The F1 of each attribute classifier on the reconstructions,
   per defence (rows with f1_* values only).
+- ``frontier-<study>-<explainer>``: the held-out frontier (store/frontier.py) of a study with
+  utility-matched RND and OND (a held-out report, a matrix with ``--match``): attack SSIM against
+  utility (DeePSiM at the paper's N) and against the perturbation; GNIME's points with a band of
+  +- its GNIME-seed spread, RND and OND matched to its perturbation (open markers) and to its
+  utility (filled), ExpMI without defence and PredMI as lines, the paper's GNIME (Tables 1 and 3)
+  as a star. It needs no choice of configuration: every point of the study is on it.
 - ``search-<search>-<explainer>``: for a search (a search study, or the one a report follows),
   each finished trial's attack SSIM and utility on the test images (its own attackers) against
   lambda and against gamma; ``pareto-<search>-<explainer>``: every trial in (attack SSIM, utility)
@@ -37,9 +43,10 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import GnimeRayError, echo
+from .frontier import frontier
 from .rows import read_figure_sample, read_rows
 from .root import read_csv
-from .report import require_held_out
+from .report import paper_operating_point, require_held_out
 from .studies import read_record
 
 Log = Callable[[str], None]
@@ -138,8 +145,19 @@ def make_figures(out: str, dest: Path, study: Optional[str] = None, dataset: Opt
     report_of = record.get("identity", {}).get("report_of") or ""  # "<search>/<trial>" for a held-out report
     search = study if record.get("kind") == "search" else (report_of.split("/")[0] or None)
     written: list[Path] = []
+    frontier_study = any(r.get("matched_on") in ("utility", "utility-topk") for r in rows)
+    if frontier_study:
+        points, _ = frontier(rows, study)
+        for explainer in sorted({p["explainer"] for p in points if p["defense"] == "gnime"}):
+            written += _frontier(dest, study, dataset, explainer, points)
     for explainer in sorted({r["explainer"] for r in rows if r["explainer"] != "none"}):
-        config = _one_configuration(rows, study, explainer, trial, gnime_seed)
+        try:
+            config = _one_configuration(rows, study, explainer, trial, gnime_seed)
+        except GnimeRayError as exc:
+            if not frontier_study:
+                raise
+            log(f"figures: no reconstructions of {explainer}: {exc}")
+            continue
         if config is None:
             continue
         written += _reconstructions(out, dest, rows, dataset, explainer, config, log)
@@ -368,3 +386,58 @@ def _search(dest, study, explainer, trials, rows) -> list[Path]:
     ax.set_title(f"{study}, {explainer}: privacy against utility", fontsize=10)
     pareto = _save(fig, dest / f"pareto-{study}-{explainer}.png")
     return [png, csv, pareto]
+
+
+MARKERS = {("rnd", "perturbation"): ("tab:orange", "o", "none"), ("ond", "perturbation"): ("tab:purple", "s", "none"),
+           ("rnd", "utility"): ("tab:orange", "o", "full"), ("ond", "utility"): ("tab:purple", "s", "full"),
+           ("rnd", "utility-topk"): ("tab:orange", "^", "full"), ("ond", "utility-topk"): ("tab:purple", "^", "full")}
+MATCH_TEXT = {"perturbation": "at GNIME's perturbation", "utility": "at GNIME's utility (DeePSiM)",
+              "utility-topk": "at GNIME's utility (top-k)"}
+
+
+def _frontier(dest, study, dataset, explainer, points) -> list[Path]:
+    """The held-out frontier of one explainer (module docstring) and the CSV of what it plots."""
+    plt = _plt()
+    mine = [p for p in points if p["explainer"] == explainer and p["defense"] in ("gnime", "rnd", "ond")]
+    refs = [p for p in points if p["defense"] in ("none", "predmi") and p["explainer"] in (explainer, "none")]
+    paper = paper_operating_point(dataset, explainer)
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    axis_labels = (("utility_deepsim_paper_n", "utility DeePSiM at the paper's N (higher: more useful)"),
+                   ("perturbation_mse", "perturbation MSE of the released maps"))
+    for ax, (x, xlabel) in zip(axes, axis_labels):
+        gnime = sorted((p for p in mine if p["defense"] == "gnime"), key=lambda p: p[x])
+        xs = [p[x] for p in gnime]
+        ys = np.array([p["ssim"] for p in gnime])
+        spread = np.array([p["ssim_gnime_spread"] for p in gnime])
+        ax.plot(xs, ys, color="tab:blue", marker="D", label="GNIME (± GNIME-seed spread)")
+        ax.fill_between(xs, ys - spread, ys + spread, color="tab:blue", alpha=0.2)
+        for (defense, match), (color, marker, fill) in MARKERS.items():
+            line = sorted((p for p in mine if (p["defense"], p["matched_on"]) == (defense, match)), key=lambda p: p[x])
+            if line:
+                ax.plot([p[x] for p in line], [p["ssim"] for p in line], color=color, marker=marker, fillstyle=fill,
+                        linestyle=":", label=f"{defense.upper()} {MATCH_TEXT[match]}")
+        for p in refs:
+            ax.axhline(p["ssim"], color="grey", linestyle="--" if p["defense"] == "predmi" else "-", linewidth=1,
+                       label="PredMI" if p["defense"] == "predmi" else "ExpMI, no defence")
+        if paper is not None:
+            px = paper["utility_deepsim"] if x == "utility_deepsim_paper_n" else paper["perturbation_mse"]
+            ax.scatter([px], [paper["ssim"]], marker="*", s=180, color="tab:red", zorder=5, label="the paper's GNIME")
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel("attack SSIM, test images (lower: more private)", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=4, fontsize=7.5, frameon=False)
+    fig.suptitle(f"{study}: {dataset}, {explainer}, held-out frontier (test images)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    png = dest / f"frontier-{study}-{explainer}.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    csv = png.with_suffix(".csv")
+    header = ["defense", "matched_on", "lambda", "ng_width", "gamma", "gnime_seeds", "attack_seeds", "ssim",
+              "ssim_gnime_spread", "perturbation_mse", "utility_deepsim_paper_n", "utility_topk"]
+    lines = [[p[h] for h in header] for p in mine + refs]
+    if paper is not None:
+        lines.append(["paper_gnime", "", "", "", "", "", "", paper["ssim"], "", paper["perturbation_mse"],
+                      paper["utility_deepsim"], ""])
+    _write_csv(csv, header, lines)
+    return [png, csv]

@@ -30,7 +30,7 @@ PARTITION_COLUMNS = ("study", "dataset", "explainer")
 # the metrics a row holds for each set of evaluation images: the test images' under these names, the
 # selection images' as select_<name> (pipeline/cell.py)
 SPLIT_METRICS = ("mse", "ssim", "tca", "deepsim", "feature_distance", "psnr", "recl_acc", "perturbation_mse",
-                 "utility_deepsim", "deepsim_paper_n", "utility_deepsim_paper_n")
+                 "utility_deepsim", "deepsim_paper_n", "utility_deepsim_paper_n", "utility_topk")
 
 SCHEMA = pa.schema([
     ("study", pa.string()), ("dataset", pa.string()), ("explainer", pa.string()),
@@ -50,7 +50,10 @@ SCHEMA = pa.schema([
     # null in rows of earlier versions, whose metrics cover the whole evaluation split
     ("split", pa.string()),
     *[(f"{prefix}{m}", pa.float64()) for prefix in ("", "select_") for m in SPLIT_METRICS],
-    ("matched_mse", pa.float64()),
+    # RND's and OND's noise size (a perturbation MSE), what it was matched to ('perturbation', 'utility' or
+    # 'utility-topk'; '' for other defences, null in rows of earlier versions: perturbation) and, for a
+    # utility match, its search on the selection images (JSON: pipeline/match.py)
+    ("matched_mse", pa.float64()), ("matched_on", pa.string()), ("matching", pa.string()),
     # test images (the plain metrics') and selection images (the select_* metrics')
     ("n_eval", pa.int64()), ("n_select", pa.int64()), ("attack_epochs_run", pa.int64()),
     # the release's evaluation images of the dataset the paper reports (MNIST 7,000, CIFAR-10 6,000, CelebA

@@ -40,7 +40,7 @@ def attack_cell(cell: dict, study: StudySpec, check: Optional[NodeCheck], trial:
     spec = CellSpec(**cell)
     pg = ray.util.get_current_placement_group()
     out = {"placement_group": pg.id.hex() if pg is not None else "", "defense": spec.defense, "gamma": spec.gamma,
-           "node": node_name()}
+           "match": spec.match, "node": node_name()}
     where = row_identity(study.name, spec.dataset, spec.explainer, spec.key(), spec.seed, float(spec.lam),
                          float(spec.width), spec.gamma)
     if row_exists(study.out, where):

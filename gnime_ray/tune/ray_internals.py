@@ -11,6 +11,10 @@ versions (``SUPPORTED_RAY``, the range pyproject.toml pins):
 - **Printing through a restored search's console**: ``Tuner.restore`` brings back the callbacks
   pickled with the experiment and takes no new ones, so the restored tuner's run config
   (``Tuner._local_tuner._run_config``) is given this run's callbacks.
+- **A search's constraint**: Ray's ``OptunaSearch`` tells Optuna a trial's values and nothing else,
+  and Optuna's samplers read a trial's constraints when it is told, so the constraint must be set on
+  the Optuna trial Ray asked for that Tune trial (``OptunaSearch._ot_trials``) just before
+  (tune/search.py).
 
 Each accessor raises ``RayInternalsMoved`` naming the attribute and the installed Ray when the
 attribute is gone, instead of working silently without it; ``missing()`` lists what is absent,
@@ -65,10 +69,19 @@ def set_restored_callbacks(tuner: Any, callbacks: list) -> None:
     run_config.callbacks = callbacks
 
 
+def asked_optuna_trial(searcher: Any, trial_id: str) -> Any:
+    """The Optuna trial that Ray's ``OptunaSearch`` asked for the Tune trial ``trial_id`` (None if
+    it asked none)."""
+    trials = getattr(searcher, "_ot_trials", None)
+    if not isinstance(trials, dict):
+        raise _moved("OptunaSearch._ot_trials")
+    return trials.get(trial_id)
+
+
 def missing() -> list[str]:
     """The private parts listed above that the installed Ray lacks (empty: all present). The
-    tuner's is checked in Ray's source (an instance attribute exists only on a restored tuner; the
-    resume tests restore one for real)."""
+    tuner's and the searcher's are checked in Ray's source (instance attributes exist only on a
+    restored tuner and a running searcher; the resume and multi-objective tests use both for real)."""
     import inspect
 
     from ray import tune
@@ -83,4 +96,8 @@ def missing() -> list[str]:
     if "self._local_tuner" not in inspect.getsource(tune.Tuner) or "self._run_config" not in inspect.getsource(
             TunerInternal):
         gone.append(str(_moved("Tuner._local_tuner._run_config")))
+    from ray.tune.search.optuna import OptunaSearch
+
+    if "self._ot_trials[trial_id]" not in inspect.getsource(OptunaSearch.on_trial_complete):
+        gone.append(str(_moved("OptunaSearch._ot_trials")))
     return gone

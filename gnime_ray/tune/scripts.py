@@ -17,11 +17,18 @@ from ..store.root import probe_out
 from .cluster import connect
 from .console import quiet_ray_logging
 from .resources import decide_gpu
-from .spec import ALLOCATORS, StudySpec
+from .spec import ALLOCATORS, DEFAULT_SAMPLER, OBJECTIVES, SAMPLERS, StudySpec
 
 
-def study_parser(description: str, *, name: str, num_samples: int, seeds: int,
-                 final_gnime_seeds: int) -> argparse.ArgumentParser:
+def _numbers(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def study_parser(description: str, *, name: str, num_samples: int, seeds: int, final_gnime_seeds: int,
+                 front_points: int = 0, search: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--name", default=name, help="study name (re-running a name with the same settings resumes it)")
     p.add_argument("--preset", default="quick", choices=list(PRESETS), help="training budgets")
@@ -53,8 +60,24 @@ def study_parser(description: str, *, name: str, num_samples: int, seeds: int,
                         "thread) or the C library's")
     p.add_argument("--study-seed", type=int, default=0, help="seed of prepare, GNIME and the search")
     p.add_argument("--final-gnime-seeds", type=int, default=final_gnime_seeds,
-                   help="independently trained GNIMEs at each reported configuration (after a search: the chosen "
-                        "trial's and N - 1 more); the tables show the attack-seed and the GNIME-seed spreads")
+                   help="independently trained GNIMEs at each reported configuration (after a search: N trained "
+                        "afresh, the searched network left out); the tables show the attack-seed and the GNIME-seed "
+                        "spreads and the intervals are over them")
+    if search:
+        p.add_argument("--objective", choices=OBJECTIVES, default="multi",
+                       help="multi: attack SSIM down and utility up, the utility floor a constraint (a front); "
+                            "single: attack SSIM, penalised below the floor")
+        p.add_argument("--utility-floor", type=float, default=0.8,
+                       help="the lowest utility (DeePSiM at the paper's N, on the selection images) a trial may keep")
+        p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
+                       help="the search's Optuna sampler (chosen by python -m gnime_ray.tune.samplers)")
+        p.add_argument("--budgets", type=_numbers, default=None, metavar="B1,B2,...",
+                       help="fixed perturbation budgets as multiples of the paper's Table 3 perturbation (e.g. "
+                            "0.5,1,2): each trial is attacked at every budget and lambda and the NG width are "
+                            "searched (default: gamma searched)")
+        p.add_argument("--front-points", type=int, default=front_points,
+                       help="at most this many of the search's Pareto-optimal trials re-measured held out, spread "
+                            "along the front (0: all)")
     return p
 
 
@@ -62,7 +85,11 @@ def common_spec_kwargs(args: argparse.Namespace, dataset: str) -> dict:
     """The StudySpec fields every script takes from its flags (bad values: one line, before Ray)."""
     if args.final_gnime_seeds < 1:
         raise GnimeRayError(f"--final-gnime-seeds must be an integer >= 1, got {args.final_gnime_seeds}")
-    return dict(out=args.out, preset=get_preset(args.preset, dataset, **parse_overrides(args.overrides)),
+    search = {}
+    if hasattr(args, "objective"):
+        search = dict(objective=args.objective, utility_floor=args.utility_floor, sampler=args.sampler,
+                      budgets=tuple(args.budgets or ()))
+    return dict(out=args.out, preset=get_preset(args.preset, dataset, **parse_overrides(args.overrides)), **search,
                 attack_seeds=args.seeds, study_seed=args.study_seed, num_samples=args.num_samples,
                 max_concurrent_trials=args.max_concurrent, trial_gpu=args.trial_gpu, attacker_gpu=args.attacker_gpu,
                 attackers_per_trial=args.attackers_per_trial, pool_allocator=args.pool_allocator,
@@ -81,50 +108,66 @@ def start_ray(args: argparse.Namespace, spec: StudySpec) -> StudySpec:
 def print_trials(result: dict) -> None:
     """A search's trials as the search saw them (its attackers on the selection images), best first."""
     spec = result["spec"]
-    trials = sorted(result["trials"], key=lambda t: (t["explainer"], t["objective"]))
-    print(f"\n{spec.name}: {len(trials)} trials, as the search saw them (its attackers on the selection images; "
-          f"objective = ExpMI's SSIM against GNIME, penalised below utility {spec.utility_floor}):")
-    print("| explainer | trial | lambda | NG width | gamma | attack SSIM | attack TCA | utility | perturbation MSE | "
-          "objective | Pareto | chosen |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    trials = sorted(result["trials"], key=lambda t: (t["explainer"], t["select_attack_ssim"]))
+    what = (f"two objectives, attack SSIM down and utility up, utility >= {spec.utility_floor} a constraint"
+            if spec.objective == "multi" else f"objective = attack SSIM, penalised below utility {spec.utility_floor}")
+    budgets = f"; each trial at the budgets {', '.join(f'{b:g}' for b in spec.budgets)} x the paper's " \
+              f"perturbation (means over them)" if spec.budgets else ""
+    print(f"\n{spec.name}: {len(trials)} trials, as the search saw them (ExpMI against GNIME on the selection images; "
+          f"{what}{budgets}):")
+    print("| explainer | trial | lambda | NG width | gamma | attack SSIM | utility | perturbation MSE | feasible | "
+          "Pareto | chosen |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for t in trials:
-        print(f"| {t['explainer']} | {t['trial']} | {t['lambda']!r} | {t['ng_width']:g} | {t['gamma']!r} | "
-              f"{t['select_attack_ssim']:.4f} | {t['select_attack_tca']:.4f} | {t['select_utility']:.4f} | "
-              f"{t['select_perturbation_mse']:.4f} | {t['objective']:.4f} | {t['pareto']} | {t.get('chosen', False)} |")
+        print(f"| {t['explainer']} | {t['trial']} | {t['lambda']!r} | {t['ng_width']:g} | {t['gammas']} | "
+              f"{t['select_attack_ssim']:.4f} | {t['select_utility']:.4f} | {t['select_perturbation_mse']:.4f} | "
+              f"{t['feasible']} | {t['pareto']} | {t.get('chosen', False)} |")
 
 
 def print_reports(outcome: dict, dataset: str) -> None:
-    """Each explainer's held-out table (test images, fresh attackers) beside the paper's numbers,
-    GNIME's operating point beside Table 3, and the optimism of the search."""
+    """Each explainer's held-out frontier: per chosen point Table 1 (the paper's protocol: RND and
+    OND at GNIME's perturbation) beside the paper's row, GNIME's operating point beside Table 3,
+    then every defence line with its interval (store/frontier.py), the hypervolumes and the
+    optimism of the search."""
     import pyarrow as pa
 
-    from ..store import paper_table, table1
     from ..provenance import command_line
+    from ..store import paper_table, table1
+    from ..store.frontier import frontier_markdown
     from ..store.report import operating_points, provenance
     from .heldout import describe_optimism
 
     for explainer, report in outcome["reports"].items():
-        c = outcome["chosen"][explainer]
-        rows = pa.Table.from_pylist(report["rows"])
-        n = len(report["spec"].gnime_seeds)
-        print(f"\nTable 1, {dataset}, {explainer}: the held-out report of trial {c['trial']} (lambda {c['lambda']!r}, "
-              f"width {c['ng_width']!r}, gamma {c['gamma']!r}), study {report['spec'].name}: test images, fresh "
-              f"attack seeds, {n} GNIME{'s' if n > 1 else ''} at that configuration\n")
-        print(table1(rows, dataset, [explainer]))
-        if n == 1:
-            print("\n(one GNIME at the chosen configuration, --final-gnime-seeds 1: the spreads are over attack seeds "
-                  "only; another GNIME of the same configuration can move its column by more)")
-        print()
-        search = outcome["search"]["spec"].name
-        print(operating_points(rows, dataset, [explainer],
-                               chosen_by={explainer: f"search {search}, trial {c['trial']}, on the selection images"}))
+        spec = report["spec"]
+        n = len(spec.gnime_seeds)
+        baselines = [r for r in report["rows"] if r["defense"] == "none" or r["attack"] == "predmi"]
+        print(f"\nThe held-out frontier of {dataset}, {explainer} (study {spec.name}): {len(spec.points)} point(s) "
+              f"of the search's front, {n} GNIME(s) trained afresh at each (the searched one left out), fresh attack "
+              f"seeds, test images")
+        for point in outcome["chosen"][explainer]:
+            at = [r for r in report["rows"] if r["defense"] != "none" and r["attack"] == "expmi"
+                  and r["lambda"] == point["lambda"] and r["ng_width"] == point["ng_width"]]
+            for gamma in sorted({r["gamma"] for r in at}, key=str):
+                same = [r for r in at if r["gamma"] == gamma or (gamma != gamma and r["gamma"] != r["gamma"])]  # NaN
+                rows = pa.Table.from_pylist(same + baselines)
+                print(f"\nTable 1 at trial {point['trial']}'s configuration (lambda {point['lambda']!r}, width "
+                      f"{point['ng_width']!r}, gamma {gamma!r}); RND and OND at GNIME's perturbation:\n")
+                print(table1(rows, dataset, [explainer]))
+                print()
+                print(operating_points(rows, dataset, [explainer], chosen_by={
+                    explainer: f"search {outcome['search']['spec'].name}, trial {point['trial']}, selection images"}))
         print()
         try:
             print(paper_table(dataset, [explainer]))
         except GnimeRayError as exc:
             print(f"({exc})")
-        print("\n" + describe_optimism(explainer, c["trial"], outcome["optimism"][explainer]))
-        print(f"\n{provenance(rows)}; printed by: {command_line()}")
+        print("\n" + frontier_markdown(*outcome["frontier"][explainer]))
+        if n == 1:
+            print("\n(one GNIME per point, --final-gnime-seeds 1: the intervals cover the test images and attack seeds "
+                  "only, not GNIME's training luck)")
+        for point, o in zip(outcome["chosen"][explainer], outcome["optimism"][explainer]):
+            print("\n" + describe_optimism(explainer, point["trial"], o))
+        print(f"\n{provenance(pa.Table.from_pylist(report['rows']))}; printed by: {command_line()}")
 
 
 def run_script(main: Callable[[], int]) -> None:

@@ -2,6 +2,22 @@
 one definition Tune's param space and the Optuna journal are made from), what its search reads of a
 trial (``objective``: selection images only), and its identity under the results root.
 
+The search's question (design.md, "Numbers a reviewer accepts"). Eq. 3 sets every released map's
+noise variance to exactly gamma, so gamma IS the perturbation, and the attack's SSIM falls as it
+grows: an objective of attack SSIM alone picks the largest gamma it samples, a trial that wins by
+adding noise. So by default a search has TWO objectives, the attack's SSIM (down) and the utility
+of the released maps (up: Table 3's DeePSiM at the paper's N), with the utility floor as a
+constraint (a trial whose utility falls below it is infeasible and never on the front), and its
+answer is a front, not a point. The second objective is utility rather than the perturbation
+because the perturbation is an input here (gamma, or the budgets below), while utility is what
+the defender loses and what differs between defences at one perturbation. Two modes:
+- a front over gamma (``gamma_range``): lambda, NG width and gamma searched;
+- fixed budgets (``budgets``, the paper's protocol): each trial's GNIME attacked at every budget
+  (multiples of the paper's Table 3 perturbation for the dataset and explainer), without
+  retraining; lambda and NG width searched; a trial's values are the means over the budgets and
+  its constraint is its lowest utility.
+``objective="single"`` keeps the earlier scalar (attack SSIM, 1 + floor - utility below the floor).
+
 A study's identity is every field that changes a number it produces (the dataset, explainers,
 variant, every preset field with the memory format as decided, the search space, the seeds, the
 defences, the objective, the search a report follows); where it runs (paths, GPU fractions,
@@ -18,12 +34,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..config import DEFENSES, EXPLAINERS, Preset, get_preset, is_number, positive_finite
+from .. import GnimeRayError
+from ..config import DEFENSES, EXPLAINERS, MATCHES, Preset, get_preset, is_number, positive_finite
 from ..data import DATASETS
+from ..pipeline.calibrate import budget_gammas, paper_target
 from ..store.studies import check_identity as check_recorded_identity
 
 ALLOCATORS = ("jemalloc", "system")  # an attack pool's malloc (tune/resources.py)
-OBJECTIVES = ("single", "multi")
+SAMPLERS = ("tpe", "gp", "random")  # the search's Optuna sampler (tune/samplers.py)
+DEFAULT_SAMPLER = "tpe"
+OBJECTIVES = ("multi", "single")
 SEARCHES = ("optuna", "grid")
 # fields that say where and how fast a study runs, not what it computes
 PLACEMENT_FIELDS = ("out", "cache_dir", "data_root", "max_concurrent_trials", "trial_gpu", "attacker_gpu",
@@ -42,7 +62,11 @@ class StudySpec:
     search trains one per trial, GNIME seed 0); ``first_attack_seed``: the study's attack seeds are
     ``first_attack_seed`` .. ``first_attack_seed + attack_seeds - 1`` (a held-out report after a
     search uses seeds disjoint from the search's: tune/heldout.py); ``report_of``: the search study
-    and trial a report re-measures (empty otherwise)."""
+    and trial a report re-measures (empty otherwise). ``objective``, ``budgets``: the module
+    docstring; ``sampler``: the search's Optuna sampler (tune/samplers.py); ``matches``: what the
+    rnd and ond cells are matched to (GNIME's perturbation, or its utility: pipeline/match.py), each
+    one cell; ``points``: a grid study's explicit (lambda, NG width, gamma) configurations, in place
+    of ``lam_range`` x ``widths`` (a held-out report of a search's front: tune/heldout.py)."""
 
     name: str
     dataset: str
@@ -61,7 +85,11 @@ class StudySpec:
     gammas: tuple[Optional[float], ...] = (None,)
     defenses: tuple[str, ...] = ("gnime",)
     baselines: bool = True
-    objective: str = "single"
+    objective: str = "multi"
+    sampler: str = DEFAULT_SAMPLER
+    budgets: tuple[float, ...] = ()
+    matches: tuple[str, ...] = ("perturbation",)
+    points: tuple[tuple[float, float, Optional[float]], ...] = ()
     utility_floor: float = 0.8
     trial_gpu: float = 0.25
     attacker_gpu: float = 0.25
@@ -122,10 +150,34 @@ class StudySpec:
         check(self.pool_allocator in ALLOCATORS, "pool_allocator", f"one of {', '.join(ALLOCATORS)}")
         check(count(self.checkpoint_every, 1), "checkpoint_every", "an integer >= 1")
         check(is_number(self.utility_floor) and 0 <= self.utility_floor <= 1, "utility_floor", "in [0, 1]")
+        check(self.sampler in SAMPLERS, "sampler", f"one of {', '.join(SAMPLERS)}")
+        check(all(positive_finite(b) for b in self.budgets) and len(set(self.budgets)) == len(self.budgets),
+              "budgets", "distinct finite multiples > 0 of the paper's perturbation")
+        check(not self.budgets or (self.gamma_range is None and tuple(self.gammas) == (None,)), "budgets",
+              "given without gamma_range or gammas (the budgets are the gammas)")
+        check(len(self.matches) > 0 and all(m in MATCHES for m in self.matches)
+              and len(set(self.matches)) == len(self.matches), "matches", f"a non-empty subset of {', '.join(MATCHES)}")
+        check(all(len(p) == 3 and positive_finite(p[0]) and positive_finite(p[1])
+                  and (p[2] is None or positive_finite(p[2])) for p in self.points)
+              and len({p[2] is None for p in self.points}) <= 1, "points",
+              "(lambda > 0, width > 0, gamma > 0 or None) triples, all with a gamma or none")
+        check(not self.points or self.search == "grid", "points", "given to a grid study only")
         check(self.dataset in DATASETS, "dataset", f"one of {', '.join(sorted(DATASETS))}")
         check(self.aux_dataset == "same" or (self.aux_dataset in DATASETS and self.aux_dataset != self.dataset),
               "aux_dataset", f"'same' or another dataset: {', '.join(sorted(DATASETS))}")
         check(self.use_gpu is None or isinstance(self.use_gpu, bool), "use_gpu", "None, true or false")
+        if self.budgets:
+            for e in self.explainers:  # the budgets are multiples of the paper's perturbation: it must have one
+                try:
+                    paper_target(self.dataset, e)
+                except GnimeRayError as exc:
+                    raise ValueError(f"budgets: {exc}") from None
+
+    def gammas_for(self, explainer: str) -> tuple[Optional[float], ...]:
+        """The gammas every GNIME of ``explainer`` is attacked at: the budgets as perturbations (each
+        a multiple of the paper's Table 3 perturbation for the dataset and explainer, 3 significant
+        digits), else ``gammas``."""
+        return budget_gammas(self.dataset, explainer, self.budgets) if self.budgets else tuple(self.gammas)
 
     @property
     def gpu_trial(self) -> float:
@@ -149,11 +201,14 @@ class StudySpec:
     def search_space(self) -> dict[str, "Param"]:
         """The searched parameters, the one definition that Tune's param space (study.py) and the
         Optuna journal's distributions (search_log.py) are both made from: a grid study's lambda
-        ends, widths and (when several) GNIME seeds; a search's log-uniform lambda, a choice of
-        widths and, with a ``gamma_range``, a log-uniform gamma."""
+        ends and widths (or the index of one of its ``points``) and (when several) GNIME seeds; a
+        search's log-uniform lambda, a choice of widths and, with a ``gamma_range``, a log-uniform gamma."""
         if self.search == "grid":
-            space = {"lam": Param("grid", tuple(sorted({self.lam_range[0], self.lam_range[1]}))),
-                     "width": Param("grid", tuple(self.widths))}
+            if self.points:
+                space = {"point": Param("grid", tuple(range(len(self.points))))}
+            else:
+                space = {"lam": Param("grid", tuple(sorted({self.lam_range[0], self.lam_range[1]}))),
+                         "width": Param("grid", tuple(self.widths))}
             if tuple(self.gnime_seeds) != (0,):
                 space["gnime_seed"] = Param("grid", tuple(self.gnime_seeds))
             return space
@@ -199,26 +254,41 @@ def check_identity(spec: StudySpec) -> Optional[dict]:
 
 def worst_result(study: StudySpec) -> dict[str, float]:
     """The searched metrics at their worst: the placeholders of non-final reports and the result
-    of a diverged trial."""
+    of a diverged trial (infeasible: its constraint is positive)."""
     if study.objective == "single":
         return {"objective": 1.0 + study.utility_floor}
-    return {"select_attack_ssim": 1.0, "select_utility": 0.0}
+    return {"select_attack_ssim": 1.0, "select_utility": 0.0, "constraint": 1.0}
 
 
-def objective(rows: list[dict], floor: float) -> dict[str, float]:
-    """What a search reads of a trial: the mean attack SSIM, TCA, utility and perturbation of its
-    attackers on the SELECTION images (the rows' ``select_*`` columns; never the test images,
-    which only reports read: data/splits.py); objective = that SSIM if the utility reaches
-    ``floor``, else 1 + floor - utility (any passing trial beats a failing one). The utility is
-    Table 3's DeePSiM at the paper's N where the dataset has one (``*_paper_n``: the release's
-    formula depends on N, and on a few hundred selection images it sits far below the paper's
-    values whatever the defence; metrics.py ``deepsim_at``), else as measured."""
-    def mean(column: str) -> float:
-        return sum(r[f"select_{column}"] for r in rows) / len(rows)
-
+def objective(rows: list[dict], floor: float, kind: str = "multi") -> dict[str, float]:
+    """What a search reads of a trial: its attackers on the SELECTION images (the rows'
+    ``select_*`` columns; never the test images, which only reports read: data/splits.py). ``rows``:
+    the trial's ExpMI-against-GNIME rows at every gamma it was attacked at (one, or every budget);
+    each metric is the mean over its attack seeds per gamma, then over the gammas;
+    ``select_utility_min`` is the lowest gamma's utility and ``constraint`` = floor - that (<= 0:
+    feasible). ``objective``: for ``kind`` 'single', the attack SSIM if the utility reaches the
+    floor, else 1 + floor - utility (any passing trial beats a failing one); for 'multi', the
+    attack SSIM (the search's first value; its second is the utility). The utility is Table 3's
+    DeePSiM at the paper's N where the dataset has one (``*_paper_n``: the release's formula depends
+    on N, and on a few hundred selection images it sits far below the paper's values whatever the
+    defence; metrics.py ``deepsim_at``), else as measured."""
     at_paper_n = all(isinstance(r.get("select_utility_deepsim_paper_n"), float)
                      and math.isfinite(r["select_utility_deepsim_paper_n"]) for r in rows)
-    ssim, util = mean("ssim"), mean("utility_deepsim_paper_n" if at_paper_n else "utility_deepsim")
-    score = ssim if util >= floor else 1.0 + floor - util
+    utility = "utility_deepsim_paper_n" if at_paper_n else "utility_deepsim"
+    by_gamma: dict[Any, list[dict]] = {}
+    for r in rows:
+        g = r["gamma"]
+        by_gamma.setdefault(None if g is None or (isinstance(g, float) and math.isnan(g)) else g, []).append(r)
+
+    def per_gamma(column: str) -> list[float]:
+        return [sum(r[f"select_{column}"] for r in group) / len(group) for group in by_gamma.values()]
+
+    def mean(column: str) -> float:
+        values = per_gamma(column)
+        return sum(values) / len(values)
+
+    ssim, util, util_min = mean("ssim"), mean(utility), min(per_gamma(utility))
+    score = ssim if kind == "multi" or util_min >= floor else 1.0 + floor - util_min
     return {"select_attack_ssim": ssim, "select_attack_tca": mean("tca"), "select_utility": util,
-            "select_perturbation_mse": mean("perturbation_mse"), "objective": score}
+            "select_utility_min": util_min, "select_perturbation_mse": mean("perturbation_mse"),
+            "constraint": floor - util_min, "objective": score}

@@ -23,14 +23,16 @@ Tune's state lives in ``OUT/_tune``; re-running a study with the same name and o
 rows: Tune restores the trial elsewhere from its checkpoint, and a lost attack pool is restarted
 and its unfinished attackers retried.
 
-Search: OptunaSearch over lambda (log scale), NG width (a choice) and, optionally, gamma (log
-scale), seeded; single objective (minimise the attack's SSIM, penalised below a utility floor,
-tune/spec.py ``objective``) or multi-objective (attack SSIM down, utility up; Pareto-optimal
-trials are marked). Everything a search reads is measured on the SELECTION images of the
-evaluation split (data/splits.py); the test images are for the held-out report that follows a
-search (tune/heldout.py). The objective is measured against GNIME (against the first defence of a
-study without gnime cells, e.g. RND and OND at an already trained GNIME). Grid mode crosses given
-lambdas, widths and GNIME seeds (matrix studies, held-out reports).
+Search: Optuna through Ray's OptunaSearch (tune/search.py) over lambda (log scale), NG width (a
+choice) and, optionally, gamma (log scale), with the study's sampler (tune/samplers.py), seeded;
+two objectives by default (attack SSIM down, utility up, the utility floor a constraint: only
+feasible trials are Pareto-optimal; tune/spec.py) or the single penalised objective. With budgets,
+every trial is attacked at each of them. Everything a search reads is measured on the SELECTION
+images of the evaluation split (data/splits.py); the test images are for the held-out report that
+follows a search (tune/heldout.py). The objective is measured against GNIME (against the first
+defence of a study without gnime cells, e.g. RND and OND at an already trained GNIME). Grid mode
+crosses given lambdas, widths and GNIME seeds (matrix studies), or takes explicit (lambda, width,
+gamma) points (the held-out report of a front).
 
 Speed: the study decides its memory format once (speed.py ``decide``: CUDA on a GPU study, else
 a timed probe in a task on a node where trials run), records it with the identity, and passes it
@@ -67,39 +69,46 @@ from .trial import gnime_trial
 from .worker import prepare_task, speed_task
 
 Log = Callable[[str], None]
-# select_*: what the search read (its attackers on the selection images); chosen, report_study,
-# test_attack_ssim*: the held-out report of the chosen trial (tune/heldout.py), filled after it
-TRIAL_COLUMNS = ("study", "explainer", "trial", "status", "lambda", "ng_width", "gamma", "gnime_seed",
-                 "select_attack_ssim", "select_attack_tca", "select_utility", "select_perturbation_mse", "objective",
-                 "pareto", "chosen", "report_study", "test_attack_ssim", "test_attack_ssim_gnimes",
+# select_*, constraint, feasible: what the search read (its attackers on the selection images); chosen,
+# report_study, test_attack_ssim_gnimes: the held-out report of the chosen trials (tune/heldout.py), filled after it
+TRIAL_COLUMNS = ("study", "explainer", "trial", "status", "lambda", "ng_width", "gamma", "gammas", "gnime_seed",
+                 "select_attack_ssim", "select_attack_tca", "select_utility", "select_utility_min",
+                 "select_perturbation_mse", "constraint", "objective", "feasible",
+                 "pareto", "chosen", "report_study", "test_attack_ssim_gnimes",
                  "attackers_in_trial_pg", "trial_gpu_assigned", "gnime_seconds", "attack_seconds",
                  "attack_phase_seconds", "trial_attack_seconds", "idle_share", "node", "speed", "error")
-SEARCHED = ("select_attack_ssim", "select_attack_tca", "select_utility", "select_perturbation_mse")
+SEARCHED = ("select_attack_ssim", "select_attack_tca", "select_utility", "select_utility_min",
+            "select_perturbation_mse")
 
 
 def grid_size(spec: StudySpec) -> int:
-    """The trials of a grid study per explainer: lambdas x widths x GNIME seeds."""
-    return len({spec.lam_range[0], spec.lam_range[1]}) * len(spec.widths) * len(spec.gnime_seeds)
+    """The trials of a grid study per explainer: (lambdas x widths, or its points) x GNIME seeds."""
+    configurations = len(spec.points) or len({spec.lam_range[0], spec.lam_range[1]}) * len(spec.widths)
+    return configurations * len(spec.gnime_seeds)
 
 
 def _param_space(spec: StudySpec, explainer: str) -> dict:
-    """Tune's param space of ``spec.search_space()`` for one explainer's experiment."""
+    """Tune's param space of ``spec.search_space()`` for one explainer's experiment; a grid of
+    points also gets each point's lambda, width and gamma as the trial's values (``sample_from``
+    reads the point's index that the grid chose)."""
     domain = {"grid": lambda p: tune.grid_search(list(p.values)), "choice": lambda p: tune.choice(list(p.values)),
               "loguniform": lambda p: tune.loguniform(*p.values)}
-    return {"explainer": explainer, **{name: domain[p.kind](p) for name, p in spec.search_space().items()}}
+    space = {"explainer": explainer, **{name: domain[p.kind](p) for name, p in spec.search_space().items()}}
+    if spec.points:
+        points = spec.points
+        space["lam"] = tune.sample_from(lambda s: points[s.config.point][0])
+        space["width"] = tune.sample_from(lambda s: points[s.config.point][1])
+        if points[0][2] is not None:
+            space["gamma"] = tune.sample_from(lambda s: points[s.config.point][2])
+    return space
 
 
 def _tune_config(spec: StudySpec) -> tune.TuneConfig:
     if spec.search == "grid":
         return tune.TuneConfig(num_samples=1, max_concurrent_trials=spec.max_concurrent_trials)
-    from ray.tune.search.optuna import OptunaSearch
+    from .search import make_searcher
 
-    if spec.objective == "single":
-        metric, mode = "objective", "min"
-    else:
-        metric, mode = ["select_attack_ssim", "select_utility"], ["min", "max"]
-    search = OptunaSearch(metric=metric, mode=mode, seed=spec.study_seed)
-    return tune.TuneConfig(search_alg=search, num_samples=spec.num_samples,
+    return tune.TuneConfig(search_alg=make_searcher(spec), num_samples=spec.num_samples,
                            max_concurrent_trials=spec.max_concurrent_trials)
 
 
@@ -153,9 +162,11 @@ def _summary(spec: StudySpec, explainer: str, result: Any) -> dict:
     row.update(study=spec.name, explainer=explainer, trial=m.get("trial_id") or os.path.basename(str(result.path)),
                node=m.get("node", ""), speed=m.get("speed", ""), error="", pareto=False, attackers_in_trial_pg=False,
                ng_width=float(cfg.get("width", nan)), gamma=float(cfg.get("gamma", nan)),
-               gnime_seed=int(cfg.get("gnime_seed", 0)), chosen=False, report_study="")
-    if "gamma" not in cfg and m.get("gamma", -1.0) >= 0:  # a grid study's fixed gamma (-1: unbounded)
-        row["gamma"] = float(m["gamma"])
+               gnime_seed=int(cfg.get("gnime_seed", 0)), chosen=False, report_study="", feasible=False,
+               gammas=";".join("none" if g is None else repr(g) for g in spec.gammas_for(explainer))
+               if "gamma" not in cfg else repr(float(cfg["gamma"])))
+    if "gamma" not in cfg and m.get("gamma", -1.0) >= 0 and len(spec.gammas_for(explainer)) == 1:
+        row["gamma"] = float(m["gamma"])  # a grid study's fixed gamma (-1: unbounded)
     row["lambda"] = float(cfg.get("lam", nan))
     if result.error is not None:
         row.update(status="failed", error=str(result.error).strip().splitlines()[-1][:500])
@@ -165,10 +176,12 @@ def _summary(spec: StudySpec, explainer: str, result: Any) -> dict:
         row.update(status=m.get("status", "finished"), error=m.get("error", "") or "",
                    attackers_in_trial_pg=bool(m.get("attackers_in_trial_pg", False)))
         keys = ("trial_gpu_assigned", "gnime_seconds", "attack_seconds", "attack_phase_seconds",
-                "trial_attack_seconds", "idle_share", "objective")
+                "trial_attack_seconds", "idle_share", "objective", "constraint")
         if row["status"] == "finished":
             keys += SEARCHED
         row.update({k: float(m[k]) for k in keys if k in m})
+        constraint = row["constraint"]
+        row["feasible"] = row["status"] == "finished" and (not math.isfinite(constraint) or constraint <= 0)
     return row
 
 
@@ -220,11 +233,11 @@ def _search(spec: StudySpec, explainer: str, check: NodeCheck | None, pgf: tune.
                               f"trials ended: run the same command again to resume it")
         for r, t in zip(results, summaries):  # trials that ended before this driver (a resumed study)
             search_log.record(t["trial"], r.config or {}, r.metrics)
-        done = [t for t in summaries if t["status"] == "finished"]
-        if spec.objective == "multi":  # Optuna's own Pareto set of the two searched values
+        done = [t for t in summaries if t["feasible"]]
+        if spec.objective == "multi" and spec.search == "optuna":  # Optuna's own front: feasible trials only
             front = search_log.pareto_trials()
             flags = [t["trial"] in front for t in done]
-        else:  # attack SSIM down, utility up, among this explainer's finished trials
+        else:  # attack SSIM down, utility up, among this explainer's feasible trials
             flags = pareto_flags([(t["select_attack_ssim"], t["select_utility"]) for t in done])
         for t, flag in zip(done, flags):
             t["pareto"] = flag

@@ -2,10 +2,12 @@
 
 A trial trains one GNIME (or loads it when its exact training configuration was trained before),
 reporting every epoch's losses (with a checkpoint every ``checkpoint_every`` epochs, from which a
-restored trial continues), then attacks it from its attack pool (attack_pool.py) while reporting
-the attackers' progress, then reports its objective (spec.py ``objective``: selection images
-only). Its per-epoch reports carry worst-case placeholders for the searched metrics (Tune
-requires them in every report; ``final`` False). A GNIME whose losses turn non-finite ends the
+restored trial continues), then attacks it from its attack pool (attack_pool.py) at each of its
+gammas (its own, or every budget: ``StudySpec.gammas_for``) with each of the study's defences (RND
+and OND once per ``matches`` entry) while reporting the attackers' progress, then reports its
+objective (spec.py ``objective``: selection images only, over every gamma). Its per-epoch
+reports carry worst-case placeholders for the searched metrics (Tune requires them in every
+report; ``final`` False). A GNIME whose losses turn non-finite ends the
 trial with status ``diverged``, the worst objective and no attacker rows.
 """
 
@@ -38,7 +40,7 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
     trial_id = tune.get_context().get_trial_id() or ""
     cap_gpu_memory(study.gpu_trial)
     device = device_for(study.gpu_trial)
-    gammas = (config["gamma"],) if "gamma" in config else study.gammas
+    gammas = (config["gamma"],) if "gamma" in config else study.gammas_for(config["explainer"])
     base = CellSpec(study.dataset, explainer=config["explainer"], defense="gnime", lam=config["lam"],
                     width=config["width"], variant=study.variant, study_seed=study.study_seed,
                     aux_dataset=study.aux_dataset, gnime_seed=config.get("gnime_seed", 0))
@@ -78,13 +80,15 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
         save_trained_gnime(prep, base, study.preset, model.state())  # published: attackers on any node fetch it
     gnime_seconds = time.perf_counter() - t0
 
-    cells = [dataclasses.asdict(dataclasses.replace(base, defense=defense, gamma=gamma, seed=seed))
-             for gamma in gammas for defense in study.defenses for seed in study.attack_seed_range]
+    cells = [dataclasses.asdict(dataclasses.replace(base, defense=defense, gamma=gamma, seed=seed, match=match))
+             for gamma in gammas for defense in study.defenses
+             for match in (study.matches if defense in ("rnd", "ond") else ("perturbation",))
+             for seed in study.attack_seed_range]
     results, attack_phase, local_seconds = run_attackers(cells, study, check, trial_id, device, pending, common,
                                                          gnime_seconds)
     idle = max(0.0, attack_phase - local_seconds)
     primary = "gnime" if "gnime" in study.defenses else study.defenses[0]
-    main = [r for r in results if r["defense"] == primary and r["gamma"] == gammas[0]]
+    main = [r for r in results if r["defense"] == primary and r["match"] == "perturbation"]  # every gamma
     diverged = [r for r in results if r["status"] != "finished"]
     pg = ray.util.get_current_placement_group()
     assigned = ray.get_runtime_context().get_assigned_resources()
@@ -98,6 +102,6 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
     if any(r["status"] != "finished" for r in main):
         result.update(worst_result(study), status="diverged", error=diverged[0]["error"])
     else:
-        result.update(objective(main, study.utility_floor), status="finished",
+        result.update(objective(main, study.utility_floor, study.objective), status="finished",
                       error=diverged[0]["error"] if diverged else "")
     tune.report(result)
