@@ -1,37 +1,62 @@
-# The entry points of the README: `make demo` (the quickstart on real MNIST digits), `make test`, and
-# `make matrix` (the real-MNIST Table 1 row of the README, all three explainers, without Ray).
-# Both create .venv when it is missing and install the project into it.
+# The entry points of the README: `make demo` (the quickstart on real MNIST digits, about ten minutes),
+# `make test` (what CI runs), `make test-fast` (the suite without its slow tests), `make matrix` and
+# `make frontier` (the real-MNIST results of docs/results.md, without Ray), `make demo-full` (the quickstart at
+# the quick budget). Each creates .venv when it is missing and installs the project into it, every package at
+# the version of .ci/constraints.txt (the versions the tests ran on).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q -c .ci/constraints.txt
 # torch is installed first, from the releases this project is tested with
 # (on the project machines pip takes them from local disk).
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo figures matrix test clean
+.PHONY: setup demo demo-full figures matrix frontier test test-fast constraints clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PIP) $(TORCH)
+	$(PIP) -e '.[dev]'
 	touch $@
 
 setup: $(VENV)/.installed
 
 demo: setup
+	$(PY) studies/quickstart.py --preset demo --study demo --front-points 1
+
+# the quickstart at the quick budget (real MNIST's operating point; about an hour on 2 cores)
+demo-full: setup
 	$(PY) studies/quickstart.py
 
-# the README's figures, from the demo's held-out report (run `make demo` first)
+# the figures of the demo's held-out frontier (run `make demo` first)
 figures: setup
-	$(VENV)/bin/gnime-ray figures results --study quickstart-lrp-report -o results/_readme
+	$(VENV)/bin/gnime-ray figures --out results --study demo-lrp-report --dest results/_readme
 
+# the real-MNIST Table 1 row of docs/results.md (all three explainers, two GNIMEs, three attack seeds)
 matrix: setup
-	$(VENV)/bin/gnime-ray matrix --dataset mnist5k --preset quick --seeds 3 --gnime-seeds 2
+	$(VENV)/bin/gnime-ray matrix --dataset mnist5k --preset quick --attack-seeds 3 --gnime-seeds 2
+
+# the real-MNIST held-out comparison of docs/results.md: lambda 100 at GNIME's own operating point (the paper's
+# Table 1 protocol), RND and OND at GNIME's perturbation and at its utility (two measures), two GNIMEs, two attack
+# seeds, 95% intervals; add --budgets 0.5,1,2 for fixed perturbation budgets (three times the GNIMEs to train)
+frontier: setup
+	$(VENV)/bin/gnime-ray matrix --dataset mnist5k --preset quick --attack-seeds 2 --gnime-seeds 2 \
+	    --match perturbation,utility,utility-topk --study frontier-mnist5k
 
 # the test suite, with the coverage report of the lines the test process ran
 test: setup
 	$(PY) -m pytest -q --cov --cov-report=term
+
+# the suite without the tests marked slow (they train for minutes or start Ray clusters)
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+# rewrite .ci/constraints.txt from .venv (after a dependency changed; then run `make test`)
+constraints: setup
+	head -5 .ci/constraints.txt > .ci/constraints.new
+	$(PY) -m pip freeze --exclude-editable | grep -v -i '^ruff==' >> .ci/constraints.new
+	mv .ci/constraints.new .ci/constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,8 +1,9 @@
 """gnime_ray: GNIME (Jeong et al., NeurIPS 2022) and explanation-aware model inversion, on Ray.
 
-Layers, each importing only those before it (see the project's design notes):
-config, cachedir, optim -> store (results root, artifacts, tables) -> data -> models -> explain -> defenses
--> attacks -> metrics -> pipeline -> tune (the only Ray code) -> cli.
+Layers, each importing only those before it (the README and docs link here):
+config, cachedir, optim, statistics, flags -> store (results root, artifacts, tables, the frontier) -> data
+-> models -> explain -> defenses -> attacks -> metrics -> pipeline -> tune (the only Ray code) -> cli; the
+scripts in studies/ sit on tune.
 """
 
 __version__ = "0.1.0"

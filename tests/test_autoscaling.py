@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pyarrow.csv as pacsv
+import pytest
 import yaml
 
 from clusters import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a Ray cluster under the fake autoscaler
 # what a cloud reports for the instance types of cluster.yaml (the fake provider detects nothing)
 INSTANCE_RESOURCES = {"g5.2xlarge": {"CPU": 8, "GPU": 1}}
 
@@ -42,8 +44,8 @@ def test_quickstart_on_cluster_yaml_topology_gets_gpus_from_the_autoscaler(tmp_p
         assert len(cluster.alive_ids()) == 1  # no GPU node yet
         out = tmp_path / "out"
         proc = subprocess.run([sys.executable, "studies/quickstart.py", "--dataset", "digits", "--preset", "smoke", "--address",
-                               cluster.address, "--num-samples", "2", "--seeds", "1", "--front-points", "1",
-                               "--final-gnime-seeds", "1", "--out", str(out)],
+                               cluster.address, "--num-samples", "2", "--attack-seeds", "1", "--front-points", "1",
+                               "--gnime-seeds", "1", "--out", str(out)],
                               cwd=ROOT, capture_output=True, text=True, timeout=900,
                               env=cluster.driver_env(GNIME_RAY_CACHE=str(tmp_path / "cache")))
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]

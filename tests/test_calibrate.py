@@ -130,7 +130,7 @@ def test_operating_points_show_the_calibration_and_the_papers_table_3():
 
 def test_a_calibrated_matrix_with_two_gnimes_records_both(cache_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["matrix", "--dataset", "digits", "--preset", "smoke", "--seeds", "1", "--explainers", "grad",
+    assert main(["matrix", "--dataset", "digits", "--preset", "smoke", "--attack-seeds", "1", "--explainers", "grad",
                  "--gnime-seeds", "2", "--calibrate", "0.03", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "calibrated to 0.03 (given)" in printed and "1 attack seeds x 2 GNIMEs" in printed
@@ -156,5 +156,5 @@ def test_matrix_refuses_bad_calibration_input(cache_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--calibrate must be 'paper' or a perturbation MSE in (0, 1), got 'huge'" in err and err.count("\n") == 1
     assert main(["matrix", "--dataset", "digits", "--gnime-seeds", "0", "--out", str(out)]) == 2
-    assert "--gnime-seeds must be >= 1" in capsys.readouterr().err
+    assert "matrix: argument --gnime-seeds: expected an integer >= 1, got 0" in capsys.readouterr().err
     assert not cache_dir.exists() and not out.exists()

@@ -142,7 +142,7 @@ def _cli_study(tmp_path, cache_dir):
     from gnime_ray.cli import main
 
     out = tmp_path / "out"
-    assert main(["matrix", "--dataset", "digits", "--preset", "smoke", "--seeds", "2", "--explainers", "lrp",
+    assert main(["matrix", "--dataset", "digits", "--preset", "smoke", "--attack-seeds", "2", "--explainers", "lrp",
                  "--out", str(out), "--study", "m", "--gamma", "0.002"]) == 0
     return out
 
@@ -166,9 +166,9 @@ def test_export_reproduce_and_figures_from_a_cli_study(cache_dir, tmp_path, caps
 
     # Phase II: the study's GNIME with its gamma, as one file (torch.export's, and TorchScript on request)
     defence, scripted = tmp_path / "defence.pt2", tmp_path / "defence.pt"
-    assert main(["export", str(out), "--study", "m", "-o", str(defence)]) == 0
+    assert main(["export", "--out", str(out), "--study", "m", "--dest", str(defence)]) == 0
     assert "torch.export.load(PATH).module()" in capsys.readouterr().out
-    assert main(["export", str(out), "--study", "m", "-o", str(scripted), "--format", "torchscript"]) == 0
+    assert main(["export", "--out", str(out), "--study", "m", "--dest", str(scripted), "--format", "torchscript"]) == 0
     prep = prepare("digits", get_preset("smoke"), 0, explainers=["lrp"], log=lambda _: None)
     model = GnimeModel.from_state(load_tensors(cache_dir / gnime_row["gnime_artifact"][len("_artifacts/"):]))
     ev = prep.split.eval
@@ -212,14 +212,14 @@ def test_export_reproduce_and_figures_from_a_cli_study(cache_dir, tmp_path, caps
 
     # a row, run again from what it recorded with a fresh cache: the same metrics, nothing written
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    assert main(["reproduce", str(out), "--study", "m", "--cell", gnime_row["cell"], "--attack-seed", "0",
+    assert main(["reproduce", "--out", str(out), "--study", "m", "--cell", gnime_row["cell"], "--attack-seed", "0",
                  "--cache-dir", str(tmp_path / "fresh")]) == 0
     text = capsys.readouterr().out
     assert "reproduced: every metric within" in text and "| ssim | " in text
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
     # figures: the reconstruction grid and the perturbation histogram, PNG and CSV
-    assert main(["figures", str(out), "-o", str(tmp_path / "figs")]) == 0
+    assert main(["figures", "--out", str(out), "--dest", str(tmp_path / "figs")]) == 0
     names = sorted(p.name for p in (tmp_path / "figs").iterdir())
     assert names == ["perturbation-digits-lrp.csv", "perturbation-digits-lrp.png", "reconstructions-digits-lrp.csv",
                      "reconstructions-digits-lrp.png"]
@@ -229,7 +229,7 @@ def test_export_reproduce_and_figures_from_a_cli_study(cache_dir, tmp_path, caps
 
     # the same study name with another preset field: refused in one line naming it, nothing written
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    assert main(["matrix", "--dataset", "digits", "--preset", "smoke", "--seeds", "2", "--explainers", "lrp",
+    assert main(["matrix", "--dataset", "digits", "--preset", "smoke", "--attack-seeds", "2", "--explainers", "lrp",
                  "--out", str(out), "--study", "m", "--gamma", "0.002", "--set", "gnime_lr=0.001"]) == 2
     err = capsys.readouterr().err
     assert "study 'm'" in err and "preset.gnime_lr 0.0001 -> 0.001" in err and err.count("\n") == 1
@@ -239,21 +239,21 @@ def test_export_reproduce_and_figures_from_a_cli_study(cache_dir, tmp_path, caps
                  "--set", "attack_epochs=3"]) == 2
     assert "preset.attack_epochs 2 -> 3" in capsys.readouterr().err
     # the same settings again: every cell already done, the study's memory format as recorded
-    assert main(["matrix", "--dataset", "digits", "--preset", "smoke", "--seeds", "2", "--explainers", "lrp",
+    assert main(["matrix", "--dataset", "digits", "--preset", "smoke", "--attack-seeds", "2", "--explainers", "lrp",
                  "--out", str(out), "--study", "m", "--gamma", "0.002"]) == 0
     text = capsys.readouterr().out
     assert "matrix m: 10 cells, 10 already done" in text
 
     # bad input: one line, non-zero
-    for argv, needle in ((["export", str(out), "--study", "nope", "-o", str(tmp_path / "x.pt")], "no study 'nope'"),
-                         (["export", str(out), "--study", "m", "--trial", "t9", "-o", str(tmp_path / "x.pt")],
+    for argv, needle in ((["export", "--out", str(out), "--study", "nope", "--dest", str(tmp_path / "x.pt")], "no study 'nope'"),
+                         (["export", "--out", str(out), "--study", "m", "--trial", "t9", "--dest", str(tmp_path / "x.pt")],
                           "has no trial 't9'"),
-                         (["reproduce", str(out), "--study", "m", "--cell", "nocell", "--attack-seed", "0"],
+                         (["reproduce", "--out", str(out), "--study", "m", "--cell", "nocell", "--attack-seed", "0"],
                           "has no cell 'nocell'"),
-                         (["reproduce", str(out), "--study", "m", "--cell", gnime_row["cell"], "--attack-seed", "7"],
+                         (["reproduce", "--out", str(out), "--study", "m", "--cell", gnime_row["cell"], "--attack-seed", "7"],
                           "no row of cell"),
-                         (["figures", str(tmp_path / "empty"), "-o", str(tmp_path / "f2")], "no rows"),
-                         (["table", str(out), "--dataset", "digits", "--study", "m", "--trial", "t9"],
+                         (["figures", "--out", str(tmp_path / "empty"), "--dest", str(tmp_path / "f2")], "no rows"),
+                         (["table", "--out", str(out), "--dataset", "digits", "--study", "m", "--trial", "t9"],
                           "has no trial 't9'")):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -268,7 +268,7 @@ def test_figures_refuse_rows_without_figure_data(tmp_path, capsys):
                defense="gnime", attack="expmi", study_seed=0, attack_seed=0, preset="smoke", n_eval=5,
                attack_epochs_run=1)
     write_rows([row], str(tmp_path / "out"))  # as an earlier version wrote rows: no figure data
-    assert main(["figures", str(tmp_path / "out"), "-o", str(tmp_path / "figs")]) == 2
+    assert main(["figures", "--out", str(tmp_path / "out"), "--dest", str(tmp_path / "figs")]) == 2
     err = capsys.readouterr().err
     assert "keep no figure data (written by an earlier version" in err and err.count("\n") == 1
 

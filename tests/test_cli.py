@@ -17,7 +17,8 @@ from gnime_ray.cli import main
     (["prepare", "--dataset", "digits", "--set", "classifier_epochs=0"], "classifier_epochs must be an integer >= 1"),
     (["prepare", "--dataset", "digits", "--set", "val_fraction=0.9"], "val_fraction must be in (0, 0.5)"),
     (["prepare", "--dataset", "digits", "--set", "lr=1"], "unknown preset field 'lr'"),
-    (["prepare", "--dataset", "digits", "--seed", "-1"], "--seed"),
+    (["prepare", "--dataset", "digits", "--study-seed", "-1"], "--study-seed"),
+    (["prepare", "--dataset", "digits", "--seed", "1"], "--seed is no longer a flag: use --study-seed"),
     (["prepare"], "--dataset"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(argv, needle, cache_dir, capsys):

@@ -19,6 +19,9 @@ BASE = ["cell", "--dataset", "digits", "--preset", "smoke"]
     (["--width", "nan"], "width must be a finite number > 0"),
     (["--attack", "gan"], "attack must be one of expmi, predmi"),
     (["--lambda", "big"], "expected a number"),
+    (["--match", "psnr"], "match must be one of perturbation, utility, utility-topk"),
+    (["--dataset", "mnist", "--data-root", "/nonexistent"], "data root /nonexistent does not exist"),
+    (["--dataset", "celeba", "--aux-dataset", "facescrub", "--data-root", "/nonexistent"], "does not exist"),
 ])
 def test_cell_bad_input(extra, needle, cache_dir, tmp_path, capsys):
     out = tmp_path / "out"
@@ -38,9 +41,19 @@ def test_out_that_is_a_file(cache_dir, tmp_path, capsys):
     assert main(["matrix", "--dataset", "digits", "--preset", "smoke", "--out", str(f / "sub")]) == 2
 
 
-def test_matrix_bad_input(cache_dir, tmp_path, capsys):
-    assert main(["matrix", "--dataset", "digits", "--explainers", "lrp,shap", "--out", str(tmp_path / "o")]) == 2
-    assert "explainer must be one of" in capsys.readouterr().err
+@pytest.mark.parametrize("extra,needle", [
+    (["--explainers", "lrp,shap"], "explainer must be one of"),
+    (["--dataset", "mnist", "--data-root", "/nonexistent"], "data root /nonexistent does not exist"),
+    (["--budgets", "0.5,x"], "expected comma-separated numbers"),
+    (["--budgets", "1", "--gamma", "0.01"], "not --gamma"),
+    (["--budgets", "0,1"], "--budgets must be multiples > 0"),
+    (["--match", "utility,psnr"], "match must be one of perturbation, utility, utility-topk"),
+    (["--dataset", "facescrub", "--budgets", "1"], "the paper's Table 3 has no perturbation MSE for 'facescrub'"),
+])
+def test_matrix_bad_input(extra, needle, cache_dir, tmp_path, capsys):
+    assert main(["matrix", "--dataset", "digits", *extra, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
     assert not cache_dir.exists() and not (tmp_path / "o").exists()
 
 
@@ -58,19 +71,19 @@ def test_table_command_reads_the_rows_back(tmp_path, capsys):
                        attack_epochs_run=1, split="test", select_ssim=0.0)
             rows.append(row)
     write_rows(rows, str(tmp_path))
-    assert main(["table", str(tmp_path), "--dataset", "digits", "--study", "a", "--explainers", "lrp"]) == 0
+    assert main(["table", "--out", str(tmp_path), "--dataset", "digits", "--study", "a", "--explainers", "lrp"]) == 0
     out = capsys.readouterr().out
     assert "| SSIM ↓ | – | 0.6000 ± 0.1414 |" in out and "mnist (paper, 5 runs)" in out
     assert "rows made by: a version not recorded (commit not recorded): 2 rows" in out
-    assert main(["table", str(tmp_path), "--dataset", "digits", "--explainers", "lrp"]) == 2
+    assert main(["table", "--out", str(tmp_path), "--dataset", "digits", "--explainers", "lrp"]) == 2
     assert "same attack seed more than once (studies a, b)" in capsys.readouterr().err
-    assert main(["table", str(tmp_path), "--dataset", "celeba"]) == 2
+    assert main(["table", "--out", str(tmp_path), "--dataset", "celeba"]) == 2
     assert "no rows for dataset celeba" in capsys.readouterr().err
     # a results root of an earlier version (no selection/test division): one line, non-zero, nothing written
     old = [{**r, "study": "old", "split": None} for r in rows[:2]]
     write_rows(old, str(tmp_path))
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    assert main(["table", str(tmp_path), "--dataset", "digits", "--study", "old", "--explainers", "lrp"]) == 2
+    assert main(["table", "--out", str(tmp_path), "--dataset", "digits", "--study", "old", "--explainers", "lrp"]) == 2
     err = capsys.readouterr().err
     assert "rows of old were written by an earlier version" in err and "no 'split' column" in err
     assert err.count("\n") == 1 and sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

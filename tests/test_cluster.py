@@ -22,8 +22,8 @@ from clusters import LocalCluster, S3Server, can_unshare
 from fixtures import write_celeba_official
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not can_unshare(), reason="needs `unshare -m` and tmpfs mounts (root): worker nodes "
-                                                          "with private disks cannot be simulated here")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not can_unshare(), reason="needs `unshare -m` and tmpfs mounts (root): worker nodes "
+                                                          "with private disks cannot be simulated here")]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def _run(cluster, args, cache, timeout=600, **env):
 
 def _quickstart(cluster, out, cache, *extra):
     return _run(cluster, ["studies/quickstart.py", "--dataset", "digits", "--preset", "smoke", "--address", cluster.address,
-                          "--num-samples", "2", "--seeds", "1", "--front-points", "1", "--final-gnime-seeds", "1",
+                          "--num-samples", "2", "--attack-seeds", "1", "--front-points", "1", "--gnime-seeds", "1",
                           "--out", out, "--cache-dir", str(cache), *extra], cache)
 
 
@@ -126,7 +126,7 @@ def test_cell_reproduced_from_the_bucket_without_retraining(cluster, s3, tmp_pat
     row = next(r for r in rows if r["defense"] == "gnime")
     fresh = tmp_path / "laptop-cache"
     proc = _run(cluster, ["-m", "gnime_ray.cli", "cell", "--dataset", "digits", "--preset", "smoke", "--explainer",
-                          "lrp", "--defense", "gnime", "--seed", "0", "--lambda", repr(row["lambda"]), "--width",
+                          "lrp", "--defense", "gnime", "--attack-seed", "0", "--lambda", repr(row["lambda"]), "--width",
                           repr(row["ng_width"]), "--gamma", repr(row["gamma"]), "--out", f"s3://{s3.bucket}/q",
                           "--study", "reproduced", "--cache-dir", str(fresh)], fresh, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

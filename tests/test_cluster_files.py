@@ -71,3 +71,29 @@ def test_shipped_cluster_files_share_token_auth_and_give_every_node_storage_and_
     assert "aws s3 sync" in "\n".join(aws["setup_commands"])
     onprem = yaml.safe_load(FILES[1].read_text())
     assert "mount -t nfs" in "\n".join(onprem["setup_commands"])
+
+
+def test_make_ci_and_the_clusters_install_the_versions_of_one_constraints_file():
+    """One lock: the Makefile (and .ci/run through it) and both cluster files install with
+    .ci/constraints.txt, whose torch is the one they name, and whose versions hold pyproject's bounds."""
+    import re
+
+    from packaging.requirements import Requirement
+
+    pins = dict(line.split("==") for line in (ROOT / ".ci" / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert "-c .ci/constraints.txt" in (ROOT / "Makefile").read_text()
+    for f in FILES:
+        setup = "\n".join(yaml.safe_load(f.read_text())["setup_commands"])
+        installs = [line for line in setup.splitlines() if "pip install" in line and "--upgrade pip" not in line]
+        assert installs and all("-c /home/ubuntu/gnime_ray/.ci/constraints.txt" in line for line in installs), f
+        for name, version in re.findall(r'"(torch|torchvision)==([^"]+)"', setup):
+            assert pins[name] == version, (f, name)
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        req = Requirement(spec)
+        pinned = {k.lower().replace("_", "-"): v for k, v in pins.items()}.get(req.name.lower().replace("_", "-"))
+        assert pinned is not None and req.specifier.contains(pinned, prereleases=True), (spec, pinned)

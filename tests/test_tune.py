@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")
+# local Ray studies: minutes in all (`make test-fast` leaves them out)
+pytestmark = pytest.mark.slow
 
 from gnime_ray import GnimeRayError  # noqa: E402
 from gnime_ray.config import get_preset  # noqa: E402
@@ -223,14 +225,14 @@ def test_multi_objective_and_grid_studies(local_ray, tmp_path, capsys):
     from gnime_ray.cli import main
 
     trial = multi["trials"][0]["trial"]
-    assert main(["table", str(out), "--dataset", "digits", "--study", "multi", "--trial", trial,
+    assert main(["table", "--out", str(out), "--dataset", "digits", "--study", "multi", "--trial", trial,
                  "--explainers", "lrp"]) == 0
-    assert main(["export", str(out), "--study", "multi", "--trial", trial, "-o", str(tmp_path / "d.pt")]) == 0
-    assert main(["export", str(out), "--study", "multi", "-o", str(tmp_path / "d.pt")]) == 2  # two GNIMEs: which?
+    assert main(["export", "--out", str(out), "--study", "multi", "--trial", trial, "--dest", str(tmp_path / "d.pt")]) == 0
+    assert main(["export", "--out", str(out), "--study", "multi", "--dest", str(tmp_path / "d.pt")]) == 2  # two GNIMEs: which?
     # a search's figures show one of its GNIME configurations: refused in one line without --trial
-    assert main(["figures", str(out), "--study", "multi", "-o", str(tmp_path / "figs")]) == 2
+    assert main(["figures", "--out", str(out), "--study", "multi", "--dest", str(tmp_path / "figs")]) == 2
     assert "holds 2 GNIME configurations for lrp: pass --trial" in capsys.readouterr().err
-    assert main(["figures", str(out), "--study", "multi", "--trial", trial, "-o", str(tmp_path / "figs")]) == 0
+    assert main(["figures", "--out", str(out), "--study", "multi", "--trial", trial, "--dest", str(tmp_path / "figs")]) == 0
     assert {"search-multi-lrp.png", "search-multi-lrp.csv", "pareto-multi-lrp.png",
             "reconstructions-digits-lrp.png"} <= {p.name for p in (tmp_path / "figs").iterdir()}
     grid = run_study(_spec(tmp_path, "grid", search="grid", lam_range=(50.0, 50.0), widths=(1.0, 0.5),
@@ -263,7 +265,9 @@ def test_node_cpus_widens_then_restores_the_worker_threads(local_ray):
     (["--attacker-gpu", "nan"], "attacker_gpu must be a finite number in (0, 1], got nan"),
     (["--set", "gnime_lr=inf"], "gnime_lr must be a finite number > 0, got inf"),
     (["--out", "s3://no-such-bucket/x"], "cannot reach bucket 'no-such-bucket'"),
-    (["--final-gnime-seeds", "0"], "--final-gnime-seeds must be an integer >= 1, got 0"),
+    (["--gnime-seeds", "0"], "--gnime-seeds: expected an integer >= 1, got 0"),
+    (["--final-gnime-seeds", "2"], "--final-gnime-seeds is no longer a flag: use --gnime-seeds"),
+    (["--name", "x"], "--name is no longer a flag: use --study"),
     (["--set", "test_fraction=1.5"], "test_fraction must be in (0, 1)"),
     (["--set", "test_fraction=0"], "test_fraction must be in (0, 1)"),
 ])
@@ -521,17 +525,17 @@ def test_a_search_is_reported_by_a_fresh_held_out_frontier(local_ray, tmp_path, 
     from gnime_ray.cli import main
 
     figs = tmp_path / "figs"
-    assert main(["figures", spec.out, "--study", "sel-lrp-report", "-o", str(figs)]) == 0
+    assert main(["figures", "--out", spec.out, "--study", "sel-lrp-report", "--dest", str(figs)]) == 0
     assert {"frontier-sel-lrp-report-lrp.png", "frontier-sel-lrp-report-lrp.csv"} <= {p.name for p in figs.iterdir()}
     assert "reconstructions-digits-lrp.png" not in {p.name for p in figs.iterdir()}
     assert "pass --gnime-seed (one of 1, 2)" in capsys.readouterr().out
-    assert main(["figures", spec.out, "--study", "sel-lrp-report", "--gnime-seed", "1", "-o", str(figs)]) == 0
+    assert main(["figures", "--out", spec.out, "--study", "sel-lrp-report", "--gnime-seed", "1", "--dest", str(figs)]) == 0
     assert {"reconstructions-digits-lrp.png", "perturbation-digits-lrp.csv"} <= {p.name for p in figs.iterdir()}
-    assert main(["frontier", spec.out, "--study", "sel-lrp-report"]) == 0
+    assert main(["frontier", "--out", spec.out, "--study", "sel-lrp-report"]) == 0
     assert "GNIME - defence, SSIM [95% interval]" in capsys.readouterr().out
     # a re-run resumes: the same choice, no new row
     again = search_and_report(spec, 2, log=lambda _: None, front_points=1)
     assert again["chosen"] == outcome["chosen"]
     assert len(read_rows(spec.out).to_pylist()) == len(search["rows"]) + len(report["rows"])
-    with pytest.raises(GnimeRayError, match="--final-gnime-seeds must be an integer >= 1, got 0"):
+    with pytest.raises(GnimeRayError, match="--gnime-seeds must be an integer >= 1, got 0"):
         search_and_report(spec, 0, log=lambda _: None)

@@ -17,6 +17,8 @@ pytest.importorskip("ray")
 
 from gnime_ray.store import read_rows  # noqa: E402
 
+pytestmark = pytest.mark.slow  # studies end to end (`make test-fast` leaves them out)
+
 
 DRIVER = textwrap.dedent("""
     import sys, ray

@@ -8,7 +8,12 @@ again. On a CPU with the same versions and thread count every metric comes back 
 attacker, RND's noise and every split are seeded by the cell's key); ``TOLERANCE`` allows float32
 noise (oneDNN can pick differently vectorised code for a differently aligned buffer: 1e-9 relative
 was seen in DeePSiM). On a GPU, cuDNN picks its convolution algorithms per run and atomics in
-some kernels reorder sums, so a GPU row reproduces to float32 noise, not bit for bit.
+some kernels reorder sums, so a GPU row reproduces to float32 noise, not bit for bit; a GPU row
+re-run on a CPU trains its attacker along another rounding path and can move by more (not measured
+here: no GPU row has been re-run on a CPU), which ``--rtol`` allows for. ``study_rows`` numbers a
+study's rows in one stable order (cell, attack seed, trial), so a row can be named by its number
+(``gnime-ray reproduce --list``, then ``--row N``). A row made with other versions of torch, numpy or
+Python than the installed ones is named in one line before it runs.
 """
 
 from __future__ import annotations
@@ -29,7 +34,33 @@ from .prepare import prepare
 
 Log = Callable[[str], None]
 METRICS = (*SPLIT_METRICS, *(f"select_{m}" for m in SPLIT_METRICS), "matched_mse", *F1_COLUMNS)
-TOLERANCE = 1e-6  # absolute, on metrics of order 0.01 to 1 (PSNR: relative)
+TOLERANCE = 1e-6  # relative to max(1, |recorded|): absolute on metrics of order 0.01 to 1, relative for PSNR
+
+
+def study_rows(out: str, study: str) -> list[dict]:
+    """The study's rows in a stable order (cell, attack seed, trial): row N is ``study_rows(...)[N]``."""
+    rows = [r for r in read_rows(out).to_pylist() if r["study"] == study]
+    if not rows:
+        raise GnimeRayError(f"no study {study!r} under {out}")
+    return sorted(rows, key=lambda r: (r["cell"], r["attack_seed"], r["trial"] or ""))
+
+
+def row_by_number(out: str, study: str, number: int) -> dict:
+    rows = study_rows(out, study)
+    if not 0 <= number < len(rows):
+        raise GnimeRayError(f"study {study!r} has rows 0 to {len(rows) - 1} (see --list), not {number}")
+    return rows[number]
+
+
+def version_differences(row: dict) -> list[str]:
+    """'torch 2.14.1 -> 2.15.0' for every recorded version that differs from the installed one."""
+    import platform
+
+    import numpy
+
+    runtime = json.loads(row["config"]).get("runtime", {}) if row.get("config") else {}
+    installed = {"torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+    return [f"{k} {runtime[k]} -> {v}" for k, v in installed.items() if runtime.get(k) not in (None, v)]
 
 
 def find_row(out: str, study: str, cell: str, attack_seed: int, trial: Optional[str] = None) -> dict:
@@ -71,6 +102,10 @@ def reproduce_row(row: dict, out: str, *, cache_dir: Optional[str] = None, data_
     made_by, here = runtime.get("code_commit"), code_commit()
     if made_by != here:
         log(f"reproduce: the row was made by commit {made_by or '(not recorded)'}, this is {here or '(not a git checkout)'}")
+    differ = version_differences(row)
+    if differ:
+        log(f"reproduce: the row was made with other versions ({'; '.join(differ)}): expect differences beyond float "
+            f"rounding (install the versions of constraints.txt)")
     torch.set_num_threads(int(runtime["threads"]))
     if "memory_format" in runtime:  # the attacker's, as it was chosen on the machine that made the row
         preset = preset.replace(memory_format=runtime["memory_format"])
@@ -86,7 +121,7 @@ def reproduce_row(row: dict, out: str, *, cache_dir: Optional[str] = None, data_
 
 def compare(old: dict, new: dict, tolerance: float = TOLERANCE) -> tuple[list[str], bool]:
     """Markdown lines (metric, recorded, reproduced, difference) and whether all agree within
-    ``tolerance`` (absolute; relative for PSNR, which is in dB)."""
+    ``tolerance`` x max(1, |recorded|) (absolute on metrics in [0, 1]; relative for PSNR, in dB)."""
     lines = ["| metric | recorded | reproduced | difference |", "|---|---|---|---|"]
     ok = True
     for m in METRICS:
@@ -94,7 +129,7 @@ def compare(old: dict, new: dict, tolerance: float = TOLERANCE) -> tuple[list[st
         if a is None or b is None or (isinstance(a, float) and math.isnan(a) and math.isnan(b)):
             continue
         diff = b - a
-        scale = max(1.0, abs(a)) if m == "psnr" else 1.0
+        scale = max(1.0, abs(a))
         agree = abs(diff) <= tolerance * scale
         ok = ok and agree
         lines.append(f"| {m} | {a!r} | {b!r} | {diff:+.3g}{'' if agree else '  ← differs'} |")

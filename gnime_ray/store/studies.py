@@ -44,7 +44,7 @@ def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return diffs
 
 
-def check_identity(out: str, name: str, identity: dict[str, Any], flag: str = "--name") -> Optional[dict[str, Any]]:
+def check_identity(out: str, name: str, identity: dict[str, Any], flag: str = "--study") -> Optional[dict[str, Any]]:
     """Refuse a study name whose recorded identity differs (GnimeRayError listing the fields);
     return the record when the study was started before (a resume), else None. Reads only."""
     recorded = read_record(out, name)

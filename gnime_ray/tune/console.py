@@ -1,7 +1,8 @@
 """What a study prints: its own progress, one line per event, and not Ray's internals.
 
 ``StudyConsole`` is a Tune callback on the driver: a line when a trial starts (its exact lambda,
-NG width and gamma, copyable), when it is running on a node, at every fifth of its GNIME epochs,
+NG width and gamma, copyable), when it is running on a node, at every fifth of its GNIME epochs
+(with the time left at the trial's own rate so far),
 when its attackers are launched and as each finishes, when it ends (objective and metrics, or
 ``diverged``) or fails. ``quiet_ray_logging`` keeps Ray's and Tune's own INFO/WARNING chatter
 (experiment-state snapshots, checkpoint notices) off the console; ``--verbose`` shows everything,
@@ -60,6 +61,16 @@ class StudyConsole(Callback):
         self.seen_node: set[str] = set()
         self.last_epoch: dict[str, int] = {}
         self.started: dict[str, float] = {}
+        self.first_seen: dict[tuple[str, str], tuple[float, int]] = {}  # (trial, stage) -> (time, count then)
+
+    def _left(self, tid: str, stage: str, done: int, total: int) -> str:
+        """'; ~N s left' from this trial's rate in this stage since its first report (blank at first)."""
+        now = time.perf_counter()
+        t0, d0 = self.first_seen.setdefault((tid, stage), (now, done))
+        if done <= d0 or now <= t0 or done >= total:
+            return ""
+        left = (total - done) * (now - t0) / (done - d0)
+        return f"; ~{left / 60:.1f} min left" if left >= 90 else f"; ~{left:.0f} s left"
 
     def _say(self, trial, text: str) -> None:
         self.log(f"{self.prefix} trial {trial.trial_id}: {text}")
@@ -80,26 +91,31 @@ class StudyConsole(Callback):
         if stage == "gnime":
             epoch, epochs = int(result["epoch"]), int(result["epochs"])
             step = max(1, epochs // 5)
+            left = self._left(tid, "gnime", epoch, epochs)
             if epoch == epochs or epoch // step > self.last_epoch.get(tid, 0) // step:
                 self.last_epoch[tid] = epoch
                 self._say(trial, f"GNIME epoch {epoch}/{epochs}: L_adv {result['l_adv']:.4f} "
-                                 f"L_dist {result['l_dist']:.4f}")
+                                 f"L_dist {result['l_dist']:.4f}{left}")
         elif stage == "attack":
             done, total = int(result["attackers_done"]), int(result["attackers"])
+            left = self._left(tid, "attack", done, total)
             if done == 0:
                 self._say(trial, f"GNIME ready ({result['gnime_seconds']:.0f}s); {total} attackers to run (in its "
                                  f"attack pool and in its own process)")
             else:
-                self._say(trial, f"attackers {done}/{total} finished")
+                self._say(trial, f"attackers {done}/{total} finished{left}")
         elif result.get("final"):
             took = time.perf_counter() - self.started.get(tid, time.perf_counter())
             if result.get("status") == "diverged":
                 self._say(trial, f"diverged: {result.get('error', '')} ({took:.0f}s)")
             else:
+                constraint = result.get("constraint")
+                feasible = "" if constraint is None else (", feasible" if constraint <= 0 else
+                                                         ", infeasible (utility below the floor)")
                 self._say(trial, f"finished in {took:.0f}s, on the selection images: attack SSIM "
                                  f"{result['select_attack_ssim']:.4f}, TCA {result['select_attack_tca']:.4f}, utility "
                                  f"{result['select_utility']:.4f}, perturbation MSE "
-                                 f"{result['select_perturbation_mse']:.4g}, objective {result['objective']:.4f}")
+                                 f"{result['select_perturbation_mse']:.4g}{feasible}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = getattr(trial, "error_file", None) or ""

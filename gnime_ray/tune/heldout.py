@@ -126,7 +126,7 @@ def search_and_report(spec: StudySpec, final_gnime_seeds: int, log: Log = echo, 
     points (module docstring). Returns {"search": run_study's result, "chosen": {explainer: [points]},
     "reports": {explainer: run_study's result}, "frontier": {explainer: (points, hypervolumes)},
     "optimism": {explainer: [optimism() per point]}}."""
-    for value, flag, low in ((final_gnime_seeds, "--final-gnime-seeds", 1), (front_points, "--front-points", 0)):
+    for value, flag, low in ((final_gnime_seeds, "--gnime-seeds", 1), (front_points, "--front-points", 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise GnimeRayError(f"{flag} must be an integer >= {low}, got {value!r}")
     if spec.search != "optuna":

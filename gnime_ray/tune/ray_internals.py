@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 from .. import GnimeRayError
 
-SUPPORTED_RAY = ">=2.40,<2.61"  # the range of ray[tune] in pyproject.toml
+SUPPORTED_RAY = ">=2.60,<2.61"  # the range of ray[tune] in pyproject.toml
 
 
 class RayInternalsMoved(GnimeRayError):

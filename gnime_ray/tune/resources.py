@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator
 
 import ray
@@ -66,6 +67,40 @@ def decide_gpu(cpu_only: bool, started_locally: bool, log: Callable[[str], None]
         log("resources: GPU fractions, though the cluster has no GPU yet: an autoscaling cluster adds GPU nodes for "
             "them (on a cluster without GPUs, pass --cpu-only)")
     return True
+
+
+# what `ray up` leaves on the head: the cluster's own configuration, with the node types the autoscaler may add
+BOOTSTRAP_CONFIG = Path.home() / "ray_bootstrap_config.yaml"
+
+
+def autoscaler_gpus(config: Path = BOOTSTRAP_CONFIG) -> float:
+    """The GPUs the autoscaler may bring up: each node type's GPUs x its max_workers, from the
+    configuration ``ray up`` copied to the head (0 where there is none: a laptop, a ``ray start``
+    cluster)."""
+    if not config.is_file():
+        return 0.0
+    import yaml
+
+    try:
+        types = (yaml.safe_load(config.read_text()) or {}).get("available_node_types", {}) or {}
+    except yaml.YAMLError:
+        return 0.0
+    return float(sum((t.get("resources", {}) or {}).get("GPU", 0) * t.get("max_workers", 0) for t in types.values()))
+
+
+def concurrent_trials(spec, log: Callable[[str], None]) -> int:
+    """Trials at once when ``--max-concurrent`` is not given: as many as the cluster's GPUs hold
+    (those it has and those its autoscaler may add), a trial taking its own fraction and its attack
+    pool's; 2 on a CPU study or where no GPU is known."""
+    gpus = max(cluster_gpus(), autoscaler_gpus())
+    if not spec.use_gpu or gpus <= 0:
+        return 2
+    per_trial = spec.trial_gpu + spec.attackers_per_trial * spec.attacker_gpu
+    per_gpu = max(1, int(1 / per_trial + 1e-9)) if per_trial <= 1 else 1
+    n = max(1, int(gpus) * per_gpu)
+    log(f"resources: up to {n} trials at once ({gpus:g} GPUs, {per_gpu} trial(s) of {per_trial:g} GPU each per GPU; "
+        f"--max-concurrent to change)")
+    return n
 
 
 def pool_resources(attackers: int, attacker_gpu: float, cpus: float, use_gpu: bool) -> dict[str, float]:

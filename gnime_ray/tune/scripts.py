@@ -12,57 +12,54 @@ from typing import Callable
 
 from .. import GnimeRayError, Interrupted, echo
 from ..cachedir import add_cache_dir_option
-from ..config import PRESETS, get_preset, parse_overrides
+from ..config import get_preset, parse_overrides
+from ..flags import (Parser, add_attack_seeds, add_data_root, add_gnime_seeds, add_out, add_preset, add_study,
+                     add_study_seed, numbers, positive, seed)
 from ..store.root import probe_out
 from .cluster import connect
 from .console import quiet_ray_logging
-from .resources import decide_gpu
+from .resources import concurrent_trials, decide_gpu
 from .spec import ALLOCATORS, DEFAULT_SAMPLER, OBJECTIVES, SAMPLERS, StudySpec
 
 
-def _numbers(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def study_parser(description: str, *, name: str, num_samples: int, seeds: int, final_gnime_seeds: int,
-                 front_points: int = 0, search: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--name", default=name, help="study name (re-running a name with the same settings resumes it)")
-    p.add_argument("--preset", default="quick", choices=list(PRESETS), help="training budgets")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a preset field (repeatable)")
-    p.add_argument("--data-root", default=None, help="dataset root on every node (not needed for digits)")
-    p.add_argument("--out", default="results",
-                   help="results root: a path (one machine, or a path every node mounts) or s3://bucket/prefix, "
-                        "gs://bucket/prefix (a cluster)")
+def study_parser(description: str, *, study: str, num_samples: int, attack_seeds: int, gnime_seeds: int,
+                 front_points: int = 0, search: bool = True, preset: str = "quick") -> Parser:
+    """The flags every study script takes (gnime_ray/flags.py: the same spellings as gnime-ray);
+    ``search``: a search script's flags too."""
+    p = Parser(description=description)
+    add_study(p, study, help="the study's name (the same name with the same settings resumes it)")
+    add_preset(p, preset)
+    add_data_root(p)
+    add_out(p, help="results root: a path (one machine, or a path every node mounts) or s3://bucket/prefix, "
+                    "gs://bucket/prefix (a cluster)")
     add_cache_dir_option(p)
     p.add_argument("--address", default=None,
                    help="Ray to use: HOST:PORT or ray://... joins that cluster, 'auto' the cluster this machine is a "
                         "node of (ray start / ray up), 'local' a private Ray (default: $RAY_ADDRESS, else this "
                         "machine's ray start cluster, else a private local Ray)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a private local Ray started by this script")
+    p.add_argument("--num-cpus", type=positive, default=None, help="CPUs of a private local Ray started by this script")
     p.add_argument("--cpu-only", action="store_true",
                    help="bundles ask for CPUs only (default: GPU fractions on a cluster, which make an autoscaler add "
                         "GPU nodes; on a private local Ray, GPUs when this machine has them)")
     p.add_argument("--verbose", action="store_true",
                    help="also show Ray's and Tune's own log lines and the workers' output")
-    p.add_argument("--num-samples", type=int, default=num_samples, help="trials of the search")
-    p.add_argument("--max-concurrent", type=int, default=2, help="trials running at once")
-    p.add_argument("--seeds", type=int, default=seeds, help="attack seeds per cell")
+    p.add_argument("--num-samples", type=positive, default=num_samples, help="trials of the search")
+    p.add_argument("--max-concurrent", type=positive, default=None,
+                   help="trials running at once (default: as many as the cluster's GPUs hold, counting those its "
+                        "autoscaler can add; 2 without GPUs)")
+    add_attack_seeds(p, attack_seeds)
     p.add_argument("--trial-gpu", type=float, default=0.25, help="GPU fraction of a trial")
-    p.add_argument("--attacker-gpu", type=float, default=0.25, help="GPU fraction of an attacker (a trial's attack pool asks for k of them)")
-    p.add_argument("--attackers-per-trial", type=int, default=2, help="attackers at once in a trial's attack pool (one process), beside the one in the trial itself")
+    p.add_argument("--attacker-gpu", type=float, default=0.25,
+                   help="GPU fraction of an attacker (a trial's attack pool asks for k of them)")
+    p.add_argument("--attackers-per-trial", type=positive, default=2,
+                   help="attackers at once in a trial's attack pool (one process), beside the one in the trial itself")
     p.add_argument("--pool-allocator", choices=ALLOCATORS, default="jemalloc",
                    help="malloc of the attack pools' processes: jemalloc (Ray's copy; less memory per attacker "
                         "thread) or the C library's")
-    p.add_argument("--study-seed", type=int, default=0, help="seed of prepare, GNIME and the search")
-    p.add_argument("--final-gnime-seeds", type=int, default=final_gnime_seeds,
-                   help="independently trained GNIMEs at each reported configuration (after a search: N trained "
-                        "afresh, the searched network left out); the tables show the attack-seed and the GNIME-seed "
-                        "spreads and the intervals are over them")
+    add_study_seed(p)
+    add_gnime_seeds(p, gnime_seeds, "independently trained GNIMEs at each reported configuration (after a search: "
+                                    "trained afresh, the searched network left out); the tables show the "
+                                    "attack-seed and the GNIME-seed spreads and the intervals are over them")
     if search:
         p.add_argument("--objective", choices=OBJECTIVES, default="multi",
                        help="multi: attack SSIM down and utility up, the utility floor a constraint (a front); "
@@ -71,29 +68,28 @@ def study_parser(description: str, *, name: str, num_samples: int, seeds: int, f
                        help="the lowest utility (DeePSiM at the paper's N, on the selection images) a trial may keep")
         p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
                        help="the search's Optuna sampler (chosen by python -m gnime_ray.tune.samplers)")
-        p.add_argument("--budgets", type=_numbers, default=None, metavar="B1,B2,...",
+        p.add_argument("--budgets", type=numbers, default=None, metavar="B1,B2,...",
                        help="fixed perturbation budgets as multiples of the paper's Table 3 perturbation (e.g. "
                             "0.5,1,2): each trial is attacked at every budget and lambda and the NG width are "
                             "searched (default: gamma searched)")
-        p.add_argument("--front-points", type=int, default=front_points,
+        p.add_argument("--front-points", type=seed, default=front_points,
                        help="at most this many of the search's Pareto-optimal trials re-measured held out, spread "
                             "along the front (0: all)")
     return p
 
 
 def common_spec_kwargs(args: argparse.Namespace, dataset: str) -> dict:
-    """The StudySpec fields every script takes from its flags (bad values: one line, before Ray)."""
-    if args.final_gnime_seeds < 1:
-        raise GnimeRayError(f"--final-gnime-seeds must be an integer >= 1, got {args.final_gnime_seeds}")
+    """The StudySpec fields every script takes from its flags (bad values: one line, before Ray).
+    ``max_concurrent_trials`` is the flag's, or 2 until ``start_ray`` sizes it from the cluster."""
     search = {}
     if hasattr(args, "objective"):
         search = dict(objective=args.objective, utility_floor=args.utility_floor, sampler=args.sampler,
                       budgets=tuple(args.budgets or ()))
     return dict(out=args.out, preset=get_preset(args.preset, dataset, **parse_overrides(args.overrides)), **search,
-                attack_seeds=args.seeds, study_seed=args.study_seed, num_samples=args.num_samples,
-                max_concurrent_trials=args.max_concurrent, trial_gpu=args.trial_gpu, attacker_gpu=args.attacker_gpu,
-                attackers_per_trial=args.attackers_per_trial, pool_allocator=args.pool_allocator,
-                cache_dir=args.cache_dir, data_root=args.data_root)
+                attack_seeds=args.attack_seeds, study_seed=args.study_seed, num_samples=args.num_samples,
+                max_concurrent_trials=args.max_concurrent or 2, trial_gpu=args.trial_gpu,
+                attacker_gpu=args.attacker_gpu, attackers_per_trial=args.attackers_per_trial,
+                pool_allocator=args.pool_allocator, cache_dir=args.cache_dir, data_root=args.data_root)
 
 
 def start_ray(args: argparse.Namespace, spec: StudySpec) -> StudySpec:
@@ -102,7 +98,10 @@ def start_ray(args: argparse.Namespace, spec: StudySpec) -> StudySpec:
     probe_out(spec.out)  # an unreachable bucket fails here, before Ray starts
     quiet_ray_logging(args.verbose)
     started_here = connect(args.address, num_cpus=args.num_cpus, verbose=args.verbose)
-    return dataclasses.replace(spec, use_gpu=decide_gpu(args.cpu_only, started_here, echo))
+    spec = dataclasses.replace(spec, use_gpu=decide_gpu(args.cpu_only, started_here, echo))
+    if args.max_concurrent is None:
+        spec = dataclasses.replace(spec, max_concurrent_trials=concurrent_trials(spec, echo))
+    return spec
 
 
 def print_trials(result: dict) -> None:
@@ -163,7 +162,7 @@ def print_reports(outcome: dict, dataset: str) -> None:
             print(f"({exc})")
         print("\n" + frontier_markdown(*outcome["frontier"][explainer]))
         if n == 1:
-            print("\n(one GNIME per point, --final-gnime-seeds 1: the intervals cover the test images and attack seeds "
+            print("\n(one GNIME per point, --gnime-seeds 1: the intervals cover the test images and attack seeds "
                   "only, not GNIME's training luck)")
         for point, o in zip(outcome["chosen"][explainer], outcome["optimism"][explainer]):
             print("\n" + describe_optimism(explainer, point["trial"], o))

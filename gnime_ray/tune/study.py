@@ -46,10 +46,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
+import time
 from typing import Any, Callable
 
 import ray
 from ray import tune
+from ray.util.queue import Queue
 
 from .. import GnimeRayError, Interrupted, echo
 from ..config import CellSpec
@@ -249,6 +252,37 @@ def _search(spec: StudySpec, explainer: str, check: NodeCheck | None, pgf: tune.
         search_log.close()
 
 
+EPOCH = re.compile(r"^(\S+) epoch (\d+)/(\d+)")
+
+
+def wait_reporting(future: Any, progress: Any, log: Log, every: float = 10.0) -> Any:
+    """``ray.get(future)``, meanwhile printing the progress lines its task puts into the queue
+    ``progress``: an epoch line at most every ``every`` seconds per network (and its last), with the
+    time left at that network's rate so far; other lines as they come."""
+    first: dict[str, tuple[float, int]] = {}
+    shown: dict[str, float] = {}
+
+    def say(line: str) -> None:
+        m = EPOCH.match(line)
+        if m is None:
+            log(line if line.startswith("prepare") else f"prepare: {line}")
+            return
+        name, done, total, now = m.group(1), int(m.group(2)), int(m.group(3)), time.perf_counter()
+        t0, d0 = first.setdefault(name, (now, done))
+        if done < total and now - shown.get(name, 0.0) < every:
+            return
+        shown[name] = now
+        left = "" if done <= d0 or done >= total else f"; ~{(total - done) * (now - t0) / (done - d0):.0f} s left"
+        log(f"prepare: {line}{left}")
+
+    while True:
+        ready, _ = ray.wait([future], timeout=1.0)
+        while not progress.empty():
+            say(progress.get_nowait())
+        if ready:
+            return ray.get(future)
+
+
 def _decide_speed(spec: StudySpec, recorded: dict | None, check: NodeCheck) -> tuple[StudySpec, dict]:
     """The study with its one speed decision in its preset, and the decision: the recorded one of
     a resumed study; a GPU study's or a set memory format without measuring; else measured by a
@@ -302,9 +336,13 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
     record_study(spec.out, spec.name, spec.kind, identity(spec), speed)
 
     log(f"prepare: f, f_E and the {', '.join(spec.explainers)} maps, from the cache or made now (minutes on a few "
-        f"CPUs; a script's --verbose prints the workers' progress here)")
-    prep = ray.get(ray.remote(prepare_task).options(num_cpus=spec.cpus_per_task, num_gpus=spec.gpu_trial)
-                   .remote(spec, check))
+        f"CPUs; its progress follows)")
+    progress = Queue(maxsize=10000, actor_options={"num_cpus": 0})
+    try:
+        prep = wait_reporting(ray.remote(prepare_task).options(num_cpus=spec.cpus_per_task, num_gpus=spec.gpu_trial)
+                              .remote(spec, check, progress), progress, log)
+    finally:
+        progress.shutdown()
     acc = prep["accuracies"]
     log(f"prepare: {'loaded' if prep['from_cache'] else 'trained f and f_E, computed the maps'} on {prep['node']} "
         f"in {prep['seconds']:.0f}s (f {acc['target']:.4f}, f_E {acc['eval']:.4f} on the eval split)")

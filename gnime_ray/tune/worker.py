@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any, Callable, Optional
 
+from .. import echo
 from ..data import IMAGE_SHAPES
 from ..pipeline.prepare import Prepared, prepare, prepare_aux
 from ..speed import decide
@@ -25,9 +27,10 @@ _prepared: dict[tuple, Prepared] = {}
 _prepared_lock = threading.Lock()
 
 
-def prepared(study: StudySpec, device: str) -> Prepared:
+def prepared(study: StudySpec, device: str, log: Callable[[str], None] = echo) -> Prepared:
     """This process's prepared inputs of ``study`` (loaded from the node's cache or the
-    artifact store; kept for the next task of the same study in this worker)."""
+    artifact store; kept for the next task of the same study in this worker); ``log``: where
+    preparing reports its progress."""
     key = (study.dataset, study.preset, study.study_seed, study.explainers, study.variant, study.cache_dir,
            study.data_root, study.out, device)
     with _prepared_lock:  # an attack pool's threads load them once
@@ -35,19 +38,21 @@ def prepared(study: StudySpec, device: str) -> Prepared:
             _prepared.clear()
             _prepared[key] = prepare(study.dataset, study.preset, study.study_seed, explainers=study.explainers,
                                      variant=study.variant, cache_dir=study.cache_dir, data_root=study.data_root,
-                                     device=device, out=study.out)
+                                     device=device, out=study.out, log=log)
         return _prepared[key]
 
 
-def prepare_task(study: StudySpec, check: NodeCheck) -> dict:
+def prepare_task(study: StudySpec, check: NodeCheck, progress: Optional[Any] = None) -> dict:
     """Prepare once per study, on every CPU of its node (everything else waits for it), and
-    publish the results as artifacts; with an auxiliary attacker dataset, query f with it once."""
+    publish the results as artifacts; with an auxiliary attacker dataset, query f with it once.
+    ``progress``: a ray.util.queue.Queue the driver reads prepare's progress lines from."""
     ensure_node(check)
     cap_gpu_memory(study.gpu_trial)
     device = device_for(study.gpu_trial)
     t0 = time.perf_counter()
+    log = echo if progress is None else (lambda line: progress.put_nowait(line.strip()))
     with node_cpus():
-        prep = prepared(study, device)
+        prep = prepared(study, device, log)
         if study.aux_dataset != "same":
             prepare_aux(prep, study.aux_dataset, study.preset, study.study_seed, explainers=study.explainers,
                         variant=study.variant, cache_dir=study.cache_dir, data_root=study.data_root, device=device)
