@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 setup: $(VENV)/.installed
 
 demo: setup
-	$(PY) studies/quickstart.py --preset demo --study demo --front-points 1
+	$(PY) studies/quickstart.py --preset demo --study demo --front-points 1 --match perturbation,utility
 
 # the quickstart at the quick budget (real MNIST's operating point; about an hour on 2 cores)
 demo-full: setup

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 from . import GnimeRayError, TrainingDiverged
 from .cachedir import add_cache_dir_option
 from .config import get_preset, parse_overrides
-from .flags import (Parser, add_attack_seeds, add_data_root, add_dest, add_gnime_seeds, add_out, add_preset,
+from .flags import (Parser, add_attack_seeds, add_data_root, add_dest, add_gnime_seeds, add_matches, add_out, add_preset,
                     add_study, add_study_seed, numbers, renamed, seed)
 
 
@@ -93,9 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", type=numbers, default=None, metavar="B1,B2,...",
                    help="attack every GNIME at these perturbation budgets (Eq. 3's gamma), as multiples of the "
                         "paper's Table 3 perturbation for the dataset and explainer, e.g. 0.5,1,2 (not with --gamma)")
-    p.add_argument("--match", default="perturbation", metavar="M1,M2,...",
-                   help="what RND's and OND's noise is matched to, comma-separated: perturbation (the paper's "
-                        "protocol), utility (GNIME's DeePSiM at the paper's N), utility-topk (its top-k agreement)")
+    add_matches(p, ("perturbation",))
     _add_gnime_knobs(p)
 
     p = sub.add_parser("frontier", help="the held-out frontier of a study's rows: GNIME against RND and OND at "
@@ -252,7 +250,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
     explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]
-    matches = tuple(m.strip() for m in args.match.split(",") if m.strip())
+    matches = args.match
     if args.budgets is not None and (args.gamma is not None or not args.budgets):
         raise GnimeRayError("--budgets needs at least one multiple, and not --gamma (the budgets are the gammas)")
     if args.budgets and any(not b > 0 for b in args.budgets):

@@ -10,6 +10,7 @@ spelling per concept, defined once.
 | ``--attack-seeds`` | how many attack seeds each cell gets |
 | ``--gnime-seeds`` | how many independently trained GNIMEs each configuration gets |
 | ``--dest`` (``-o``) | the file or folder a command writes (figures, an exported defence) |
+| ``--match`` | what RND's and OND's noise is matched to (one cell: one; a matrix or a report: a list) |
 
 Earlier spellings (``--seed``, ``--seeds``, ``--name``, ``--final-gnime-seeds``, ``--output``, a
 positional results root) are refused in one line naming the new one. ``HelpFormatter`` prints a
@@ -22,7 +23,7 @@ import argparse
 from typing import Any, Optional, Sequence
 
 from . import GnimeRayError
-from .config import PRESETS
+from .config import MATCHES, PRESETS
 
 SUPPRESS = argparse.SUPPRESS
 
@@ -149,6 +150,21 @@ def add_attack_seeds(p: argparse.ArgumentParser, default: int) -> None:
 def add_gnime_seeds(p: argparse.ArgumentParser, default: int, help: str) -> None:
     p.add_argument("--gnime-seeds", type=positive, default=default, help=help)
     renamed(p, "--final-gnime-seeds", "use --gnime-seeds")
+
+
+def match_list(text: str) -> tuple[str, ...]:
+    """``perturbation,utility`` -> ("perturbation", "utility"): a non-empty subset of MATCHES."""
+    items = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not items or any(m not in MATCHES for m in items) or len(set(items)) < len(items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(MATCHES)}, got {text!r}")
+    return items
+
+
+def add_matches(p: argparse.ArgumentParser, default: Sequence[str]) -> None:
+    p.add_argument("--match", type=match_list, default=tuple(default), metavar="M1,M2,...",
+                   help="what RND's and OND's noise is matched to, comma-separated: perturbation (the paper's "
+                        "protocol), utility (GNIME's DeePSiM at the paper's N), utility-topk (its top-k agreement), "
+                        "each found on the selection images")
 
 
 def add_dest(p: argparse.ArgumentParser, help: str) -> None:

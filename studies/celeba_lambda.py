@@ -40,7 +40,7 @@ def main() -> int:
     layout, folder = find_layout(args.data_root)  # a clear error before Ray starts when CelebA is not there
     print(f"CelebA: {layout} layout at {folder}", flush=True)
     spec = start_ray(args, spec)
-    outcome = search_and_report(spec, args.gnime_seeds, front_points=args.front_points)
+    outcome = search_and_report(spec, args.gnime_seeds, front_points=args.front_points, matches=args.match)
     print_trials(outcome["search"])
     print_reports(outcome, "celeba")
     print(f"\nParquet rows under {outcome['search']['spec'].out} (the search {spec.name} and its reports "

@@ -38,7 +38,7 @@ def main() -> int:
                        widths=(0.5, 1.0), gamma_range=None if args.budgets else (1e-3, 1.6e-2),
                        **common_spec_kwargs(args, args.dataset))
     search = start_ray(args, search)
-    outcome = search_and_report(search, args.gnime_seeds, front_points=args.front_points)
+    outcome = search_and_report(search, args.gnime_seeds, front_points=args.front_points, matches=args.match)
     print_trials(outcome["search"])
     print_reports(outcome, args.dataset)
     reports = ", ".join(r["spec"].name for r in outcome["reports"].values())

@@ -75,12 +75,13 @@ def report_name(search: str, explainer: str) -> str:
     return f"{search}-{explainer}-report"
 
 
-def report_spec(search: StudySpec, explainer: str, points: list[dict], final_gnime_seeds: int) -> StudySpec:
+def report_spec(search: StudySpec, explainer: str, points: list[dict], final_gnime_seeds: int,
+                matches: tuple[str, ...] = MATCHES) -> StudySpec:
     """The held-out report of ``search``'s chosen ``points`` for ``explainer`` (module docstring, 2)."""
     return dataclasses.replace(
         search, name=report_name(search.name, explainer), explainers=(explainer,), search="grid", num_samples=1,
         points=tuple((p["lambda"], p["ng_width"], p["gamma"]) for p in points), gamma_range=None,
-        defenses=("gnime", "rnd", "ond"), matches=MATCHES, baselines=True,
+        defenses=("gnime", "rnd", "ond"), matches=tuple(matches), baselines=True,
         gnime_seeds=tuple(range(1, final_gnime_seeds + 1)), first_attack_seed=REPORT_FIRST_SEED,
         report_of=f"{search.name}/{','.join(p['trial'] for p in points)}")
 
@@ -121,7 +122,8 @@ def describe_optimism(explainer: str, trial: str, o: dict) -> str:
             f"{o['test_attack_ssim_gnimes'] - o['select_attack_ssim']:+.4f}")
 
 
-def search_and_report(spec: StudySpec, final_gnime_seeds: int, log: Log = echo, front_points: int = 0) -> dict:
+def search_and_report(spec: StudySpec, final_gnime_seeds: int, log: Log = echo, front_points: int = 0,
+                      matches: tuple[str, ...] = MATCHES) -> dict:
     """Run (or resume) the search ``spec``, then the held-out frontier of each explainer's chosen
     points (module docstring). Returns {"search": run_study's result, "chosen": {explainer: [points]},
     "reports": {explainer: run_study's result}, "frontier": {explainer: (points, hypervolumes)},
@@ -129,6 +131,8 @@ def search_and_report(spec: StudySpec, final_gnime_seeds: int, log: Log = echo, 
     for value, flag, low in ((final_gnime_seeds, "--gnime-seeds", 1), (front_points, "--front-points", 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise GnimeRayError(f"{flag} must be an integer >= {low}, got {value!r}")
+    if not matches or any(m not in MATCHES for m in matches) or len(set(matches)) < len(matches):
+        raise GnimeRayError(f"--match must be a non-empty subset of {','.join(MATCHES)}, got {','.join(matches)!r}")
     if spec.search != "optuna":
         raise GnimeRayError(f"study {spec.name}: a held-out report follows a search (search='optuna'), not a grid")
     search = run_study(spec, log)
@@ -151,7 +155,7 @@ def search_and_report(spec: StudySpec, final_gnime_seeds: int, log: Log = echo, 
             f"attackers, test images")
     reports, fronts, gains = {}, {}, {}
     for e, points in chosen.items():
-        reports[e] = run_study(report_spec(search["spec"], e, points, final_gnime_seeds), log)
+        reports[e] = run_study(report_spec(search["spec"], e, points, final_gnime_seeds, matches), log)
         name = reports[e]["spec"].name
         fronts[e] = frontier(reports[e]["rows"], name, seed=spec.study_seed)
         write_frontier(out, name, *fronts[e])

@@ -12,9 +12,9 @@ from typing import Callable
 
 from .. import GnimeRayError, Interrupted, echo
 from ..cachedir import add_cache_dir_option
-from ..config import get_preset, parse_overrides
-from ..flags import (Parser, add_attack_seeds, add_data_root, add_gnime_seeds, add_out, add_preset, add_study,
-                     add_study_seed, numbers, positive, seed)
+from ..config import MATCHES, get_preset, parse_overrides
+from ..flags import (Parser, add_attack_seeds, add_data_root, add_gnime_seeds, add_matches, add_out, add_preset,
+                     add_study, add_study_seed, numbers, positive, seed)
 from ..store.root import probe_out
 from .cluster import connect
 from .console import quiet_ray_logging
@@ -75,6 +75,7 @@ def study_parser(description: str, *, study: str, num_samples: int, attack_seeds
         p.add_argument("--front-points", type=seed, default=front_points,
                        help="at most this many of the search's Pareto-optimal trials re-measured held out, spread "
                             "along the front (0: all)")
+        add_matches(p, MATCHES)
     return p
 
 
