@@ -47,7 +47,7 @@ def test_out_that_is_a_file(cache_dir, tmp_path, capsys):
     (["--budgets", "0.5,x"], "expected comma-separated numbers"),
     (["--budgets", "1", "--gamma", "0.01"], "not --gamma"),
     (["--budgets", "0,1"], "--budgets must be multiples > 0"),
-    (["--match", "utility,psnr"], "match must be one of perturbation, utility, utility-topk"),
+    (["--match", "utility,psnr"], "argument --match: expected a comma-separated subset of perturbation,utility,"),
     (["--dataset", "facescrub", "--budgets", "1"], "the paper's Table 3 has no perturbation MSE for 'facescrub'"),
 ])
 def test_matrix_bad_input(extra, needle, cache_dir, tmp_path, capsys):
