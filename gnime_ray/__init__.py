@@ -32,6 +32,15 @@ def echo(message: str) -> None:
     print(message, flush=True)
 
 
+def time_left(elapsed: float, done: int, total: int, prefix: str = "; ") -> str:
+    """``'; ~40 s left'`` (``'; ~3.2 min left'`` from 90 s) at the rate so far: ``done`` of ``total``
+    units took ``elapsed`` seconds; blank when nothing or everything is done."""
+    if done <= 0 or done >= total or elapsed <= 0:
+        return ""
+    left = (total - done) * elapsed / done
+    return f"{prefix}~{left / 60:.1f} min left" if left >= 90 else f"{prefix}~{left:.0f} s left"
+
+
 def __getattr__(name: str):
     """``gnime_ray.Protector`` (defenses/deploy.py), imported on first use so that importing
     gnime_ray stays light."""

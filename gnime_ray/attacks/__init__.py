@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import echo
+from .. import echo, time_left
 from ..config import ATTACKS
 from ..data.rows import HostRows, map_rows, rows_of
 from ..early_stopping import EarlyStopping
@@ -99,7 +99,7 @@ def train_attacker(name: str, model: nn.Module, maps, logits, images, val_maps, 
             break
         if epoch % 10 == 0:
             log(f"  {name} epoch {epoch}/{epochs}: train MSE {total / n:.5f}, val MSE {val_mse:.5f} "
-                f"({time.perf_counter() - t0:.0f}s)")
+                f"({time.perf_counter() - t0:.0f}s{time_left(time.perf_counter() - t0, epoch, epochs, '; at most ')})")
     stopper.restore(model)
     speed.trained(model).eval()
     hist["best_epoch"] = stopper.best_epoch

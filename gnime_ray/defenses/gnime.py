@@ -50,7 +50,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .. import TrainingDiverged, echo
+from .. import TrainingDiverged, echo, time_left
 from ..config import positive_finite
 from ..data.rows import HostRows, rows_of, to_device
 from ..models import UNet
@@ -280,7 +280,8 @@ def train_gnime(maps: torch.Tensor | HostRows, logits: torch.Tensor | HostRows, 
             on_epoch(epoch, totals, lambda: training_state(epoch))
         if epoch % log_every == 0 or epoch in (start, cfg.epochs):
             log(f"  gnime epoch {epoch}/{cfg.epochs} ({steps} steps of {b}): L_adv {totals['l_adv']:.4f} "
-                f"L_clean {totals['l_clean']:.4f} L_dist {totals['l_dist']:.4f} ({time.perf_counter() - t0:.0f}s)")
+                f"L_clean {totals['l_clean']:.4f} L_dist {totals['l_dist']:.4f} ({time.perf_counter() - t0:.0f}s"
+                f"{time_left(time.perf_counter() - t0, epoch - start + 1, cfg.epochs - start + 1)})")
     speed.trained(model.ng).eval()
     speed.trained(model.inv).eval()
     return model

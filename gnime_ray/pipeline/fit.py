@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import echo
+from .. import echo, time_left
 from ..config import derive_seed
 from ..data.registry import to_float
 from ..data.rows import HostRows, map_rows, to_device
@@ -79,7 +79,8 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             hist.train_loss.append(total / count)
             hist.val_score.append(val_acc)
             log(f"  {name} epoch {epoch}/{epochs}: loss {total / count:.4f}, val acc {val_acc:.4f}, "
-                f"val loss {val_loss:.4f}")
+                f"val loss {val_loss:.4f} ({time.perf_counter() - t0:.0f}s"
+                f"{time_left(time.perf_counter() - t0, epoch, epochs, '; at most ')})")
             if stopper.step((val_acc, -val_loss), epoch, model) and epoch < epochs:
                 log(f"  {name}: early stop at epoch {epoch} (best val acc {stopper.best[0]:.4f} at epoch "
                     f"{stopper.best_epoch})")

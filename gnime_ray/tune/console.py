@@ -19,6 +19,8 @@ from typing import Callable
 
 from ray.tune import Callback
 
+from .. import time_left
+
 Log = Callable[[str], None]
 # Tune's loggers whose warnings (slow experiment-state syncs, checkpoint notices) are not the study's
 RAY_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.air", "ray.data")
@@ -69,8 +71,7 @@ class StudyConsole(Callback):
         t0, d0 = self.first_seen.setdefault((tid, stage), (now, done))
         if done <= d0 or now <= t0 or done >= total:
             return ""
-        left = (total - done) * (now - t0) / (done - d0)
-        return f"; ~{left / 60:.1f} min left" if left >= 90 else f"; ~{left:.0f} s left"
+        return time_left(now - t0, done - d0, total - d0)
 
     def _say(self, trial, text: str) -> None:
         self.log(f"{self.prefix} trial {trial.trial_id}: {text}")
