@@ -188,7 +188,10 @@ def _one_configuration(rows: list[dict], study: str, explainer: str, trial: Opti
                                 f"{', '.join(trials)}")
     if not gnime:
         return None
-    configs = sorted({(r["lambda"], r["ng_width"], r["gamma"], r["study_seed"]) for r in gnime}, key=str)
+    # a missing gamma reads as NaN, and NaN != NaN: every one becomes the one math.nan object, which a set
+    # recognises by identity, so GNIMEs of one configuration at GNIME's own perturbation are one configuration
+    configs = sorted({(r["lambda"], r["ng_width"], math.nan if r["gamma"] is None or math.isnan(r["gamma"])
+                       else r["gamma"], r["study_seed"]) for r in gnime}, key=str)
     if len(configs) > 1:
         trials = sorted({r["trial"] for r in gnime})
         which = f"pass --trial (one of {', '.join(trials)})" if all(trials) else "give the configuration its own study"
