@@ -11,16 +11,24 @@ PIP    := $(PY) -m pip install -q -c .ci/constraints.txt
 # (on the project machines pip takes them from local disk).
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo demo-full figures matrix frontier test test-fast constraints clean
+.PHONY: setup setup-dev demo demo-full figures matrix frontier test test-fast constraints clean
 
+# what the studies need; the tests' tools (pytest, scikit-image, moto, ...) come with setup-dev, so that
+# `make demo` does not wait for them (about 30 s of its ten minutes)
 $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PIP) $(TORCH)
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) -e '.[dev]'
 	touch $@
 
 setup: $(VENV)/.installed
+
+setup-dev: $(VENV)/.installed-dev
 
 demo: setup
 	$(PY) studies/quickstart.py --preset demo --study demo --front-points 1 --match perturbation,utility
@@ -47,15 +55,15 @@ frontier: setup
 	    --match perturbation,utility,utility-topk --study frontier-mnist5k
 
 # the test suite, with the coverage report of the lines the test process ran
-test: setup
+test: setup-dev
 	$(PY) -m pytest -q --cov --cov-report=term
 
 # the suite without the tests marked slow (they train for minutes or start Ray clusters)
-test-fast: setup
+test-fast: setup-dev
 	$(PY) -m pytest -q -m "not slow"
 
 # rewrite .ci/constraints.txt from .venv (after a dependency changed; then run `make test`)
-constraints: setup
+constraints: setup-dev
 	head -5 .ci/constraints.txt > .ci/constraints.new
 	$(PY) -m pip freeze --exclude-editable | grep -v -i '^ruff==' >> .ci/constraints.new
 	mv .ci/constraints.new .ci/constraints.txt

@@ -72,7 +72,7 @@ def _gnime_rate(dev: torch.device, b: int, width: float, repeats: int, speed, co
 
 
 WATCHED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-RELEASE_BENCH = Path(__file__).resolve().parents[1] / "studies" / "bench_release_tf.py"
+RELEASE_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_release_tf.py"
 
 
 def _native_bf16(dev: torch.device, flags: frozenset[str]) -> bool:
@@ -82,7 +82,7 @@ def _native_bf16(dev: torch.device, flags: frozenset[str]) -> bool:
 
 
 def _release_rate(python: Optional[str], b: int, repeats: int) -> Optional[float]:
-    """images/s of the release's step (studies/bench_release_tf.py) run by ``python``, or None."""
+    """images/s of the release's step (benchmarks/bench_release_tf.py) run by ``python``, or None."""
     if not python or not RELEASE_BENCH.is_file():
         return None
     done = subprocess.run([python, str(RELEASE_BENCH), "--batch", str(b), "--repeats", str(max(repeats, 3))],
@@ -117,7 +117,7 @@ def _compare(dev: torch.device, b: int, width: float, repeats: int, release_pyth
         print("release: not timed (its networks are at width 1 only)")
     elif release is None and not release_python:
         print("release: not timed (pass --release-python PYTHON, a Python with TensorFlow, to time "
-              "studies/bench_release_tf.py in the same run)")
+              "benchmarks/bench_release_tf.py in the same run)")
     elif release is not None:
         rates["release (TensorFlow)"] = release
     for name, rate in rates.items():
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
                         "compiled with --compile) against the default and the release, then stop")
     p.add_argument("--compile", action="store_true", help="with --compare: also torch.compile's GNIME step")
     p.add_argument("--release-python", default=os.environ.get("GNIME_RAY_TF_PYTHON"),
-                   help="with --compare: a Python with TensorFlow that runs studies/bench_release_tf.py "
+                   help="with --compare: a Python with TensorFlow that runs benchmarks/bench_release_tf.py "
                         "(default $GNIME_RAY_TF_PYTHON)")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)

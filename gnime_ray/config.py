@@ -159,7 +159,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "paper": Preset(name="paper"),
-    # quick: GNIME's budget measured on real MNIST (mnist5k) at lambda 100 with studies/operating_point.py
+    # quick: GNIME's budget measured on real MNIST (mnist5k) at lambda 100 with benchmarks/operating_point.py
     # (docs/results.md): 3,000 steps of 256 at lr 3e-4 reach 1.8x the paper's LRP
     # perturbation with utility 0.92 (the paper's 0.93), declining steadily; lr 1e-3 oscillates, lr 1e-4 with
     # the release's batch of 1024 is still at 2.2x after 2,100 steps (0.9 s a step here)

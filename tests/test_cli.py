@@ -53,14 +53,14 @@ def test_prepare_prints_accuracies_and_cache(cache_dir, capsys):
 
 
 def test_operating_point_script_measures_selection_images_only(tmp_path):
-    """studies/operating_point.py: a budget's GNIME measured at its end (and attacked), and along its
+    """benchmarks/operating_point.py: a budget's GNIME measured at its end (and attacked), and along its
     training; the numbers along a training equal those of a training that long (same seed)."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "studies" / "operating_point.py"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "operating_point.py"
     env = {**os.environ, "GNIME_RAY_CACHE": str(tmp_path / "cache")}
     base = [sys.executable, str(script), "--dataset", "digits", "--preset", "smoke", "--explainers", "grad"]
     end = subprocess.run(base + ["--budget", "gnime_epochs=2", "--attack"], capture_output=True, text=True,

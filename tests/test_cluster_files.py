@@ -8,7 +8,7 @@ import yaml
 from gnime_ray.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = [ROOT / "cluster.yaml", ROOT / "studies" / "cluster-onprem.yaml"]
+FILES = [ROOT / "cluster.yaml", ROOT / "cluster-onprem.yaml"]
 
 
 def test_shipped_cluster_files_are_valid(capsys):

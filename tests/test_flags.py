@@ -111,11 +111,11 @@ def _shown_commands() -> list[tuple[str, str]]:
     found = []
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         text = doc.read_text().replace("\\\n", " ")
-        for m in re.finditer(r"`((?:gnime-ray |python studies/|python -m gnime_ray)[^`]*)`", text):
+        for m in re.finditer(r"`((?:gnime-ray |python studies/|python benchmarks/|python -m gnime_ray)[^`]*)`", text):
             found.append((doc.name, m.group(1)))
         for line in text.splitlines():
             stripped = line.strip()
-            if line.startswith("    ") and re.match(r"(gnime-ray |python studies/|python -m gnime_ray)", stripped):
+            if line.startswith("    ") and re.match(r"(gnime-ray |python studies/|python benchmarks/|python -m gnime_ray)", stripped):
                 found.append((doc.name, stripped.split("  #")[0]))
     return found
 

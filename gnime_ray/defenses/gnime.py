@@ -19,7 +19,7 @@ with Keras' placement of epsilon (gnime_ray/optim.py).
 y_hat is the target's raw logit vector.
 
 Variants (``GnimeConfig.variant``), compared with the release on identical weights by
-studies/check_release.py:
+benchmarks/check_release.py:
 - ``paper`` (the default): INV exactly as the release feeds it, the clean map standardised and the
   noisy map e_hat in [0, 1] (the scales differ: a bug of the release's ``GNIME.loss``, but what
   produced the paper's numbers, so the paper's operating point is reproduced with it);

@@ -14,7 +14,7 @@ buffers, and glibc's malloc keeps what a thread freed in that thread's arena, so
 by every thread's high-water mark. Measured on one 2-core AVX2 machine only (2026-11-29), four
 CelebA-size attackers as threads of one process (3,000 images, the smoke attacker budget): glibc
 +290 MB per extra attacker, jemalloc +205 MB in 12% less wall time; at full size
-(studies/bench_scale.py, docs/cluster.md "At full size") +0.074 GB against glibc's 0.3 GB. In the
+(benchmarks/bench_scale.py, docs/cluster.md "At full size") +0.074 GB against glibc's 0.3 GB. In the
 configuration, ``oversize_threshold:0`` keeps large tensors in the thread's arena instead of
 jemalloc's immediately purged one (which made every large allocation fault its pages in again:
 40 to 60% slower than glibc), and the decay settings return freed pages after about two seconds,

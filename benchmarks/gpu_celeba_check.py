@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The CelebA study on one GPU, measured (numbers, no pass/fail; for a machine with a GPU, never CI).
 
-Runs the synthetic full-size CelebA (30,000 aligned JPEGs, studies/bench_scale.py's data) through
+Runs the synthetic full-size CelebA (30,000 aligned JPEGs, benchmarks/bench_scale.py's data) through
 the real study engine on a private local Ray: prepare with the paper preset (its classifier
 epochs bounded), then one trial (the paper's CelebA lambda 500, width 1) at the default GPU
 fractions (0.25 per attacker: the trial's bundle plus an attack pool of one attacker, so two
@@ -14,8 +14,8 @@ for 300 attacker epochs (early stopping decides where in between), as a range: t
 process-seconds divided by four (four 0.25 bundles overlapping perfectly) up to undivided. Its
 last line is one JSON object.
 
-    python studies/gpu_celeba_check.py                         # on a GPU machine
-    python studies/gpu_celeba_check.py --identities 20 --gnime-epochs 3 --attack-epochs 1 --classifier-epochs 1
+    python benchmarks/gpu_celeba_check.py                         # on a GPU machine
+    python benchmarks/gpu_celeba_check.py --identities 20 --gnime-epochs 3 --attack-epochs 1 --classifier-epochs 1
                                                                # a smoke run (on a CPU it fakes the GPU)
 """
 

@@ -11,7 +11,7 @@ clean map standardised and the noisy map in [0, 1]); it changes no FLOPs.
 
 Needs TensorFlow, which is not a dependency of gnime_ray: run it from its own environment, e.g.
 ``python -m venv /tmp/tf && /tmp/tf/bin/pip install tensorflow-cpu && /tmp/tf/bin/python
-studies/bench_release_tf.py``.
+benchmarks/bench_release_tf.py``.
 """
 
 import argparse

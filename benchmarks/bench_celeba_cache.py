@@ -5,8 +5,8 @@ folder, then builds the 128x128 cache of the paper's subset with the real loader
 decode rate and the process's peak resident memory while building, then while memory-mapping it
 back and reading every image once (split into anonymous memory and the mapped file's pages).
 
-    python studies/bench_celeba_cache.py                 # 1,000 identities x 30 = 30,000 images
-    python studies/bench_celeba_cache.py --identities 100
+    python benchmarks/bench_celeba_cache.py                 # 1,000 identities x 30 = 30,000 images
+    python benchmarks/bench_celeba_cache.py --identities 100
 """
 
 import argparse

@@ -4,7 +4,7 @@ per explainer, for each budget given, beside the paper's values. No attacker run
 is read: the numbers are on the target half (what GNIME trains on) and on the SELECTION images of
 the evaluation split, so choosing a budget from them leaves the test images to the tables.
 
-    python studies/operating_point.py --dataset mnist5k --explainers grad,gradcam,lrp \\
+    python benchmarks/operating_point.py --dataset mnist5k --explainers grad,gradcam,lrp \\
         --budget "gnime_lr=1e-3 gnime_batch_size=256 gnime_epochs=600 gnime_steps_per_epoch=1" \\
         --budget "gnime_lr=1e-4 gnime_batch_size=1024 gnime_epochs=500"
 

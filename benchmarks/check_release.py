@@ -3,7 +3,7 @@
 optimiser step next to the release's (WSP-LAB/GNIME ``scripts/models.py`` and ``scripts/xai.py``,
 imported unmodified from a local checkout) on IDENTICAL weights and the same digits images.
 
-    python studies/check_release.py --release /path/to/GNIME [--images 32]
+    python benchmarks/check_release.py --release /path/to/GNIME [--images 32]
 
 It builds gnime_ray's target classifier (the release's MNIST net, trained two epochs on digits so
 the maps look like maps), the NG and INV U-Nets, copies every weight into the release's Keras
@@ -31,7 +31,7 @@ differ by more than 1e-4 of that scale. Rows:
 Needs TensorFlow and tf_keras (Keras 2, which the release's symbolic LRP graph needs), which are
 not dependencies of gnime_ray: run it from an environment that has gnime_ray, torch and them, e.g.
 ``python -m venv /tmp/tf && /tmp/tf/bin/pip install tensorflow-cpu tf_keras torch==2.14.1
-torchvision==0.29.1 -e . && /tmp/tf/bin/python studies/check_release.py --release ../GNIME``.
+torchvision==0.29.1 -e . && /tmp/tf/bin/python benchmarks/check_release.py --release ../GNIME``.
 Numbers only, no pass/fail; docs/fidelity.md keeps the table of the last run.
 """
 

@@ -3,7 +3,7 @@
 no pass/fail; the goals are printed beside them).
 
 1. Builds once (kept under --work) a synthetic CelebA in the official layout: 1,000 identities x 30
-   aligned 178x218 JPEGs (studies/bench_celeba_cache.py's generator), and its 3x128x128 image cache.
+   aligned 178x218 JPEGs (benchmarks/bench_celeba_cache.py's generator), and its 3x128x128 image cache.
 2. Prepares Grad maps of all 30,000 images at full size (the classifier narrowed and trained for one
    epoch with --set so that this takes minutes on a CPU; the data sizes stay full): a float16 array
    of 30,000 x 3 x 128 x 128 in the node cache.
@@ -29,8 +29,8 @@ private memory), idle_worker_bytes, growth_beyond_idle_worker_bytes (in the proc
 processes, workers_private_bytes, max_worker_private_bytes, mapped_arrays_bytes, summed_pss_bytes, summed_rss_bytes, wall_seconds, and the goals: growth per
 extra attacker under 10% of maps_bytes; the whole run under 1.5 x (maps + images) + 1 GB per process.
 
-    python studies/bench_scale.py                       # full size (about 15 minutes the first time here)
-    python studies/bench_scale.py --identities 100      # 3,000 images, a quick look
+    python benchmarks/bench_scale.py                       # full size (about 15 minutes the first time here)
+    python benchmarks/bench_scale.py --identities 100      # 3,000 images, a quick look
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def synthetic_celeba(work: Path, identities: int, log) -> Path:
     """A data root holding a synthetic CelebA of ``identities`` x 30 aligned JPEGs in the official
-    layout, written once under ``work`` (studies/bench_celeba_cache.py's generator)."""
+    layout, written once under ``work`` (benchmarks/bench_celeba_cache.py's generator)."""
     from bench_celeba_cache import write_fake_celeba
 
     data = work / f"celeba-{identities}"
