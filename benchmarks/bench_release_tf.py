@@ -2,7 +2,7 @@
 """The release's GNIME training step in TensorFlow/Keras, timed on this machine, so that
 ``python -m gnime_ray.bench`` can be read against it on the SAME hardware (numbers, no pass/fail).
 
-It rebuilds the authors' networks (official-code-notes.md: the U-Net builder with B = 2048,
+It rebuilds the authors' networks (the release's code, docs/fidelity.md: the U-Net builder with B = 2048,
 glorot-uniform weights, 5,341,825 parameters for 32x32x1 -> 32x32x1 with 10 classes; the count is
 checked) and their step: one NG forward, two INV forwards (noisy and clean map), L_INV and L_NG
 from the same forward pass, two Adam optimisers (lr 1e-4, eps 1e-7), INV stepped then NG, inside

@@ -214,7 +214,7 @@ def main() -> int:
     from gnime_ray.config import get_preset
     from gnime_ray.tune.resources import JEMALLOC_CONF, pool_options
     from gnime_ray.tune.spec import StudySpec
-    from gnime_ray.tune.worker import prepared
+    from gnime_ray.tune.tasks import prepared
 
     work = Path(args.work) if args.work else resolve_cache_dir() / "bench-scale"
     data = synthetic_celeba(work, args.identities, echo)

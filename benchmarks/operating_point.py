@@ -39,7 +39,7 @@ def on_selection(prep, spec, model, batch_size: int) -> dict:
     selection images."""
     from gnime_ray.defenses import GnimeDefense
     from gnime_ray.metrics import deepsim, deepsim_at, features, masked, perturbation_mse
-    from gnime_ray.store.report import paper_eval_images
+    from gnime_ray.paper import paper_eval_images
 
     select = prep.split.eval[prep.split.select]
     clean = prep.map_rows((spec.explainer, spec.variant), select)
@@ -139,7 +139,7 @@ def main() -> int:
     from gnime_ray.pipeline.calibrate import paper_target
     from gnime_ray.pipeline.device import pick_device
     from gnime_ray.pipeline.prepare import prepare
-    from gnime_ray.store.report import PAPER_DATASET, paper_tables_path
+    from gnime_ray.paper import PAPER_DATASET, paper_tables_path
 
     try:
         explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]

@@ -1,9 +1,22 @@
 """gnime_ray: GNIME (Jeong et al., NeurIPS 2022) and explanation-aware model inversion, on Ray.
 
 Layers, each importing only those before it (the README and docs link here):
-config, cachedir, optim, statistics, flags -> store (results root, artifacts, tables, the frontier) -> data
+config, paper, cachedir, optim, statistics, flags -> store (results root, artifacts, tables, the frontier) -> data
 -> models -> explain -> defenses -> attacks -> metrics -> pipeline -> tune (the only Ray code) -> cli; the
-scripts in studies/ sit on tune.
+scripts in studies/ sit on tune, those in benchmarks/ on any layer.
+
+One study through them, by either engine (a cell is one attacker's row):
+  gnime-ray matrix (cli)              | python studies/quickstart.py (tune/scripts.py)
+  pipeline/matrix.py run_matrix       | tune/study.py run_study (a StudySpec, tune/spec.py)
+  pipeline/opening.py recall_study: the record, a resume's memory format, the identity checked
+                                      | tune/nodes.py check_nodes: every node sees the results root
+  pipeline/opening.py settle_speed: the one speed decision (speed.py), recorded (store/studies.py)
+  pipeline/prepare.py prepare: f, f_E and the maps, once (cached)  | in a Ray task (tune/tasks.py)
+  pipeline/matrix.py matrix_specs: the cells | tune/trial.py: a Tune trial per searched configuration
+  pipeline/defend.py train_or_load_gnime: one GNIME per training configuration (cached, published)
+  pipeline/cell.py run_cell: a defence's release, one attacker, the metrics  | in attack pools (tune/attack_pool.py)
+  store/rows.py write_rows: one Parquet row per cell and attack seed
+  store/report.py, store/frontier.py, store/figures.py: Tables 1-3, the held-out frontier, the figures
 """
 
 __version__ = "0.1.0"

@@ -208,7 +208,7 @@ def cmd_cell(args: argparse.Namespace) -> int:
     from .config import CellSpec
     from .pipeline.cell import run_cell
     from .pipeline.device import pick_device
-    from .pipeline.record import begin_study
+    from .pipeline.opening import begin_study
     from .store import write_rows
     from .store.root import probe_out
 

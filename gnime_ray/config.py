@@ -3,7 +3,7 @@
 Every knob that changes a number lives here, as a frozen dataclass that validates itself
 in ``__post_init__`` and raises ``ValueError`` naming the field. Four presets:
 
-- ``paper``: the release's budgets (official-code-notes.md): classifiers at most 100 epochs,
+- ``paper``: the release's budgets (the release's code, docs/fidelity.md): classifiers at most 100 epochs,
   batch 256, early-stopping patience 10.
 - ``quick``: the CPU budget measured to land real MNIST (mnist5k) at lambda 100 near the paper's
   operating point (docs/results.md): classifiers at half width, NG, INV and attackers at 1/8,
@@ -183,7 +183,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 # The release's per-dataset budgets of the paper preset: batch 128 for the CelebA classifier and
-# GNIME (official-code-notes.md), and for ImageNet-100 (same network family; the paper is silent).
+# GNIME (the release's code, docs/fidelity.md), and for ImageNet-100 (same network family; the paper is silent).
 # Evaluation batches of 64 keep a pass of CelebA's full-width networks (a 128-filter conv at 128x128
 # is 0.5 GB of activations per 64 images) inside a 0.25 GPU fraction.
 PAPER_DATASET_BUDGETS: dict[str, dict[str, Any]] = {
@@ -266,7 +266,7 @@ def derive_seed(seed: int, *key: Any) -> int:
 
 # Canonical names; the registries in data/, explain/, defenses/ and attacks/ use these keys.
 EXPLAINERS = ("grad", "gradcam", "lrp")
-VARIANTS = ("paper", "paper-flat", "standard")  # explain/__init__.py
+EXPLAINER_VARIANTS = ("paper", "paper-flat", "standard")  # explain/__init__.py
 DEFENSES = ("none", "rnd", "ond", "gnime")
 ATTACKS = ("expmi", "predmi")
 # what RND's and OND's noise size is matched to (pipeline/match.py): GNIME's perturbation (the paper's
@@ -320,7 +320,7 @@ class CellSpec:
         else:
             _check(self.explainer in EXPLAINERS, "explainer", f"one of {', '.join(EXPLAINERS)}", self.explainer)
             _check(self.defense in DEFENSES, "defense", f"one of {', '.join(DEFENSES)}", self.defense)
-        _check(self.variant in VARIANTS, "variant", f"one of {', '.join(VARIANTS)}", self.variant)
+        _check(self.variant in EXPLAINER_VARIANTS, "variant", f"one of {', '.join(EXPLAINER_VARIANTS)}", self.variant)
         for f in ("seed", "study_seed", "gnime_seed"):
             v = getattr(self, f)
             _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f, "an integer >= 0", v)

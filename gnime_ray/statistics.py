@@ -1,4 +1,4 @@
-"""Statistics of a held-out comparison between two defences (design.md, "Numbers a reviewer accepts").
+"""Statistics of a held-out comparison between two defences (docs/studies.md, "The search's question and the held-out frontier").
 
 - ``paired_bootstrap``: the difference in a per-image metric (attack SSIM) between defence A
   (GNIME) and defence B (RND or OND) with a 95% percentile interval. The data are crossed: every

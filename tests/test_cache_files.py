@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gnime_ray.cachedir import atomic_path, file_lock
-from gnime_ray.data.rows import HostRows
+from gnime_ray.data.host_rows import HostRows
 from gnime_ray.pipeline.defend import release_rows
 
 

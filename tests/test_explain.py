@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gnime_ray import GnimeRayError
-from gnime_ray.explain import EXPLAINER_NAMES, VARIANTS, get_explainer, lrp_paper_relevance
+from gnime_ray.explain import EXPLAINER_NAMES, EXPLAINER_VARIANTS, get_explainer, lrp_paper_relevance
 from gnime_ray.models.classifiers import Classifier
 
 
@@ -35,7 +35,7 @@ def test_grad_keeps_colour_channels_normalised_separately():
     assert torch.allclose(flat.amax(2), torch.ones(2, 3)) and torch.allclose(flat.amin(2), torch.zeros(2, 3))
 
 
-@pytest.mark.parametrize("name,variant", [(n, v) for n in EXPLAINER_NAMES for v in VARIANTS])
+@pytest.mark.parametrize("name,variant", [(n, v) for n in EXPLAINER_NAMES for v in EXPLAINER_VARIANTS])
 def test_range_shape_and_purity(tiny_classifier, name, variant):
     m = tiny_classifier
     m.train()

@@ -1,4 +1,4 @@
-"""Randomness without a global lock (models/init.py): every network is initialised, and every
+"""Randomness without a global lock (models/initialisation.py): every network is initialised, and every
 dropout mask drawn, from a generator its caller owns. The weights are those that gnime_ray drew
 from torch's global generator before (recorded from commit 3a56a23), nothing draws from the
 global generator, and each defence, attack and classifier fit computes in a thread, beside the
@@ -16,7 +16,7 @@ from gnime_ray.attacks import build_attacker, train_attacker
 from gnime_ray.defenses import GnimeConfig, ond_release, rnd_release
 from gnime_ray.defenses.gnime import build_networks, train_gnime
 from gnime_ray.models import OwnedDropout, PredMI, UNet, build_classifier, dropout_from
-from gnime_ray.models.attributes import AttributeClassifier
+from gnime_ray.models.attribute_classifier import AttributeClassifier
 from gnime_ray.pipeline.fit import train_classifier
 
 # sha256 (first 16 hex digits) of every tensor of the state dict, in order, as commit 3a56a23 made
@@ -184,8 +184,8 @@ def test_threads_compute_what_each_computes_alone():
 
 
 def test_one_threads_meta_device_does_not_reach_another():
-    """Networks are made on the meta device (models/init.py on_meta) while other threads train."""
-    from gnime_ray.models.init import on_meta
+    """Networks are made on the meta device (models/initialisation.py on_meta) while other threads train."""
+    from gnime_ray.models.initialisation import on_meta
 
     entered, leave = threading.Event(), threading.Event()
 

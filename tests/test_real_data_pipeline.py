@@ -89,7 +89,7 @@ class _TinyAttributeNet(nn.Module):
     """Stands in for ResNet-50 so that the training/caching/F1 plumbing is tested in seconds."""
 
     def __init__(self, weights=None, generator=None):
-        from gnime_ray.models.init import default_generator, keras_init_, on_meta
+        from gnime_ray.models.initialisation import default_generator, keras_init_, on_meta
 
         super().__init__()
         with on_meta():
@@ -130,7 +130,7 @@ def test_resnet50_attribute_classifier_and_local_weights(tmp_path):
     from torchvision.models import resnet50
 
     from gnime_ray import GnimeRayError
-    from gnime_ray.models.attributes import AttributeClassifier
+    from gnime_ray.models.attribute_classifier import AttributeClassifier
 
     torch.manual_seed(0)
     ref = resnet50(weights=None)

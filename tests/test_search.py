@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from gnime_ray.config import get_preset
-from gnime_ray.tune.heldout import choose, report_spec
+from gnime_ray.tune.heldout import choose_front_points, report_spec
 from gnime_ray.tune.samplers import make_sampler, startup_trials
 from gnime_ray.tune.search import CONSTRAINT, ConstrainedOptunaSearch, make_searcher
 from gnime_ray.tune.search_log import OptunaLog
@@ -113,13 +113,13 @@ def _trial(name, ssim, util, pareto, objective_value=None):
 
 def test_choose_takes_the_front_spread_along_it(tmp_path):
     trials = [_trial(f"t{i}", 0.1 * i, 0.9, pareto=i % 2 == 0) for i in range(9)]  # front: t0, t2, t4, t6, t8
-    assert [p["trial"] for p in choose(trials)["lrp"]] == ["t0", "t2", "t4", "t6", "t8"]
-    assert [p["trial"] for p in choose(trials, front_points=3)["lrp"]] == ["t0", "t4", "t8"]
-    assert [p["trial"] for p in choose(trials, front_points=1)["lrp"]] == ["t0"]
-    assert [p["trial"] for p in choose(trials, "single")["lrp"]] == ["t0"]
-    assert choose([_trial("x", 0.2, 0.5, pareto=False)]) == {}  # nothing feasible: nothing to report
+    assert [p["trial"] for p in choose_front_points(trials)["lrp"]] == ["t0", "t2", "t4", "t6", "t8"]
+    assert [p["trial"] for p in choose_front_points(trials, front_points=3)["lrp"]] == ["t0", "t4", "t8"]
+    assert [p["trial"] for p in choose_front_points(trials, front_points=1)["lrp"]] == ["t0"]
+    assert [p["trial"] for p in choose_front_points(trials, "single")["lrp"]] == ["t0"]
+    assert choose_front_points([_trial("x", 0.2, 0.5, pareto=False)]) == {}  # nothing feasible: nothing to report
     search = _spec(tmp_path, gamma_range=(1e-3, 1e-2))
-    report = report_spec(search, "lrp", choose(trials, front_points=2)["lrp"], final_gnime_seeds=2)
+    report = report_spec(search, "lrp", choose_front_points(trials, front_points=2)["lrp"], final_gnime_seeds=2)
     assert report.points == ((10.0, 1.0, 1e-3), (10.0, 1.0, 1e-3))
     assert report.gnime_seeds == (1, 2)  # the searched network (GNIME seed 0) is left out
     assert report.matches == ("perturbation", "utility", "utility-topk") and report.search == "grid"

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from gnime_ray.attacks import build_attacker, reconstruct, train_attacker
 from gnime_ray.data.registry import to_float
-from gnime_ray.data.rows import HostRows
+from gnime_ray.data.host_rows import HostRows
 from gnime_ray.defenses import NoDefense, RndDefense
 from gnime_ray.defenses.gnime import (GnimeConfig, GnimeModel, build_networks, gnime_step, make_optimisers,
                                       map_stats, train_gnime)

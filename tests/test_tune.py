@@ -328,7 +328,7 @@ def test_three_attackers_map_the_maps_instead_of_copying_them(local_ray, tmp_pat
 
     from gnime_ray.config import CellSpec
     from gnime_ray.tune.attack_pool import attack_cell
-    from gnime_ray.tune.worker import prepared
+    from gnime_ray.tune.tasks import prepared
 
     data = tmp_path / "data"
     write_celeba_official(data, {i: 30 for i in range(1, 41)}, attrs=False)  # 1,200 images, 3x128x128
@@ -366,7 +366,7 @@ def test_three_attackers_map_the_maps_instead_of_copying_them(local_ray, tmp_pat
 def test_attack_pool_threads_compute_what_each_attacker_computes_alone(local_ray, tmp_path):
     """Three attackers at once in one process (an attack pool's threads: RND's noise, two seeds of
     ExpMI without defence) give exactly the rows each gives alone, one after the other, at the same
-    torch thread count: every draw comes from a generator the attacker owns (models/init.py)."""
+    torch thread count: every draw comes from a generator the attacker owns (models/initialisation.py)."""
     import torch
 
     from gnime_ray.config import CellSpec
@@ -406,8 +406,8 @@ def _rows_of(trial: str, rng) -> list[dict]:
 
 def _what_the_search_reads(rows_by_trial: dict[str, list[dict]], floor: float = 0.3) -> tuple:
     """Each trial's objective and searched values, the Pareto flags and the chosen trial, computed
-    as the study computes them (tune/spec.py objective, tune/study.py, tune/heldout.py choose)."""
-    from gnime_ray.tune.heldout import choose
+    as the study computes them (tune/spec.py objective, tune/study.py, tune/heldout.py choose_front_points)."""
+    from gnime_ray.tune.heldout import choose_front_points
     from gnime_ray.tune.spec import objective
 
     summaries = [{"trial": t, "explainer": "lrp", "status": "finished", "lambda": 1.0, "ng_width": 1.0,
@@ -419,7 +419,7 @@ def _what_the_search_reads(rows_by_trial: dict[str, list[dict]], floor: float = 
     flags = pareto_flags([(t["select_attack_ssim"], t["select_utility"]) for t in feasible])
     for t, flag in zip(feasible, flags):
         t["pareto"] = flag
-    return summaries, flags, tuple(p["trial"] for p in choose(summaries).get("lrp", []))
+    return summaries, flags, tuple(p["trial"] for p in choose_front_points(summaries).get("lrp", []))
 
 
 def test_the_search_never_reads_the_test_images():

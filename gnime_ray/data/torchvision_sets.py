@@ -2,7 +2,7 @@
 
 Train and test sets are concatenated in that order (70,000 and 60,000 images), kept as uint8; MNIST
 is resized bilinearly from 28x28 to 32x32 (``align_corners=False``, TF/Keras resizing; values
-rounded back to uint8), CIFAR-10 is already 32x32 (official-code-notes.md: divide by 255 and
+rounded back to uint8), CIFAR-10 is already 32x32 (the release's code, docs/fidelity.md: divide by 255 and
 resize to 32x32).
 
 Root: the folder torchvision expects, i.e. the data root holding ``MNIST/raw/*-ubyte`` or

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from .. import TrainingDiverged, echo, time_left
 from ..config import positive_finite
-from ..data.rows import HostRows, rows_of, to_device
+from ..data.host_rows import HostRows, rows_of, to_device
 from ..models import UNet
 from ..optim import KerasAdam
 from ..speed import Speed
@@ -60,7 +60,7 @@ from ..speed import Speed
 Log = Callable[[str], None]
 
 
-VARIANTS = ("paper", "one-scale")  # module docstring
+GNIME_VARIANTS = ("paper", "one-scale")  # module docstring
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,8 @@ class GnimeConfig:
     variant: str = "paper"
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"GNIME variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.variant not in GNIME_VARIANTS:
+            raise ValueError(f"GNIME variant must be one of {', '.join(GNIME_VARIANTS)}, got {self.variant!r}")
         if self.steps_per_epoch is not None and not (isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 1):
             raise ValueError(f"steps_per_epoch must be None or an integer >= 1, got {self.steps_per_epoch!r}")
         for name in ("lam", "ng_width", "inv_width", "lr"):
@@ -163,7 +163,7 @@ class GnimeModel:
 def build_networks(map_shape: tuple[int, int, int], image_shape: tuple[int, int, int], num_classes: int,
                    cfg: GnimeConfig) -> tuple[UNet, UNet]:
     """NG = builder(map -> map) at ``ng_width``; INV = builder(map -> image) at ``inv_width``; both
-    initialised, NG first, from one generator seeded with ``cfg.seed`` (models/init.py)."""
+    initialised, NG first, from one generator seeded with ``cfg.seed`` (models/initialisation.py)."""
     gen = torch.Generator().manual_seed(cfg.seed)
     return (UNet(map_shape, map_shape, num_classes, width=cfg.ng_width, generator=gen),
             UNet(map_shape, image_shape, num_classes, width=cfg.inv_width, generator=gen))

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.rows import to_device
+from ..data.host_rows import to_device
 
 
 def ond_release(e: torch.Tensor, y: torch.Tensor, x: torch.Tensor, inv: nn.Module, noisy_input: Callable,

@@ -3,7 +3,7 @@
 ``x: (N, C, H, W) float32 in [0, 1]``; ``maps: (N, C', H', W') float32 in [0, 1]``, computed for
 the model's predicted class (LRP 'paper': for the whole logit vector). Two variants each:
 
-- ``paper``: the release's behaviour as its scripts ran it, quirks included (official-code-notes.md);
+- ``paper``: the release's behaviour as its scripts ran it, quirks included (the release's code, docs/fidelity.md);
 - ``paper-flat``: ``paper`` with LRP's flat rule at the first conv, the release's code as written
   (which its scripts never reached: explain/lrp.py); Grad and Grad-CAM as ``paper``;
 - ``standard``: the textbook definitions (per-sample Grad-CAM with ReLU and bilinear upsampling;
@@ -21,14 +21,14 @@ import torch
 from torch import nn
 
 from .. import GnimeRayError
-from ..config import EXPLAINERS as EXPLAINER_NAMES, VARIANTS
+from ..config import EXPLAINERS as EXPLAINER_NAMES, EXPLAINER_VARIANTS
 from .grad import grad_map
 from .gradcam import gradcam_paper, gradcam_standard
 from .lrp import lrp_paper, lrp_paper_flat, lrp_paper_relevance, lrp_standard
 
 Explainer = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
-EXPLAINERS: dict[tuple[str, str], Explainer] = {
+EXPLAINER_FUNCTIONS: dict[tuple[str, str], Explainer] = {
     ("grad", "paper"): grad_map,
     ("grad", "standard"): grad_map,
     ("gradcam", "paper"): gradcam_paper,
@@ -58,9 +58,9 @@ def get_explainer(name: str, variant: str = "paper") -> Explainer:
     """The explainer ``name`` ('grad', 'gradcam', 'lrp') in ``variant`` ('paper', 'paper-flat', 'standard')."""
     if name not in EXPLAINER_NAMES:
         raise GnimeRayError(f"unknown explainer {name!r}; expected one of {', '.join(EXPLAINER_NAMES)}")
-    if variant not in VARIANTS:
-        raise GnimeRayError(f"unknown explainer variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-    return _pure(EXPLAINERS[(name, variant)])
+    if variant not in EXPLAINER_VARIANTS:
+        raise GnimeRayError(f"unknown explainer variant {variant!r}; expected one of {', '.join(EXPLAINER_VARIANTS)}")
+    return _pure(EXPLAINER_FUNCTIONS[(name, variant)])
 
 
 def map_shape(name: str, variant: str, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -77,4 +77,4 @@ def map_shape(name: str, variant: str, image_shape: tuple[int, int, int]) -> tup
     return (1, h >> n_pool_before_last_conv, w >> n_pool_before_last_conv)
 
 
-__all__ = ["EXPLAINERS", "EXPLAINER_NAMES", "VARIANTS", "get_explainer", "map_shape", "lrp_paper_relevance"]
+__all__ = ["EXPLAINER_FUNCTIONS", "EXPLAINER_NAMES", "EXPLAINER_VARIANTS", "get_explainer", "map_shape", "lrp_paper_relevance"]

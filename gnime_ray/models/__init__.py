@@ -2,7 +2,7 @@
 builder shared by NG, INV and the ExpMI attacker, and PredMI."""
 
 from .classifiers import ARCH_BY_DATASET, CLASSIFIER_ARCHS, Classifier, build_classifier
-from .init import OwnedDropout, dropout_from, keras_init_
+from .initialisation import OwnedDropout, dropout_from, keras_init_
 from .predmi import PredMI
 from .unet import UNet
 

@@ -1,4 +1,4 @@
-"""Target f and evaluation f_E classifiers (official-code-notes.md; the models of Zhao et al.).
+"""Target f and evaluation f_E classifiers (the release's code, docs/fidelity.md; the models of Zhao et al.).
 
 - ``small`` (MNIST, CIFAR-10, digits): Conv128-ReLU-MaxPool, Conv256-ReLU-MaxPool, Flatten,
   Dense512-ReLU, Dense(K). 8,690,698 parameters for 32x32x1 and 10 classes.
@@ -9,7 +9,7 @@
 
 Convs are 3x3 'same', pools 2x2 stride 2, outputs are raw logits (no softmax: the logit vector
 is the y_hat that NG, INV and the attackers take). Keras initialisation from ``generator`` and
-dropout masks from the trainer's generator (models/init.py).
+dropout masks from the trainer's generator (models/initialisation.py).
 
 The layers form one ``nn.Sequential`` (``self.layers``) so explainers can walk them:
 ``cam_index`` is the index of the last conv block's ReLU (Grad-CAM's target, before pooling),
@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .init import OwnedDropout, default_generator, keras_init_, on_meta, scaled
+from .initialisation import OwnedDropout, default_generator, keras_init_, on_meta, scaled
 
 CLASSIFIER_ARCHS: dict[str, dict] = {
     "small": {"conv": (128, 256), "dropout": 0.0, "features": "flatten"},
@@ -45,7 +45,7 @@ class Classifier(nn.Module):
         c, h, w = in_shape
         if h % (2 ** len(conv)) or w % (2 ** len(conv)):
             raise ValueError(f"input {h}x{w} is not divisible by 2^{len(conv)}")
-        with on_meta():  # no draw: the weights come from ``generator`` (models/init.py)
+        with on_meta():  # no draw: the weights come from ``generator`` (models/initialisation.py)
             layers: list[nn.Module] = []
             for ch in conv:
                 ch = scaled(ch, width)

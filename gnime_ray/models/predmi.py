@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .init import default_generator, keras_init_, on_meta, scaled
+from .initialisation import default_generator, keras_init_, on_meta, scaled
 
 
 class PredMI(nn.Module):
@@ -26,7 +26,7 @@ class PredMI(nn.Module):
         if h != w or h < 8 or h & (h - 1):
             raise ValueError(f"PredMI needs a square power-of-two output >= 8, got {tuple(out_shape)}")
         self.out_shape = tuple(out_shape)
-        with on_meta():  # no draw: the weights come from ``generator`` (models/init.py)
+        with on_meta():  # no draw: the weights come from ``generator`` (models/initialisation.py)
             d = scaled(1024, width)
             self.fc = nn.Linear(num_classes, d)
             self.convs = nn.ModuleList()

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .init import default_generator, keras_init_, on_meta, scaled
+from .initialisation import default_generator, keras_init_, on_meta, scaled
 
 B = 2048
 
@@ -54,7 +54,7 @@ class UNet(nn.Module):
                              f"{tuple(out_shape)}")
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         self.num_classes = num_classes
-        with on_meta():  # no draw: the weights come from ``generator`` (models/init.py)
+        with on_meta():  # no draw: the weights come from ``generator`` (models/initialisation.py)
             self.enc = nn.ModuleList()
             skip_channels: dict[int, int] = {}
             c, r = c_in, h_in

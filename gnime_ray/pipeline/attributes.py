@@ -4,7 +4,7 @@ evaluation images can still be read off their reconstructions (F1 per attribute)
 
 The paper trains eight classifiers but does not name the attributes in its text; Fig. 1 points at
 sunglasses, a cap and gender. We use ``config.PAPER_ATTRIBUTES``: Eyeglasses, Wearing_Hat, Male,
-Smiling, Young, Bangs, Mustache, Blond_Hair (a named choice). Each classifier (models/attributes.py) is
+Smiling, Young, Bangs, Mustache, Blond_Hair (a named choice). Each classifier (models/attribute_classifier.py) is
 trained with binary cross-entropy and Adam on the attribute set (data/celeba.py
 ``load_attribute_set``), early-stopped on its last ``val_fraction`` by F1, and cached under a hash
 of the subset's cache key, the attribute set, the budget and the weights file, so that every cell
@@ -30,7 +30,7 @@ from ..data.celeba import load_attribute_set
 from ..data.registry import DataRequest, to_float
 from ..early_stopping import EarlyStopping
 from ..metrics import batched, f1_score
-from ..models.attributes import AttributeClassifier
+from ..models.attribute_classifier import AttributeClassifier
 from .cache import load_json, load_tensors, save_json, save_tensors
 from .device import pick_device
 from .fit import adam

@@ -40,7 +40,7 @@ from .. import GnimeRayError, echo
 from ..config import CellSpec, Preset
 from ..defenses import GnimeDefense
 from ..metrics import perturbation_mse
-from ..store.report import PAPER_DATASET, paper_tables_path
+from ..paper import PAPER_DATASET, paper_tables_path
 from .defend import train_or_load_gnime
 from .prepare import Prepared
 

@@ -31,9 +31,9 @@ from ..config import CellSpec, Preset, derive_seed, preset_overrides
 from ..provenance import code_commit
 from ..speed import Speed, choose
 from ..store.rows import FIGURE_SAMPLE, SPLIT_METRICS
-from ..store.report import paper_eval_images
+from ..paper import paper_eval_images
 from ..defenses import GnimeModel
-from ..data.rows import HostRows
+from ..data.host_rows import HostRows
 from ..metrics import (deepsim, deepsim_at, feature_distance, features, masked, mse, perturbation_mse, psnr, ssim,
                        topk_agreement)
 from .attributes import attribute_models_for, reconstruction_f1

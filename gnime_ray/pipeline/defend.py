@@ -19,10 +19,10 @@ import torch
 from .. import echo
 from ..cachedir import file_lock
 from ..config import CellSpec, Preset, content_hash, derive_seed
-from ..data.rows import HostRows
+from ..data.host_rows import HostRows
 from ..defenses import Defense, GnimeConfig, GnimeDefense, GnimeModel, NoDefense, OndDefense, RndDefense, train_gnime
 from ..metrics import perturbation_mse
-from ..speed import choose
+from ..speed import Speed, choose
 from .cache import ArrayCorrupt, array_ready, load_array, load_tensors, remove_array, save_tensors, write_array
 from .match import UtilityMatch, match_utility
 from .prepare import Prepared
@@ -69,8 +69,16 @@ def save_trained_gnime(prep: Prepared, spec: CellSpec, preset: Preset, state: di
         prep.artifacts.publish(path)
 
 
-def train_or_load_gnime(prep: Prepared, spec: CellSpec, preset: Preset, device: torch.device,
-                        log: Log = echo) -> GnimeModel:
+def train_or_load_gnime(prep: Prepared, spec: CellSpec, preset: Preset, device: torch.device | str,
+                        log: Log = echo, *, on_epoch: Optional[Callable[[int, dict, Callable[[], dict]], None]] = None,
+                        resume: Optional[dict[str, Any]] = None, speed: Optional[Speed] = None) -> GnimeModel:
+    """The GNIME of ``spec``'s training configuration (lambda, NG width, explainer, GNIME seed, the
+    preset's budget): loaded when it was trained before (cache or artifact store), else trained on
+    the target half and saved (published to the artifact store). The one training path of both
+    engines: the matrix calls it as it is; a Ray Tune trial (tune/trial.py) passes ``on_epoch``
+    (its per-epoch report and checkpoint), ``resume`` (the training state of the checkpoint Tune
+    restored, used only when a training runs) and ``speed`` (the study's decided settings; else
+    chosen here). Raises TrainingDiverged when the losses turn non-finite (nothing is saved)."""
     state = load_trained_gnime(prep, spec, preset)
     if state is not None:
         log(f"gnime: loaded {gnime_path(prep, spec, preset).name} (lambda {spec.lam!r}, NG width {spec.width!r})")
@@ -82,11 +90,13 @@ def train_or_load_gnime(prep: Prepared, spec: CellSpec, preset: Preset, device: 
     log(f"gnime: no trained GNIME for exactly lambda {cfg.lam!r}, NG width {spec.width!r} (cache or artifacts): "
         f"training on {t.numel()} target-half images ({spec.explainer}, variant {cfg.variant}, {cfg.epochs} epochs of "
         f"{steps} steps of {b})")
-    speed = choose(device, preset.memory_format, cfg.bf16, shape=prep.map_shape(spec.explainer, spec.variant),
-                   width=preset.net_width, cache_dir=str(prep.cache_root))
+    if speed is None:
+        speed = choose(device, preset.memory_format, cfg.bf16, shape=prep.map_shape(spec.explainer, spec.variant),
+                       width=preset.net_width, cache_dir=str(prep.cache_root))
     log(f"gnime: speed settings {speed.describe()}")
     model = train_gnime(prep.map_rows((spec.explainer, spec.variant), t), prep.logit_rows(t), prep.image_rows(t), cfg,
-                        device=device, log=log, log_every=max(1, cfg.epochs // 10), speed=speed)
+                        device=device, log=log, log_every=max(1, cfg.epochs // 10), on_epoch=on_epoch, resume=resume,
+                        speed=speed)
     save_trained_gnime(prep, spec, preset, model.state())
     return model
 

@@ -5,7 +5,7 @@ logits, shuffled mini-batches, early stopping on held-out accuracy with patience
 best weights. Deviation: equal held-out accuracies (frequent on small validation slices) are
 ranked by held-out loss, where Keras keeps the first epoch that reached the accuracy. Dropout
 (the CelebA and ImageNet classifiers) draws its masks from a generator of the fit's own seed
-(models/init.py OwnedDropout), never from torch's global one.
+(models/initialisation.py OwnedDropout), never from torch's global one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 from .. import echo, time_left
 from ..config import derive_seed
 from ..data.registry import to_float
-from ..data.rows import HostRows, map_rows, to_device
+from ..data.host_rows import HostRows, map_rows, to_device
 from ..early_stopping import EarlyStopping
 from ..models import dropout_from
 from ..optim import KerasAdam

@@ -39,10 +39,10 @@ import torch
 
 from ..cachedir import file_lock
 from ..config import CellSpec, Preset, content_hash, derive_seed
-from ..data.rows import HostRows
+from ..data.host_rows import HostRows
 from ..defenses import GnimeModel, ond_release
 from ..metrics import deepsim, deepsim_at, features, masked, topk_agreement
-from ..store.report import paper_eval_images
+from ..paper import paper_eval_images
 from .cache import load_json, save_json
 from .prepare import Prepared
 

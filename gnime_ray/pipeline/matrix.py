@@ -11,7 +11,7 @@ GNIME at several perturbation budgets (Eq. 3; no retraining), and ``matches`` ad
 matched to GNIME's utility beside the paper's perturbation-matched ones (pipeline/match.py): the
 rows of a held-out frontier (store/frontier.py), with the GNIME seeds as its repetitions. Each
 row is written to Parquet as soon as its cell finishes; cells whose (study, cell, attack seed) row already exists under ``out`` are skipped, so an
-interrupted matrix resumes where it stopped; the study's record (pipeline/record.py) refuses to
+interrupted matrix resumes where it stopped; the study's record (pipeline/opening.py) refuses to
 resume it with another preset or calibration target, and keeps its one memory-format decision.
 Nothing here chooses on evaluation numbers (the calibration reads the target half), so every row's
 test numbers are what the table reports. The trained networks land in ``out``'s artifact
@@ -24,13 +24,13 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from .. import echo
 from ..config import DEFENSES, CellSpec, Preset
-from ..store.report import TABLE2_DEFENSES
+from ..paper import TABLE2_DEFENSES
 from ..store import read_rows, write_rows
 from .calibrate import Calibration, calibrate_lambda, parse_target
 from .cell import run_cell
 from .device import pick_device
 from .prepare import prepare
-from .record import begin_study
+from .opening import begin_study
 
 Log = Callable[[str], None]
 

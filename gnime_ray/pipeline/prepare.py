@@ -28,7 +28,7 @@ from ..cachedir import file_lock, resolve_cache_dir
 from ..config import Preset, content_hash, derive_seed
 from ..data import DATASETS, DataSplit, ImageDataset, load_dataset, make_split
 from ..data.registry import to_float
-from ..data.rows import HostRows, to_device
+from ..data.host_rows import HostRows, to_device
 from ..explain import EXPLAINER_NAMES, get_explainer
 from ..metrics import accuracy
 from ..models import ARCH_BY_DATASET, CLASSIFIER_ARCHS, Classifier, build_classifier
@@ -110,7 +110,7 @@ def _classifier_fields(preset: Preset) -> dict:
 def _classifier_key(dataset: ImageDataset, preset: Preset, seed: int, arch: str) -> str:
     fields = {"schema": CACHE_SCHEMA, "dataset": dataset.name, "data": dataset.fingerprint(),
               "arch": arch, "seed": seed, "preset": _classifier_fields(preset)}
-    if CLASSIFIER_ARCHS[arch]["dropout"]:  # its masks drew from torch's global generator before (models/init.py)
+    if CLASSIFIER_ARCHS[arch]["dropout"]:  # its masks drew from torch's global generator before (models/initialisation.py)
         fields["dropout"] = "fit-generator"
     return content_hash(fields)
 

@@ -46,7 +46,8 @@ from .. import GnimeRayError, echo
 from .frontier import frontier
 from .rows import read_figure_sample, read_rows
 from .root import read_csv
-from .report import paper_operating_point, require_held_out
+from ..paper import paper_operating_point
+from .report import require_held_out
 from .studies import read_record
 
 Log = Callable[[str], None]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Optional, Sequence
 import pyarrow as pa
 
 from .. import GnimeRayError
+from ..paper import PAPER_DATASET, PAPER_TABLES_ENV, TABLE2_DEFENSES, paper_tables_path
 
 METRICS = (("mse", "MSE ↑"), ("ssim", "SSIM ↓"), ("tca", "TCA ↓"), ("deepsim", "DeePSiM ↓"))
 
@@ -47,45 +47,6 @@ def _deepsim_columns(rows: list[dict]) -> tuple[str, str, str]:
         return "deepsim_paper_n", "utility_deepsim_paper_n", f"N = {', '.join(map(str, ns))}, the paper's"
     return "deepsim", "utility_deepsim", "N = the test images"
 DEFENSE_COLUMNS = (("none", "ExpMI"), ("rnd", "RND"), ("ond", "OND"), ("gnime", "GNIME"))
-PAPER_DATASET = {"digits": "mnist", "mnist5k": "mnist"}  # compared with the paper's MNIST numbers
-# the release's evaluation sets (its eval scripts: the last 20% of the attack half), over which its DeePSiM's N runs
-PAPER_EVAL_IMAGES = {"mnist": 7000, "cifar10": 6000, "celeba": 3000}
-
-
-def paper_eval_images(dataset: str) -> Optional[int]:
-    """The N of the paper's DeePSiM numbers for ``dataset`` (None where the release has none)."""
-    return PAPER_EVAL_IMAGES.get(PAPER_DATASET.get(dataset, dataset))
-PAPER_TABLES_ENV = "GNIME_RAY_PAPER_TABLES"
-
-
-def paper_tables_path() -> Path:
-    """The paper's Tables 1-3 shipped with the package (or $GNIME_RAY_PAPER_TABLES)."""
-    env = os.environ.get(PAPER_TABLES_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "reference" / "paper_tables.csv"
-
-
-TABLE2_DEFENSES = ("none", "gnime")
-
-
-def paper_operating_point(dataset: str, explainer: str, path: Optional[Path] = None) -> Optional[dict[str, float]]:
-    """The paper's GNIME for ``dataset`` (digits, mnist5k -> MNIST) and ``explainer``: its attack SSIM
-    (Table 1) at its perturbation MSE and utility DeePSiM (Table 3); None where the paper has none."""
-    name = PAPER_DATASET.get(dataset, dataset)
-    path = path or paper_tables_path()
-    if not path.exists():
-        return None
-    found: dict[str, float] = {}
-    with open(path, newline="") as fh:
-        for r in csv.DictReader(fh):
-            if r["dataset"] != name or r["explainer"] != explainer or r["aux"] != "same" or r["defense"] != "gnime":
-                continue
-            if (r["table"], r["attack"], r["metric"]) == ("1", "expmi", "ssim"):
-                found["ssim"] = float(r["mean"])
-            elif r["table"] == "3" and r["metric"] in ("perturbation_mse", "utility_deepsim"):
-                found[r["metric"]] = float(r["mean"])
-    return found if len(found) == 3 else None
-
-
 def _columns(explainers: Sequence[str], aux: str = "same") -> list[tuple[str, str, str, str]]:
     cols = [("predmi", "none", "none", "PredMI")]
     for e in explainers:

@@ -7,7 +7,7 @@ about 0.3 GB of private memory per process here; on a GPU also a CUDA context) i
 per pool, not once per attacker, and the pool's attackers share one copy of f, f_E and the logits;
 the maps and images are memory-mapped files, shared by every process of the node anyway. An
 attacker in a thread computes exactly what it computes alone (every random draw, network
-initialisation included, comes from a generator the attacker owns, models/init.py; none from
+initialisation included, comes from a generator the attacker owns, models/initialisation.py; none from
 torch's global generator; each thread runs torch on
 ``cpus_per_task`` threads, as a task of that many CPUs would; on CUDA each attacker has its own
 stream). ``run_attackers`` is the scheduler a trial feeds its pool with: the trial's own process
@@ -30,7 +30,7 @@ from ..store.rows import read_row, row_exists, row_identity, write_rows
 from .nodes import NodeCheck, ensure_node, node_name
 from .resources import cap_gpu_memory, device_for, pool_options
 from .spec import StudySpec
-from .worker import prepared
+from .tasks import prepared
 
 def attack_cell(cell: dict, study: StudySpec, check: Optional[NodeCheck], trial: str, device: str) -> dict:
     """One attacker, in this process on ``device``: reuse its row if it exists, else run the cell

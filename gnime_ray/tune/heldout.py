@@ -1,5 +1,5 @@
 """The held-out frontier after a search: choose on one set of images, report on another, with fresh
-GNIMEs and fresh attackers (design.md, "Numbers a reviewer accepts").
+GNIMEs and fresh attackers (docs/studies.md, "The search's question and the held-out frontier").
 
 A search chooses on the SELECTION images of the evaluation split (tune/spec.py ``objective``), so
 its trials' own scores are optimistic twice over: each is the best of several noisy draws (GNIME's
@@ -51,7 +51,7 @@ def _point(t: dict) -> dict:
             "select_attack_ssim": t["select_attack_ssim"], "select_utility": t["select_utility"]}
 
 
-def choose(trials: list[dict], objective: str = "multi", front_points: int = 0) -> dict[str, list[dict]]:
+def choose_front_points(trials: list[dict], objective: str = "multi", front_points: int = 0) -> dict[str, list[dict]]:
     """Per explainer, the points to report (module docstring, 1), measured on the selection images:
     the feasible Pareto-optimal trials in order of attack SSIM (at most ``front_points`` of them, the
     ends and evenly between; 0: all), or the lowest objective for a single-objective search."""
@@ -140,7 +140,7 @@ def search_and_report(spec: StudySpec, final_gnime_seeds: int, log: Log = echo, 
     record = read_record(out, spec.name) or {}
     chosen = record.get("chosen")
     if not chosen:
-        chosen = choose(search["trials"], spec.objective, front_points)
+        chosen = choose_front_points(search["trials"], spec.objective, front_points)
         if not chosen:
             raise GnimeRayError(f"study {spec.name}: no trial finished feasible (utility at or above the floor "
                                 f"{spec.utility_floor} on the selection images), so there is nothing to report: lower "

@@ -38,6 +38,7 @@ import ray
 import torch
 from ray.tune import PlacementGroupFactory
 
+from ..pipeline.device import pick_device
 from .spec import ALLOCATORS
 
 JEMALLOC_SO = os.path.join(os.path.dirname(ray.__file__), "core", "libjemalloc.so")
@@ -154,9 +155,9 @@ def cap_gpu_memory(fraction: float) -> None:
 
 
 def device_for(gpu_fraction: float) -> str:
-    """The torch device of a task given its GPU request: CUDA only where Ray gave it a GPU and
-    torch sees one (a test cluster may fake GPUs on a CPU machine)."""
-    return "cuda" if gpu_fraction > 0 and ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    """The torch device type of a Ray task given its GPU request: pipeline/device.py's one rule,
+    told whether Ray gave this task a GPU."""
+    return pick_device(gpu_granted=gpu_fraction > 0 and bool(ray.get_gpu_ids())).type
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 one definition Tune's param space and the Optuna journal are made from), what its search reads of a
 trial (``objective``: selection images only), and its identity under the results root.
 
-The search's question (design.md, "Numbers a reviewer accepts"). Eq. 3 sets every released map's
+The search's question (docs/studies.md, "The search's question and the held-out frontier"). Eq. 3 sets every released map's
 noise variance to exactly gamma, so gamma IS the perturbation, and the attack's SSIM falls as it
 grows: an objective of attack SSIM alone picks the largest gamma it samples, a trial that wins by
 adding noise. So by default a search has TWO objectives, the attack's SSIM (down) and the utility
@@ -38,7 +38,6 @@ from .. import GnimeRayError
 from ..config import DEFENSES, EXPLAINERS, MATCHES, Preset, get_preset, is_number, positive_finite
 from ..data import DATASETS
 from ..pipeline.calibrate import budget_gammas, paper_target
-from ..store.studies import check_identity as check_recorded_identity
 
 ALLOCATORS = ("jemalloc", "system")  # an attack pool's malloc (tune/resources.py)
 SAMPLERS = ("tpe", "gp", "random")  # the search's Optuna sampler (tune/samplers.py)
@@ -244,12 +243,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
-
-
-def check_identity(spec: StudySpec) -> Optional[dict]:
-    """Refuse a study name whose recorded identity differs (GnimeRayError listing the fields);
-    the record when the study was started before (a resume), else None. Reads only."""
-    return check_recorded_identity(spec.out, spec.name, identity(spec))
 
 
 def worst_result(study: StudySpec) -> dict[str, float]:

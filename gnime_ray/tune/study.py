@@ -2,12 +2,12 @@
 width, optionally gamma) and then attack it in an attack pool (several attackers in one process);
 plus the no-defence baselines, once per study.
 
-The driver, in order (design.md's Ray topology):
+The driver, in order (docs/studies.md, "Studies on Ray"):
 1. before any work: the results root answers (a bucket exists), the study's name is not taken by
    other settings (tune/spec.py), the GPU decision is made once (tune/resources.py), and every
    node sees the results root, the data and a writable cache (tune/nodes.py);
 2. prepare (f, f_E, the maps of every explainer) runs once as a Ray task and publishes its outputs
-   as artifacts under the results root, from which every other process loads them (tune/worker.py);
+   as artifacts under the results root, from which every other process loads them (tune/tasks.py);
 3. ExpMI without defence and PredMI run once per (dataset, explainer), beside the search, as tasks
    of ``attackers_per_trial`` attackers each (one process per task, its attackers at once);
 4. per explainer, Tune runs the trials, each on its placement group ``[trial bundle, attack
@@ -55,21 +55,22 @@ from ray import tune
 from ray.util.queue import Queue
 
 from .. import GnimeRayError, Interrupted, echo
-from ..config import CellSpec
+from ..config import CellSpec, Preset
 from ..data import IMAGE_SHAPES
+from ..pipeline.opening import recall_study, settle_speed
 from ..speed import decide
 from ..store.rows import read_rows
 from ..store.root import canonical_out, probe_out, write_csv
-from ..store.studies import read_record, record_study
+from ..store.studies import read_record
 from .attack_pool import attack_batch
 from .console import StudyConsole, describe_config
 from .nodes import NodeCheck, check_nodes
 from .ray_internals import set_restored_callbacks
 from .resources import decide_gpu, pool_options, trial_resources
 from .search_log import OptunaLog
-from .spec import StudySpec, check_identity, identity
+from .spec import StudySpec, identity
 from .trial import gnime_trial
-from .worker import prepare_task, speed_task
+from .tasks import prepare_task, speed_task
 
 Log = Callable[[str], None]
 # select_*, constraint, feasible: what the search read (its attackers on the selection images); chosen,
@@ -283,23 +284,21 @@ def wait_reporting(future: Any, progress: Any, log: Log, every: float = 10.0) ->
             return ray.get(future)
 
 
-def _decide_speed(spec: StudySpec, recorded: dict | None, check: NodeCheck) -> tuple[StudySpec, dict]:
-    """The study with its one speed decision in its preset, and the decision: the recorded one of
-    a resumed study; a GPU study's or a set memory format without measuring; else measured by a
-    task on a node where the trials run (worker.py ``speed_task``)."""
-    if recorded is not None and recorded.get("speed"):
-        return spec, recorded["speed"]
-    searched = read_record(spec.out, spec.report_of.split("/")[0]) if spec.report_of else None
-    if searched is not None and searched.get("speed", {}).get("memory_format") == spec.preset.memory_format:
-        return spec, {**searched["speed"], "reason": f"the decision of the search {spec.report_of.split('/')[0]}: "
-                                                     f"{searched['speed']['reason']}"}
-    preset = spec.preset
-    if preset.memory_format != "auto" or spec.use_gpu:
-        speed = decide("cuda" if spec.use_gpu else "cpu", preset.memory_format, preset.bf16,
-                       shape=IMAGE_SHAPES[spec.dataset], width=preset.net_width, cache_dir=spec.cache_dir)
-    else:
-        speed = ray.get(ray.remote(speed_task).options(num_cpus=spec.cpus_per_task).remote(spec, check))
-    return dataclasses.replace(spec, preset=preset.replace(memory_format=speed["memory_format"])), speed
+def _speed_decider(spec: StudySpec, check: NodeCheck) -> Callable[[Preset], dict]:
+    """How a Ray study makes its one speed decision when it has none recorded: a held-out report
+    follows its search's; a GPU study's, or a set memory format, is decided without measuring;
+    else a task measures it on a node where the trials run (tasks.py ``speed_task``)."""
+    def decide_speed(preset: Preset) -> dict:
+        searched = read_record(spec.out, spec.report_of.split("/")[0]) if spec.report_of else None
+        if searched is not None and searched.get("speed", {}).get("memory_format") == preset.memory_format:
+            return {**searched["speed"], "reason": f"the decision of the search {spec.report_of.split('/')[0]}: "
+                                                   f"{searched['speed']['reason']}"}
+        if preset.memory_format != "auto" or spec.use_gpu:
+            return decide("cuda" if spec.use_gpu else "cpu", preset.memory_format, preset.bf16,
+                          shape=IMAGE_SHAPES[spec.dataset], width=preset.net_width, cache_dir=spec.cache_dir)
+        return ray.get(ray.remote(speed_task).options(num_cpus=spec.cpus_per_task)
+                       .remote(dataclasses.replace(spec, preset=preset), check))
+    return decide_speed
 
 
 def run_study(spec: StudySpec, log: Log = echo) -> dict:
@@ -313,11 +312,11 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
                                cache_dir=os.path.abspath(spec.cache_dir) if spec.cache_dir else None,
                                data_root=os.path.abspath(spec.data_root) if spec.data_root else None)
     probe_out(spec.out)
-    recorded = read_record(spec.out, spec.name)
-    if recorded is not None and spec.preset.memory_format == "auto":  # a resume follows its recorded decision
-        decided = recorded.get("identity", {}).get("preset", {}).get("memory_format", "auto")
-        spec = dataclasses.replace(spec, preset=spec.preset.replace(memory_format=decided))
-    resumed = check_identity(spec) is not None
+    def identity_of(preset: Preset) -> dict:
+        return identity(dataclasses.replace(spec, preset=preset))
+
+    preset, recorded = recall_study(spec.out, spec.name, spec.preset, identity_of)  # a resume: its recorded format
+    spec, resumed = dataclasses.replace(spec, preset=preset), recorded is not None
     if spec.use_gpu is None:  # a library call that did not decide: the rule for a Ray of this process
         spec = dataclasses.replace(spec, use_gpu=decide_gpu(False, True, log))
     spec = fit_to_cluster(spec, ray.cluster_resources().get("CPU", 0), log)
@@ -330,10 +329,11 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
         f"{spec.search} search, results under {spec.out}{' (resuming)' if resumed else ''}")
     datasets = (spec.dataset,) + (() if spec.aux_dataset == "same" else (spec.aux_dataset,))
     check = check_nodes(spec.name, spec.out, datasets, spec.data_root, spec.cache_dir, log)
-    spec, speed = _decide_speed(spec, recorded, check)
+    preset, speed = settle_speed(spec.out, spec.name, spec.kind, spec.preset, recorded, identity_of,
+                                 _speed_decider(spec, check))
+    spec = dataclasses.replace(spec, preset=preset)
     log(f"speed: {speed['memory_format']}, {speed['precision']} for every trial and attacker of the study "
         f"({speed['reason']}{', on ' + speed['node'] if speed.get('node') else ''})")
-    record_study(spec.out, spec.name, spec.kind, identity(spec), speed)
 
     log(f"prepare: f, f_E and the {', '.join(spec.explainers)} maps, from the cache or made now (minutes on a few "
         f"CPUs; its progress follows)")

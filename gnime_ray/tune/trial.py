@@ -25,14 +25,13 @@ from ray import tune
 
 from .. import TrainingDiverged
 from ..config import CellSpec
-from ..defenses.gnime import train_gnime
-from ..pipeline.defend import gnime_config, load_trained_gnime, save_trained_gnime
+from ..pipeline.defend import gnime_config, train_or_load_gnime
 from ..speed import choose
 from .attack_pool import run_attackers
 from .nodes import NodeCheck, ensure_node, node_name
 from .resources import cap_gpu_memory, device_for
 from .spec import StudySpec, objective, worst_result
-from .worker import prepared
+from .tasks import prepared
 
 def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional[NodeCheck] = None) -> None:
     """Tune function trainable: train one GNIME (or load it), then attack it (module docstring)."""
@@ -61,23 +60,18 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
             tune.report(metrics)
 
     t0 = time.perf_counter()
-    state = load_trained_gnime(prep, base, study.preset)  # the same training config (another gamma, a restore)
-    if state is None:
-        resume = None
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            with checkpoint.as_directory() as d:
-                resume = torch.load(Path(d) / "gnime.pt", map_location="cpu", weights_only=True)
-        t = prep.split.target
-        try:
-            model = train_gnime(prep.map_rows((base.explainer, base.variant), t), prep.logit_rows(t),
-                                prep.image_rows(t), cfg, device=device, log=lambda _: None, on_epoch=on_epoch,
-                                resume=resume, speed=speed)
-        except TrainingDiverged as exc:
-            tune.report({**worst_result(study), **common, "final": True, "status": "diverged", "error": str(exc),
-                         "gnime_seconds": time.perf_counter() - t0, "attackers": 0})
-            return
-        save_trained_gnime(prep, base, study.preset, model.state())  # published: attackers on any node fetch it
+    resume = None
+    checkpoint = tune.get_checkpoint()  # a restored trial continues its training (used only if one runs)
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            resume = torch.load(Path(d) / "gnime.pt", map_location="cpu", weights_only=True)
+    try:  # loaded when the same training configuration was trained before (another gamma, a restore)
+        train_or_load_gnime(prep, base, study.preset, device, log=lambda _: None, on_epoch=on_epoch, resume=resume,
+                            speed=speed)
+    except TrainingDiverged as exc:
+        tune.report({**worst_result(study), **common, "final": True, "status": "diverged", "error": str(exc),
+                     "gnime_seconds": time.perf_counter() - t0, "attackers": 0})
+        return
     gnime_seconds = time.perf_counter() - t0
 
     cells = [dataclasses.asdict(dataclasses.replace(base, defense=defense, gamma=gamma, seed=seed, match=match))

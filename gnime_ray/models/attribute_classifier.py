@@ -7,7 +7,7 @@ torchvision has the v1 ResNet-50, the nearest well-kept implementation: a named 
 ImageNet weights expect). Trained from scratch, or from a local weights file (a torchvision
 ResNet-50 state dict, e.g. ImageNet weights downloaded beforehand): never downloaded here.
 Initialised as torchvision initialises a ResNet (kaiming_normal fan_out convs, unit batch norms,
-torch's default Linear), every draw from the caller's ``generator`` (models/init.py), never from
+torch's default Linear), every draw from the caller's ``generator`` (models/initialisation.py), never from
 torch's global generator.
 """
 
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .. import GnimeRayError
-from .init import default_generator, on_meta
+from .initialisation import default_generator, on_meta
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
