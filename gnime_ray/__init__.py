@@ -12,7 +12,7 @@ One study through them, by either engine (a cell is one attacker's row):
                                       | tune/nodes.py check_nodes: every node sees the results root
   pipeline/opening.py settle_speed: the one speed decision (speed.py), recorded (store/studies.py)
   pipeline/prepare.py prepare: f, f_E and the maps, once (cached)  | in a Ray task (tune/tasks.py)
-  pipeline/matrix.py matrix_specs: the cells | tune/trial.py: a Tune trial per searched configuration
+  pipeline/cells.py: the cells, baselines and each GNIME configuration's | a Tune trial per configuration (tune/trial.py)
   pipeline/defend.py train_or_load_gnime: one GNIME per training configuration (cached, published)
   pipeline/cell.py run_cell: a defence's release, one attacker, the metrics  | in attack pools (tune/attack_pool.py)
   store/rows.py write_rows: one Parquet row per cell and attack seed

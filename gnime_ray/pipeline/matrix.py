@@ -26,6 +26,7 @@ from .. import echo
 from ..config import DEFENSES, CellSpec, Preset
 from ..paper import TABLE2_DEFENSES
 from ..store import read_rows, write_rows
+from .cells import baseline_cells, defence_cells
 from .calibrate import Calibration, calibrate_lambda, parse_target
 from .cell import run_cell
 from .device import pick_device
@@ -42,19 +43,12 @@ def matrix_specs(dataset: str, explainers: Sequence[str], seeds: int, study_seed
                  matches: Sequence[str] = ("perturbation",)) -> list[CellSpec]:
     """The matrix's cells; ``lam_by_explainer`` (calibrated lambdas) overrides ``lam`` per explainer;
     ``gammas``: the gammas of every explainer, or per explainer (budgets)."""
-    specs = [CellSpec(dataset, attack="predmi", seed=s, study_seed=study_seed, aux_dataset=aux) for s in range(seeds)]
+    specs = baseline_cells(dataset, explainers, range(seeds), study_seed=study_seed, variant=variant, aux=aux)
     for e in explainers:
-        lam_e = (lam_by_explainer or {}).get(e, lam)
-        gammas_e = gammas[e] if isinstance(gammas, Mapping) else gammas
-        specs += [CellSpec(dataset, explainer=e, defense="none", attack="expmi", seed=s, variant=variant,
-                           study_seed=study_seed, aux_dataset=aux) for s in range(seeds)]
-        for gamma in gammas_e:
-            for d in (DEFENSES if aux == "same" else TABLE2_DEFENSES):
-                for m in (matches if d in ("rnd", "ond") else ("perturbation",)) if d != "none" else ():
-                    for n in range(gnime_seeds):
-                        specs += [CellSpec(dataset, explainer=e, defense=d, attack="expmi", seed=s, lam=lam_e,
-                                           width=width, gamma=gamma, variant=variant, study_seed=study_seed,
-                                           aux_dataset=aux, gnime_seed=n, match=m) for s in range(seeds)]
+        base = CellSpec(dataset, explainer=e, lam=(lam_by_explainer or {}).get(e, lam), width=width, variant=variant,
+                        study_seed=study_seed, aux_dataset=aux)
+        specs += defence_cells(base, gammas[e] if isinstance(gammas, Mapping) else gammas,
+                               DEFENSES if aux == "same" else TABLE2_DEFENSES, matches, range(seeds), range(gnime_seeds))
     return specs
 
 

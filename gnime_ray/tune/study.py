@@ -55,8 +55,9 @@ from ray import tune
 from ray.util.queue import Queue
 
 from .. import GnimeRayError, Interrupted, echo
-from ..config import CellSpec, Preset
+from ..config import Preset
 from ..data import IMAGE_SHAPES
+from ..pipeline.cells import baseline_cells
 from ..pipeline.opening import recall_study, settle_speed
 from ..speed import decide
 from ..store.rows import read_rows
@@ -119,11 +120,8 @@ def _tune_config(spec: StudySpec) -> tune.TuneConfig:
 def _baseline_futures(spec: StudySpec, check: NodeCheck) -> list:
     """The baselines' results' futures: tasks of ``attackers_per_trial`` attackers each, every
     task one process whose attackers run at once (tune/attack_pool.py ``attack_batch``)."""
-    cells = [CellSpec(spec.dataset, attack="predmi", seed=s, study_seed=spec.study_seed, aux_dataset=spec.aux_dataset)
-             for s in spec.attack_seed_range]
-    for e in spec.explainers:
-        cells += [CellSpec(spec.dataset, explainer=e, defense="none", seed=s, variant=spec.variant,
-                           study_seed=spec.study_seed, aux_dataset=spec.aux_dataset) for s in spec.attack_seed_range]
+    cells = baseline_cells(spec.dataset, spec.explainers, spec.attack_seed_range, study_seed=spec.study_seed,
+                           variant=spec.variant, aux=spec.aux_dataset)
     k = spec.attackers_per_trial
     futures = []
     for i in range(0, len(cells), k):

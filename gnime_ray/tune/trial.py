@@ -25,6 +25,7 @@ from ray import tune
 
 from .. import TrainingDiverged
 from ..config import CellSpec
+from ..pipeline.cells import defence_cells
 from ..pipeline.defend import gnime_config, train_or_load_gnime
 from ..speed import choose
 from .attack_pool import run_attackers
@@ -74,10 +75,8 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
         return
     gnime_seconds = time.perf_counter() - t0
 
-    cells = [dataclasses.asdict(dataclasses.replace(base, defense=defense, gamma=gamma, seed=seed, match=match))
-             for gamma in gammas for defense in study.defenses
-             for match in (study.matches if defense in ("rnd", "ond") else ("perturbation",))
-             for seed in study.attack_seed_range]
+    cells = [dataclasses.asdict(c) for c in defence_cells(base, gammas, study.defenses, study.matches,
+                                                          study.attack_seed_range, (base.gnime_seed,))]
     results, attack_phase, local_seconds = run_attackers(cells, study, check, trial_id, device, pending, common,
                                                          gnime_seconds)
     idle = max(0.0, attack_phase - local_seconds)
