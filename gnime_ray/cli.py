@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from . import GnimeRayError, TrainingDiverged
+from . import GnimeRayError, Interrupted, TrainingDiverged
 from .cachedir import add_cache_dir_option
 from .config import get_preset, parse_overrides
 from .flags import (Parser, add_attack_seeds, add_data_root, add_dest, add_gnime_seeds, add_matches, add_out, add_preset,
@@ -177,7 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate-cluster", help="check Ray cluster files with Ray's own validation")
     p.add_argument("files", nargs="+", metavar="FILE", help="cluster YAML files (e.g. cluster.yaml)")
+
+    # a named study's flags are read by its own parser (tune/named_studies.py), built only when it runs,
+    # so that the other commands do not import Ray
+    p = sub.add_parser("study", help="run a named study on Ray, a private local one or a cluster (--address): "
+                                     f"{', '.join(NAMED_STUDIES)}; the same as python studies/NAME.py")
+    p.add_argument("name", choices=NAMED_STUDIES, metavar="NAME", help=f"one of {', '.join(NAMED_STUDIES)}")
+    p.add_argument("flags", nargs=argparse.REMAINDER, metavar="...",
+                   help="the study's flags (gnime-ray study NAME --help lists them)")
     return parser
+
+
+# the named studies of tune/named_studies.py (a test holds the two lists equal)
+NAMED_STUDIES = ("quickstart", "celeba_lambda", "table1", "table2")
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -503,6 +515,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from .tune.named_studies import NAMED_STUDIES as STUDIES
+
+    study = STUDIES[args.name]
+    p = Parser(prog=f"gnime-ray study {args.name}", description=study.description)
+    study.add_flags(p)
+    return study.run(p.parse_args(args.flags))
+
+
 def cmd_validate_cluster(args: argparse.Namespace) -> int:
     from .tune.cluster import validate_cluster_file
 
@@ -537,7 +558,7 @@ COMMANDS = {"prepare": cmd_prepare, "cell": cmd_cell, "matrix": cmd_matrix, "tab
             "frontier": cmd_frontier,
             "attributes": cmd_attributes, "reproduce": cmd_reproduce, "figures": cmd_figures,
             "export": cmd_export,
-            "validate-cluster": cmd_validate_cluster}
+            "validate-cluster": cmd_validate_cluster, "study": cmd_study}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -550,6 +571,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TrainingDiverged as exc:
         print(f"gnime-ray: diverged: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:  # a study that Ctrl-C stopped: the same command resumes it
+        print(f"gnime-ray: interrupted: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("gnime-ray: interrupted", file=sys.stderr)
         return 130

@@ -12,7 +12,7 @@ import pytest
 
 from gnime_ray import GnimeRayError
 from gnime_ray.cli import build_parser, main
-from gnime_ray.flags import HelpFormatter, PositionalRoot, Renamed
+from gnime_ray.flags import HelpFormatter, Parser, PositionalRoot, Renamed
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_SCRIPTS = ("quickstart", "celeba_lambda", "table1", "table2")
@@ -41,7 +41,27 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     walk("gnime-ray", build_parser())
     for name in STUDY_SCRIPTS:
         found[f"studies/{name}.py"] = _script_parser(name)
+        found[f"gnime-ray study {name}"] = _study_command_parser(name)
     return found
+
+
+def _study_command_parser(name: str) -> argparse.ArgumentParser:
+    """`gnime-ray study NAME`'s parser, as cli.py cmd_study builds it."""
+    from gnime_ray.tune.named_studies import NAMED_STUDIES
+
+    p = Parser(prog=f"gnime-ray study {name}", description=NAMED_STUDIES[name].description)
+    NAMED_STUDIES[name].add_flags(p)
+    return p
+
+
+def test_the_study_command_and_the_scripts_name_the_same_studies():
+    from gnime_ray.cli import NAMED_STUDIES as listed
+    from gnime_ray.tune.named_studies import NAMED_STUDIES
+
+    assert listed == tuple(NAMED_STUDIES) == STUDY_SCRIPTS
+    for name in STUDY_SCRIPTS:  # the script and the command: one parser definition, the same flags and defaults
+        a, b = _script_parser(name), _study_command_parser(name)
+        assert [(x.option_strings, x.default) for x in a._actions] == [(x.option_strings, x.default) for x in b._actions]
 
 
 PARSERS = _parsers()
@@ -59,6 +79,8 @@ def test_one_spelling_per_flag(name):
     positionals = [a for a in _visible(parser) if not a.option_strings]
     if name == "gnime-ray validate-cluster":
         assert [a.dest for a in positionals] == ["files"]
+    elif name == "gnime-ray study":  # NAME, then the named study's own flags (its parser is walked as well)
+        assert [a.dest for a in positionals] == ["name", "flags"]
     else:
         assert not positionals, f"{name} takes positional arguments {[a.dest for a in positionals]}"
     names = {a.dest: a for a in parser._actions}
@@ -122,7 +144,8 @@ def _shown_commands() -> list[tuple[str, str]]:
 
 def _help_of(command: list[str]) -> str:
     if command[0] == "gnime-ray":
-        subcommand = command[1:3] if command[1] == "data" else command[1:2]
+        named = command[1] == "study" and command[2:3] and command[2] in STUDY_SCRIPTS  # not the placeholder NAME
+        subcommand = command[1:3] if command[1] == "data" or named else command[1:2]
         proc = subprocess.run([sys.executable, "-m", "gnime_ray.cli", *subcommand, "--help"], capture_output=True,
                               text=True, cwd=ROOT)
     else:

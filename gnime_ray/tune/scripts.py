@@ -1,4 +1,5 @@
-"""The command-line flags shared by the study scripts in studies/, their start-up (validate the
+"""The command-line flags shared by the named studies (tune/named_studies.py: `gnime-ray study NAME`
+and the scripts in studies/), their start-up (validate the
 study, join or start Ray: tune/cluster.py; the one GPU decision: tune/resources.py), how they
 print a search and its held-out report (tune/heldout.py), and how they end: bad input in one line
 with status 2, an interruption in one line with status 130 (the same command resumes)."""
@@ -13,7 +14,7 @@ from typing import Callable
 from .. import GnimeRayError, Interrupted, echo
 from ..cachedir import add_cache_dir_option
 from ..config import MATCHES, get_preset, parse_overrides
-from ..flags import (Parser, add_attack_seeds, add_data_root, add_gnime_seeds, add_matches, add_out, add_preset,
+from ..flags import (add_attack_seeds, add_data_root, add_gnime_seeds, add_matches, add_out, add_preset,
                      add_study, add_study_seed, numbers, positive, seed)
 from ..store.root import probe_out
 from .cluster import connect
@@ -22,11 +23,11 @@ from .resources import concurrent_trials, decide_gpu
 from .spec import ALLOCATORS, DEFAULT_SAMPLER, OBJECTIVES, SAMPLERS, StudySpec
 
 
-def study_parser(description: str, *, study: str, num_samples: int, attack_seeds: int, gnime_seeds: int,
-                 front_points: int = 0, search: bool = True, preset: str = "quick") -> Parser:
-    """The flags every study script takes (gnime_ray/flags.py: the same spellings as gnime-ray);
-    ``search``: a search script's flags too."""
-    p = Parser(description=description)
+def add_study_flags(p: argparse.ArgumentParser, *, study: str, num_samples: int, attack_seeds: int, gnime_seeds: int,
+                    front_points: int = 0, search: bool = True, preset: str = "quick") -> argparse.ArgumentParser:
+    """The flags every study takes (gnime_ray/flags.py: the same spellings as gnime-ray's other
+    commands), added to ``p`` (a script's parser, or `gnime-ray study NAME`'s); ``search``: a
+    search's flags too."""
     add_study(p, study, help="the study's name (the same name with the same settings resumes it)")
     add_preset(p, preset)
     add_data_root(p)
