@@ -158,9 +158,9 @@ def idle_worker_baseline() -> float:
 def run_attackers(k: int, spec, pooled: bool, log) -> dict[str, float]:
     import ray
 
-    from gnime_ray.config import CellSpec
-    from gnime_ray.tune.resources import pool_options
+    from gnime_ray.cellspec import CellSpec
     from gnime_ray.tune.attack_pool import attack_batch
+    from gnime_ray.tune.resources import pool_options
 
     ray.init(address="local", num_cpus=k, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     peak = {"node": 0.0, "anon": 0.0, "anon_max": 0.0, "files": 0.0, "pss": 0.0, "rss": 0.0}

@@ -38,7 +38,13 @@ def on_selection(prep, spec, model, batch_size: int) -> dict:
     """GNIME's perturbation MSE and utility DeePSiM (at the paper's N, and as measured) on the
     selection images."""
     from gnime_ray.defenses import GnimeDefense
-    from gnime_ray.metrics import deepsim, deepsim_at, features, masked, perturbation_mse
+    from gnime_ray.metrics import (
+        deepsim,
+        deepsim_at,
+        features,
+        masked,
+        perturbation_mse,
+    )
     from gnime_ray.paper import paper_eval_images
 
     select = prep.split.eval[prep.split.select]
@@ -74,7 +80,11 @@ def steps_of(cfg, n_train: int, epochs: int) -> int:
 def measure(prep, spec, preset, device, log) -> dict:
     """Train or load the cell's GNIME and measure it on the target half and the selection images."""
     from gnime_ray.pipeline.calibrate import target_half_perturbation
-    from gnime_ray.pipeline.defend import gnime_config, load_trained_gnime, train_or_load_gnime
+    from gnime_ray.pipeline.defend import (
+        gnime_config,
+        load_trained_gnime,
+        train_or_load_gnime,
+    )
 
     cached = load_trained_gnime(prep, spec, preset) is not None
     t0 = time.perf_counter()
@@ -135,11 +145,12 @@ def main() -> int:
     args = p.parse_args()
 
     from gnime_ray import GnimeRayError, echo
-    from gnime_ray.config import CellSpec, get_preset, parse_overrides
+    from gnime_ray.cellspec import CellSpec
+    from gnime_ray.config import get_preset, parse_overrides
+    from gnime_ray.paper import PAPER_DATASET, paper_tables_path
     from gnime_ray.pipeline.calibrate import paper_target
     from gnime_ray.pipeline.device import pick_device
     from gnime_ray.pipeline.prepare import prepare
-    from gnime_ray.paper import PAPER_DATASET, paper_tables_path
 
     try:
         explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]

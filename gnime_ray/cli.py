@@ -15,8 +15,21 @@ from typing import Optional, Sequence
 from . import GnimeRayError, Interrupted, TrainingDiverged
 from .cachedir import add_cache_dir_option
 from .config import get_preset, parse_overrides
-from .flags import (Parser, add_attack_seeds, add_data_root, add_dest, add_gnime_seeds, add_matches, add_out, add_preset,
-                    add_study, add_study_seed, numbers, renamed, seed)
+from .flags import (
+    Parser,
+    add_attack_seeds,
+    add_data_root,
+    add_dest,
+    add_gnime_seeds,
+    add_matches,
+    add_out,
+    add_preset,
+    add_study,
+    add_study_seed,
+    numbers,
+    renamed,
+    seed,
+)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -217,7 +230,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_cell(args: argparse.Namespace) -> int:
-    from .config import CellSpec
+    from .cellspec import CellSpec
     from .pipeline.cell import run_cell
     from .pipeline.device import pick_device
     from .pipeline.opening import begin_study
@@ -251,14 +264,12 @@ def cmd_cell(args: argparse.Namespace) -> int:
 def cmd_matrix(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
-    from .config import CellSpec
-    from .pipeline.calibrate import parse_target
+    from .cellspec import CellSpec
+    from .pipeline.calibrate import budget_gammas, parse_target
     from .pipeline.matrix import run_matrix
     from .store import paper_table, table1
     from .store.report import operating_points, provenance
     from .store.root import probe_out
-
-    from .pipeline.calibrate import budget_gammas
 
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
     explainers = [e.strip() for e in args.explainers.split(",") if e.strip()]
@@ -323,10 +334,10 @@ def _print_frontier(out: str, study: str, rows: list[dict], seed: int) -> None:
 
 
 def cmd_frontier(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
     from .store import read_rows
     from .store.report import provenance
-
-    import pyarrow as pa
 
     rows = [r for r in read_rows(args.out).to_pylist() if r["study"] == args.study]
     if not rows:
@@ -376,8 +387,8 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data import load_dataset, make_split
     from .cachedir import resolve_cache_dir
+    from .data import load_dataset, make_split
 
     _check_dataset(args.dataset, data_root=args.data_root)
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
@@ -404,9 +415,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_attributes(args: argparse.Namespace) -> int:
+    from .cachedir import resolve_cache_dir
     from .data import load_dataset
     from .pipeline.attributes import train_attribute_classifiers
-    from .cachedir import resolve_cache_dir
 
     preset = get_preset(args.preset, "celeba", **parse_overrides(args.overrides))
     t0 = time.perf_counter()
@@ -484,7 +495,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .config import positive_finite
-    from .pipeline.reproduce import TOLERANCE, compare, find_row, reproduce_row, row_by_number, study_rows
+    from .pipeline.reproduce import (
+        TOLERANCE,
+        compare,
+        find_row,
+        reproduce_row,
+        row_by_number,
+        study_rows,
+    )
 
     rtol = TOLERANCE if args.rtol is None else args.rtol
     if not positive_finite(rtol):

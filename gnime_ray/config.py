@@ -1,4 +1,4 @@
-"""Run presets and validated run specifications.
+"""Run presets: the budgets of every training, validated, and their overrides (``--set``).
 
 Every knob that changes a number lives here, as a frozen dataclass that validates itself
 in ``__post_init__`` and raises ``ValueError`` naming the field. Four presets:
@@ -22,8 +22,6 @@ evaluation split.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -31,7 +29,7 @@ from typing import Any, Optional
 from . import GnimeRayError
 
 
-def _check(cond: bool, field: str, expected: str, value: Any) -> None:
+def check_field(cond: bool, field: str, expected: str, value: Any) -> None:
     if not cond:
         raise ValueError(f"{field} must be {expected}, got {value!r}")
 
@@ -112,32 +110,32 @@ class Preset:
     attribute_lr: float = 1e-4
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.name, str) and bool(self.name), "name", "a non-empty string", self.name)
+        check_field(isinstance(self.name, str) and bool(self.name), "name", "a non-empty string", self.name)
         for f in ("classifier_epochs", "classifier_batch_size", "classifier_patience", "explain_batch_size", "eval_batch_size",
                   "gnime_epochs", "gnime_batch_size", "attack_epochs", "attack_batch_size", "attack_patience",
                   "ond_steps", "celeba_identities", "celeba_images_per_identity", "attribute_images",
                   "attribute_epochs", "attribute_batch_size"):
             v = getattr(self, f)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f, "an integer >= 1", v)
+            check_field(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f, "an integer >= 1", v)
         for f in ("classifier_lr", "classifier_width", "net_width", "gnime_lr", "attack_lr", "attribute_lr"):
-            _check(positive_finite(getattr(self, f)), f, "a finite number > 0", getattr(self, f))
-        _check(isinstance(self.bf16, bool), "bf16", "true or false", self.bf16)
-        _check(self.gnime_variant in ("paper", "one-scale"), "gnime_variant", "paper or one-scale", self.gnime_variant)
-        _check(self.attack_optimiser in ("uniform", "release"), "attack_optimiser", "uniform or release",
+            check_field(positive_finite(getattr(self, f)), f, "a finite number > 0", getattr(self, f))
+        check_field(isinstance(self.bf16, bool), "bf16", "true or false", self.bf16)
+        check_field(self.gnime_variant in ("paper", "one-scale"), "gnime_variant", "paper or one-scale", self.gnime_variant)
+        check_field(self.attack_optimiser in ("uniform", "release"), "attack_optimiser", "uniform or release",
                self.attack_optimiser)
-        _check(self.gnime_steps_per_epoch is None or (isinstance(self.gnime_steps_per_epoch, int)
+        check_field(self.gnime_steps_per_epoch is None or (isinstance(self.gnime_steps_per_epoch, int)
                                                       and not isinstance(self.gnime_steps_per_epoch, bool)
                                                       and self.gnime_steps_per_epoch >= 1),
                "gnime_steps_per_epoch", "none (N // batch, the release) or an integer >= 1", self.gnime_steps_per_epoch)
-        _check(self.memory_format in ("auto", "channels_last", "contiguous"), "memory_format",
+        check_field(self.memory_format in ("auto", "channels_last", "contiguous"), "memory_format",
                "auto, channels_last or contiguous", self.memory_format)
-        _check(isinstance(self.celeba_selection_seed, int) and self.celeba_selection_seed >= 0,
+        check_field(isinstance(self.celeba_selection_seed, int) and self.celeba_selection_seed >= 0,
                "celeba_selection_seed", "an integer >= 0", self.celeba_selection_seed)
-        _check(is_number(self.val_fraction) and 0 < self.val_fraction < 0.5, "val_fraction", "in (0, 0.5)", self.val_fraction)
-        _check(is_number(self.test_fraction) and 0 < self.test_fraction < 1, "test_fraction",
+        check_field(is_number(self.val_fraction) and 0 < self.val_fraction < 0.5, "val_fraction", "in (0, 0.5)", self.val_fraction)
+        check_field(is_number(self.test_fraction) and 0 < self.test_fraction < 1, "test_fraction",
                "in (0, 1) (the share of the evaluation split kept as test images)", self.test_fraction)
         if self.max_images is not None:
-            _check(isinstance(self.max_images, int) and self.max_images >= 40, "max_images",
+            check_field(isinstance(self.max_images, int) and self.max_images >= 40, "max_images",
                    "None or an integer >= 40", self.max_images)
 
     def replace(self, **overrides: Any) -> "Preset":
@@ -251,105 +249,3 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         except ValueError:
             raise GnimeRayError(f"--set {key}: expected a {kind.replace('Optional[', '').rstrip(']')}, got {raw!r}") from None
     return out
-
-
-def content_hash(obj: Any, length: int = 16) -> str:
-    """A stable hex digest of a JSON-serialisable object (keys sorted)."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
-
-
-def derive_seed(seed: int, *key: Any) -> int:
-    """A per-purpose seed derived from a study seed and a key, stable across runs and machines."""
-    return int(content_hash([seed, *key], length=8), 16) & 0x7FFFFFFF
-
-
-# Canonical names; the registries in data/, explain/, defenses/ and attacks/ use these keys.
-EXPLAINERS = ("grad", "gradcam", "lrp")
-EXPLAINER_VARIANTS = ("paper", "paper-flat", "standard")  # explain/__init__.py
-DEFENSES = ("none", "rnd", "ond", "gnime")
-ATTACKS = ("expmi", "predmi")
-# what RND's and OND's noise size is matched to (pipeline/match.py): GNIME's perturbation (the paper's
-# protocol), or GNIME's utility as Table 3's DeePSiM measures it, or as the top-k agreement does
-MATCHES = ("perturbation", "utility", "utility-topk")
-# the eight CelebA attributes of the attribute-leakage study (paper Fig. 6 does not name them in
-# its text; Fig. 1 shows sunglasses, a cap and gender): our named choice
-PAPER_ATTRIBUTES = ("Eyeglasses", "Wearing_Hat", "Male", "Smiling", "Young", "Bangs", "Mustache", "Blond_Hair")
-# lambda of L_NG (paper Sec. 4): 500 for CelebA models, 100 for MNIST, CIFAR-10 and ImageNet-100
-DEFAULT_LAMBDA = {"celeba": 500.0, "facescrub": 500.0}
-
-
-def default_lambda(dataset: str) -> float:
-    return DEFAULT_LAMBDA.get(dataset, 100.0)
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """One cell of the Table 1 matrix: (dataset, explainer, defence, attack) at one attack seed.
-
-    ``study_seed`` seeds prepare (split, f, f_E) and GNIME; ``seed`` is the attack seed (the
-    attacker's initialisation and batches, and RND's noise); ``gnime_seed`` selects one of several
-    independently trained GNIMEs on the same data and classifiers (0: the study seed's own GNIME;
-    another value trains another one, and the gnime, rnd and ond cells built on it are other cells). ``lam``, ``width`` (NG capacity,
-    relative to the release) and ``gamma`` (Eq. 3; None = unbounded) configure GNIME; they apply to
-    the gnime, rnd and ond cells. ``match`` says what the rnd and ond cells' noise size is matched
-    to: GNIME's perturbation (the paper's protocol) or its utility on the selection images
-    (pipeline/match.py); it is 'perturbation' for every other defence. PredMI ignores the explainer
-    and the defence (both recorded as 'none').
-    """
-
-    dataset: str
-    explainer: str = "lrp"
-    defense: str = "gnime"
-    attack: str = "expmi"
-    seed: int = 0
-    lam: Optional[float] = None
-    width: float = 1.0
-    gamma: Optional[float] = None
-    variant: str = "paper"
-    study_seed: int = 0
-    aux_dataset: str = "same"
-    gnime_seed: int = 0
-    match: str = "perturbation"
-
-    def __post_init__(self) -> None:
-        _check(self.attack in ATTACKS, "attack", f"one of {', '.join(ATTACKS)}", self.attack)
-        if self.attack == "predmi":
-            object.__setattr__(self, "explainer", "none")
-            object.__setattr__(self, "defense", "none")
-        else:
-            _check(self.explainer in EXPLAINERS, "explainer", f"one of {', '.join(EXPLAINERS)}", self.explainer)
-            _check(self.defense in DEFENSES, "defense", f"one of {', '.join(DEFENSES)}", self.defense)
-        _check(self.variant in EXPLAINER_VARIANTS, "variant", f"one of {', '.join(EXPLAINER_VARIANTS)}", self.variant)
-        for f in ("seed", "study_seed", "gnime_seed"):
-            v = getattr(self, f)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f, "an integer >= 0", v)
-        if self.lam is None:
-            object.__setattr__(self, "lam", default_lambda(self.dataset))
-        _check(positive_finite(self.lam), "lambda", "a finite number > 0", self.lam)
-        _check(positive_finite(self.width), "width", "a finite number > 0", self.width)
-        _check(self.gamma is None or positive_finite(self.gamma), "gamma", "a finite number > 0 (or unset)",
-               self.gamma)
-        _check(self.match in MATCHES, "match", f"one of {', '.join(MATCHES)}", self.match)
-        if self.defense not in ("rnd", "ond"):
-            object.__setattr__(self, "match", "perturbation")
-        if not self.uses_gnime:  # the GNIME knobs do not apply: one canonical cell
-            object.__setattr__(self, "lam", default_lambda(self.dataset))
-            object.__setattr__(self, "width", 1.0)
-            object.__setattr__(self, "gamma", None)
-            object.__setattr__(self, "gnime_seed", 0)
-
-    @property
-    def uses_gnime(self) -> bool:
-        return self.defense in ("gnime", "rnd", "ond")
-
-    def key(self) -> str:
-        """A stable identifier of the cell (without the attack seed)."""
-        g = "none" if self.gamma is None else f"{self.gamma:g}"
-        n = f"-n{self.gnime_seed}" if self.gnime_seed else ""  # GNIME seed 0 keeps the keys rows already have
-        defense = self.defense if self.match == "perturbation" else f"{self.defense}-at-{self.match}"
-        return (f"{self.dataset}/{self.aux_dataset}/{self.explainer}-{self.variant}/{defense}/{self.attack}/"
-                f"lam{self.lam:g}-w{self.width:g}-g{g}{n}/s{self.study_seed}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)

@@ -23,7 +23,8 @@ import argparse
 from typing import Any, Optional, Sequence
 
 from . import GnimeRayError
-from .config import MATCHES, PRESETS
+from .cellspec import MATCHES
+from .config import PRESETS
 
 SUPPRESS = argparse.SUPPRESS
 

@@ -49,3 +49,8 @@ def paper_operating_point(dataset: str, explainer: str, path: Optional[Path] = N
             elif r["table"] == "3" and r["metric"] in ("perturbation_mse", "utility_deepsim"):
                 found[r["metric"]] = float(r["mean"])
     return found if len(found) == 3 else None
+
+
+# the eight CelebA attributes of the attribute-leakage study (paper Fig. 6 does not name them in
+# its text; Fig. 1 shows sunglasses, a cap and gender): our named choice
+PAPER_ATTRIBUTES = ("Eyeglasses", "Wearing_Hat", "Male", "Smiling", "Young", "Bangs", "Mustache", "Blond_Hair")

@@ -41,7 +41,7 @@ from typing import Optional, Sequence
 import torch
 
 from .cachedir import atomic_path, file_lock, resolve_cache_dir
-from .config import content_hash
+from .cellspec import content_hash
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 # channels_last must beat contiguous by this factor to be chosen (timing noise on a busy machine)
@@ -107,7 +107,9 @@ def _step_seconds(shape: Sequence[int], width: float, steps: int = 3) -> dict[st
     """Median seconds of one training step (forward, backward, Adam) of the release's U-Net from
     ``shape`` to ``shape`` at ``width``, on CPU, per memory format. The formats' steps alternate
     (after one warm-up step each), so a load that comes and goes slows both alike."""
-    from .models.unet import UNet  # the probe's workload; models never import this module
+    from .models.unet import (
+        UNet,  # the probe's workload; models never import this module
+    )
 
     c, h, w = shape
     batch = max(4, 65536 // (h * w))

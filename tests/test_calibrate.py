@@ -8,8 +8,9 @@ import pyarrow as pa
 import pytest
 
 from gnime_ray import GnimeRayError
+from gnime_ray.cellspec import CellSpec
 from gnime_ray.cli import main
-from gnime_ray.config import CellSpec, get_preset
+from gnime_ray.config import get_preset
 from gnime_ray.pipeline import calibrate as cal
 from gnime_ray.store import SCHEMA, table1
 from gnime_ray.store.report import base_cell, operating_points

@@ -7,7 +7,8 @@ import pyarrow.dataset as pads
 import pytest
 
 from gnime_ray import __version__
-from gnime_ray.config import CellSpec, get_preset
+from gnime_ray.cellspec import CellSpec
+from gnime_ray.config import get_preset
 from gnime_ray.pipeline.cell import run_cell
 from gnime_ray.pipeline.prepare import prepare
 from gnime_ray.provenance import code_commit

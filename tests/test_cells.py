@@ -5,7 +5,7 @@ here), and a Ray trial's cells are the matrix's cells of its GNIME configuration
 
 import pytest
 
-from gnime_ray.config import DEFENSES, CellSpec
+from gnime_ray.cellspec import DEFENSES, CellSpec
 from gnime_ray.paper import TABLE2_DEFENSES
 from gnime_ray.pipeline.cells import baseline_cells, defence_cells
 from gnime_ray.pipeline.matrix import matrix_specs

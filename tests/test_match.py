@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from gnime_ray.config import CellSpec, get_preset
+from gnime_ray.cellspec import CellSpec
+from gnime_ray.config import get_preset
 from gnime_ray.defenses import GnimeDefense
 from gnime_ray.metrics import deepsim_at, features, masked, topk_agreement
 from gnime_ray.pipeline.cell import run_cell
@@ -57,7 +58,7 @@ def test_rnd_at_gnime_utility_reaches_it_on_the_selection_images(prep):
     assert found["target_utility"] == pytest.approx(gnime_row["select_utility_deepsim_paper_n"], abs=1e-9)
     # recomputed by hand: RND's one fixed draw at that size gives the achieved utility, within the tolerance
     e, x, _ = _selection(prep)
-    from gnime_ray.config import derive_seed
+    from gnime_ray.cellspec import derive_seed
 
     spec = CellSpec("digits", explainer="lrp", gamma=GAMMA, defense="rnd", match="utility")
     z = torch.randn(e.shape, generator=torch.Generator().manual_seed(derive_seed(0, "match", spec.key())))

@@ -3,21 +3,22 @@ auxiliary FaceScrub attacker (Table 2), the attribute classifiers (Fig. 6), the 
 
 import json
 import os
-from collections import Counter
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fixtures import write_celeba_official, write_imagefolder
 from torch import nn
 
+from gnime_ray.cellspec import CellSpec
 from gnime_ray.cli import main
-from gnime_ray.config import PAPER_ATTRIBUTES, CellSpec, get_preset
+from gnime_ray.config import get_preset
 from gnime_ray.metrics import f1_score
-
-from fixtures import write_celeba_official, write_imagefolder
+from gnime_ray.paper import PAPER_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +90,11 @@ class _TinyAttributeNet(nn.Module):
     """Stands in for ResNet-50 so that the training/caching/F1 plumbing is tested in seconds."""
 
     def __init__(self, weights=None, generator=None):
-        from gnime_ray.models.initialisation import default_generator, keras_init_, on_meta
+        from gnime_ray.models.initialisation import (
+            default_generator,
+            keras_init_,
+            on_meta,
+        )
 
         super().__init__()
         with on_meta():

@@ -13,11 +13,18 @@ import torch
 import torch.nn.functional as F
 
 from gnime_ray.attacks import build_attacker, reconstruct, train_attacker
-from gnime_ray.data.registry import to_float
 from gnime_ray.data.host_rows import HostRows
+from gnime_ray.data.registry import to_float
 from gnime_ray.defenses import NoDefense, RndDefense
-from gnime_ray.defenses.gnime import (GnimeConfig, GnimeModel, build_networks, gnime_step, make_optimisers,
-                                      map_stats, train_gnime)
+from gnime_ray.defenses.gnime import (
+    GnimeConfig,
+    GnimeModel,
+    build_networks,
+    gnime_step,
+    make_optimisers,
+    map_stats,
+    train_gnime,
+)
 from gnime_ray.early_stopping import EarlyStopping
 from gnime_ray.optim import KerasAdam
 from gnime_ray.pipeline.cache import ArrayCorrupt, load_array, write_array
@@ -204,7 +211,8 @@ def test_an_entry_made_before_the_lrp_and_adam_fixes_is_named_then_rebuilt(cache
 
 
 def test_deterministic_releases_are_computed_once_per_node_and_rnd_scratch_is_removed(cache_dir):
-    from gnime_ray.config import CellSpec, get_preset
+    from gnime_ray.cellspec import CellSpec
+    from gnime_ray.config import get_preset
     from gnime_ray.pipeline.cell import run_cell
     from gnime_ray.pipeline.prepare import prepare
 

@@ -326,7 +326,7 @@ def test_three_attackers_map_the_maps_instead_of_copying_them(local_ray, tmp_pat
     each maps it and none holds a private copy of any of its pages (Private_Dirty 0)."""
     from fixtures import write_celeba_official
 
-    from gnime_ray.config import CellSpec
+    from gnime_ray.cellspec import CellSpec
     from gnime_ray.tune.attack_pool import attack_cell
     from gnime_ray.tune.tasks import prepared
 
@@ -369,7 +369,7 @@ def test_attack_pool_threads_compute_what_each_attacker_computes_alone(local_ray
     torch thread count: every draw comes from a generator the attacker owns (models/initialisation.py)."""
     import torch
 
-    from gnime_ray.config import CellSpec
+    from gnime_ray.cellspec import CellSpec
     from gnime_ray.tune.attack_pool import attack_batch, attack_cell
 
     cells = [CellSpec("digits", explainer="grad", defense=d, seed=s).to_dict()

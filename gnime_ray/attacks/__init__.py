@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import echo, time_left
-from ..config import ATTACKS
+from ..cellspec import ATTACKS
 from ..data.host_rows import HostRows, map_rows, rows_of
 from ..early_stopping import EarlyStopping
 from ..models import PredMI, UNet

@@ -31,7 +31,7 @@ import torch
 
 from .. import GnimeRayError
 from ..cachedir import resolve_cache_dir
-from ..config import content_hash
+from ..cellspec import content_hash
 from .registry import DataRequest
 
 CACHE_SCHEMA = 1

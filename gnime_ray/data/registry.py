@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .. import GnimeRayError, echo
-from ..config import content_hash
+from ..cellspec import content_hash
 
 ROOT_ENV_VAR = "GNIME_RAY_DATA"
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import derive_seed
+from ..cellspec import derive_seed
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,11 @@ from typing import Optional, Protocol
 
 import torch
 
-from ..config import DEFENSES
+from ..cellspec import DEFENSES
 from .gamma import apply_gamma_bound
 from .gnime import GnimeConfig, GnimeModel, gnime_step, train_gnime
 from .ond import ond_release
 from .rnd import rnd_release
-
 
 
 class Defense(Protocol):

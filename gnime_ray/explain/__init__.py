@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from .. import GnimeRayError
-from ..config import EXPLAINERS as EXPLAINER_NAMES, EXPLAINER_VARIANTS
+from ..cellspec import EXPLAINER_VARIANTS
+from ..cellspec import EXPLAINERS as EXPLAINER_NAMES
 from .grad import grad_map
 from .gradcam import gradcam_paper, gradcam_standard
 from .lrp import lrp_paper, lrp_paper_flat, lrp_paper_relevance, lrp_standard

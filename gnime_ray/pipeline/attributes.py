@@ -3,7 +3,7 @@ images disjoint from the inversion experiments, then asked whether the attribute
 evaluation images can still be read off their reconstructions (F1 per attribute).
 
 The paper trains eight classifiers but does not name the attributes in its text; Fig. 1 points at
-sunglasses, a cap and gender. We use ``config.PAPER_ATTRIBUTES``: Eyeglasses, Wearing_Hat, Male,
+sunglasses, a cap and gender. We use ``paper.PAPER_ATTRIBUTES``: Eyeglasses, Wearing_Hat, Male,
 Smiling, Young, Bangs, Mustache, Blond_Hair (a named choice). Each classifier (models/attribute_classifier.py) is
 trained with binary cross-entropy and Adam on the attribute set (data/celeba.py
 ``load_attribute_set``), early-stopped on its last ``val_fraction`` by F1, and cached under a hash
@@ -24,13 +24,15 @@ import torch.nn.functional as F
 
 from .. import GnimeRayError, echo
 from ..cachedir import resolve_cache_dir
-from ..config import PAPER_ATTRIBUTES, Preset, content_hash, derive_seed
+from ..cellspec import content_hash, derive_seed
+from ..config import Preset
 from ..data import ImageDataset
 from ..data.celeba import load_attribute_set
 from ..data.registry import DataRequest, to_float
 from ..early_stopping import EarlyStopping
 from ..metrics import batched, f1_score
 from ..models.attribute_classifier import AttributeClassifier
+from ..paper import PAPER_ATTRIBUTES
 from .cache import load_json, load_tensors, save_json, save_tensors
 from .device import pick_device
 from .fit import adam

@@ -37,7 +37,8 @@ from typing import Callable
 import torch
 
 from .. import GnimeRayError, echo
-from ..config import CellSpec, Preset
+from ..cellspec import CellSpec
+from ..config import Preset
 from ..defenses import GnimeDefense
 from ..metrics import perturbation_mse
 from ..paper import PAPER_DATASET, paper_tables_path

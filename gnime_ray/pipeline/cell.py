@@ -18,8 +18,8 @@ import math
 import platform
 import time
 import uuid
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -27,15 +27,26 @@ import torch
 
 from .. import TrainingDiverged, __version__, echo
 from ..attacks import attack_settings, build_attacker, train_attacker
-from ..config import CellSpec, Preset, derive_seed, preset_overrides
+from ..cellspec import CellSpec, derive_seed
+from ..config import Preset, preset_overrides
+from ..data.host_rows import HostRows
+from ..defenses import GnimeModel
+from ..metrics import (
+    deepsim,
+    deepsim_at,
+    feature_distance,
+    features,
+    masked,
+    mse,
+    perturbation_mse,
+    psnr,
+    ssim,
+    topk_agreement,
+)
+from ..paper import paper_eval_images
 from ..provenance import code_commit
 from ..speed import Speed, choose
 from ..store.rows import FIGURE_SAMPLE, SPLIT_METRICS
-from ..paper import paper_eval_images
-from ..defenses import GnimeModel
-from ..data.host_rows import HostRows
-from ..metrics import (deepsim, deepsim_at, feature_distance, features, masked, mse, perturbation_mse, psnr, ssim,
-                       topk_agreement)
 from .attributes import attribute_models_for, reconstruction_f1
 from .cache import remove_array
 from .defend import fit_defense, gnime_ref, release_rows, released_file

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Optional, Sequence
 
-from ..config import CellSpec
+from ..cellspec import CellSpec
 
 
 def baseline_cells(dataset: str, explainers: Sequence[str], attack_seeds: Iterable[int], *, study_seed: int = 0,

@@ -18,12 +18,30 @@ import torch
 
 from .. import echo
 from ..cachedir import file_lock
-from ..config import CellSpec, Preset, content_hash, derive_seed
+from ..cellspec import CellSpec, content_hash, derive_seed
+from ..config import Preset
 from ..data.host_rows import HostRows
-from ..defenses import Defense, GnimeConfig, GnimeDefense, GnimeModel, NoDefense, OndDefense, RndDefense, train_gnime
+from ..defenses import (
+    Defense,
+    GnimeConfig,
+    GnimeDefense,
+    GnimeModel,
+    NoDefense,
+    OndDefense,
+    RndDefense,
+    train_gnime,
+)
 from ..metrics import perturbation_mse
 from ..speed import Speed, choose
-from .cache import ArrayCorrupt, array_ready, load_array, load_tensors, remove_array, save_tensors, write_array
+from .cache import (
+    ArrayCorrupt,
+    array_ready,
+    load_array,
+    load_tensors,
+    remove_array,
+    save_tensors,
+    write_array,
+)
 from .match import UtilityMatch, match_utility
 from .prepare import Prepared
 

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import echo, time_left
-from ..config import derive_seed
-from ..data.registry import to_float
+from ..cellspec import derive_seed
 from ..data.host_rows import HostRows, map_rows, to_device
+from ..data.registry import to_float
 from ..early_stopping import EarlyStopping
 from ..models import dropout_from
 from ..optim import KerasAdam

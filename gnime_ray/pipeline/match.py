@@ -3,7 +3,7 @@
 The paper compares the defences at one perturbation size (Table 1: RND and OND at GNIME's
 perturbation MSE). At that size RND and OND keep more utility than GNIME (on real MNIST 0.97 to
 0.99 against 0.91 to 0.96), so a lower attack SSIM for GNIME could be bought with utility. A cell
-with ``match`` 'utility' or 'utility-topk' (config.py ``CellSpec``) therefore sizes RND's noise
+with ``match`` 'utility' or 'utility-topk' (cellspec.py ``CellSpec``) therefore sizes RND's noise
 (its variance) or OND's (its L2 budget, written as a perturbation MSE) so that the defence's
 utility equals GNIME's:
 
@@ -38,7 +38,8 @@ from typing import Callable
 import torch
 
 from ..cachedir import file_lock
-from ..config import CellSpec, Preset, content_hash, derive_seed
+from ..cellspec import CellSpec, content_hash, derive_seed
+from ..config import Preset
 from ..data.host_rows import HostRows
 from ..defenses import GnimeModel, ond_release
 from ..metrics import deepsim, deepsim_at, features, masked, topk_agreement

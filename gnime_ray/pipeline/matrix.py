@@ -23,15 +23,16 @@ from __future__ import annotations
 from typing import Callable, Mapping, Optional, Sequence
 
 from .. import echo
-from ..config import DEFENSES, CellSpec, Preset
+from ..cellspec import DEFENSES, CellSpec
+from ..config import Preset
 from ..paper import TABLE2_DEFENSES
 from ..store import read_rows, write_rows
-from .cells import baseline_cells, defence_cells
 from .calibrate import Calibration, calibrate_lambda, parse_target
 from .cell import run_cell
+from .cells import baseline_cells, defence_cells
 from .device import pick_device
-from .prepare import prepare
 from .opening import begin_study
+from .prepare import prepare
 
 Log = Callable[[str], None]
 

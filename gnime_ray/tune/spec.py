@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .. import GnimeRayError
-from ..config import DEFENSES, EXPLAINERS, MATCHES, Preset, get_preset, is_number, positive_finite
+from ..cellspec import DEFENSES, EXPLAINERS, MATCHES
+from ..config import Preset, get_preset, is_number, positive_finite
 from ..data import DATASETS
 from ..pipeline.calibrate import budget_gammas, paper_target
 

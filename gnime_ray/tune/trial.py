@@ -24,7 +24,7 @@ import torch
 from ray import tune
 
 from .. import TrainingDiverged
-from ..config import CellSpec
+from ..cellspec import CellSpec
 from ..pipeline.cells import defence_cells
 from ..pipeline.defend import gnime_config, train_or_load_gnime
 from ..speed import choose
@@ -33,6 +33,7 @@ from .nodes import NodeCheck, ensure_node, node_name
 from .resources import cap_gpu_memory, device_for
 from .spec import StudySpec, objective, worst_result
 from .tasks import prepared
+
 
 def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional[NodeCheck] = None) -> None:
     """Tune function trainable: train one GNIME (or load it), then attack it (module docstring)."""
