@@ -298,6 +298,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                       aux=args.aux_dataset, gnime_seeds=args.gnime_seeds, calibrate=args.calibrate, matches=matches)
 
     def at_budget(r: dict, i: int) -> bool:
+        if r["explainer"] not in gammas:  # the study's rows of an explainer this run did not name
+            return False
         gamma = gammas[r["explainer"]][i]
         return r["gamma"] == gamma or (gamma is None and r["gamma"] != r["gamma"])
 
