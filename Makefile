@@ -31,7 +31,7 @@ setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev
 
 demo: setup
-	$(PY) studies/quickstart.py --preset demo --study demo --front-points 1 --match perturbation,utility
+	$(PY) studies/quickstart.py --preset demo --study demo --num-samples 2 --front-points 1 --match perturbation,utility
 
 # the quickstart at the quick budget (real MNIST's operating point): 4 trials and 2 x 2 fresh GNIMEs of 3,000 steps
 # (about 8 minutes each on one core) with their attackers; not timed at this commit, estimated 1.5 to 2 hours on 2 cores

@@ -8,10 +8,11 @@ in ``__post_init__`` and raises ``ValueError`` naming the field. Four presets:
 - ``quick``: the CPU budget measured to land real MNIST (mnist5k) at lambda 100 near the paper's
   operating point (docs/results.md): classifiers at half width, NG, INV and attackers at 1/8,
   GNIME 3,000 steps of 256 at lr 3e-4 (about 8 minutes per GNIME on 2 cores).
-- ``demo``: ``make demo``'s budget, the quickstart in about six minutes on 2 cores: classifiers
-  at 1/4 width for 3 epochs (f about 0.85 accurate on mnist5k, not the paper's 0.99), NG, INV and
-  attackers at 1/16, GNIME 150 steps of 128 at lr 1e-3, attackers 4 epochs. Far from the paper's
-  operating point: it shows the method and the study's statistics, not the paper's numbers.
+- ``demo``: ``make demo``'s budget, the quickstart (two search trials) in about five and a half
+  minutes on 2 cores: classifiers at 1/4 width for 3 epochs (f about 0.85 accurate on mnist5k, not
+  the paper's 0.99), NG, INV and attackers at 1/16, GNIME 150 steps of 128 at lr 1e-3, attackers 3
+  epochs. Far from the paper's operating point: it shows the method and the study's statistics, not
+  the paper's numbers.
 - ``smoke``: tests; tiny data and narrow networks, seconds.
 
 Deviation from the release: the classifiers early-stop on a validation slice held out of the
@@ -167,10 +168,10 @@ PRESETS: dict[str, Preset] = {
                     attack_epochs=20, attack_batch_size=32, attack_patience=4, attack_lr=1e-3, ond_steps=10,
                     attribute_images=2000, attribute_epochs=3),
     # demo: `make demo`'s budget (module docstring), measured with studies/quickstart.py --preset demo
-    # --front-points 1 to finish within ten minutes on two CPU cores with the set-up (README)
+    # --num-samples 2 --front-points 1 to finish within ten minutes on two CPU cores with the set-up (README)
     "demo": Preset(name="demo", classifier_epochs=3, classifier_batch_size=64, classifier_patience=3,
                    classifier_width=0.25, net_width=0.0625, explain_batch_size=512, gnime_epochs=150,
-                   gnime_batch_size=128, gnime_lr=1e-3, gnime_steps_per_epoch=1, attack_epochs=4,
+                   gnime_batch_size=128, gnime_lr=1e-3, gnime_steps_per_epoch=1, attack_epochs=3,
                    attack_batch_size=64, attack_patience=2, attack_lr=1e-3, ond_steps=5, attribute_images=2000,
                    attribute_epochs=1),
     "smoke": Preset(name="smoke", classifier_epochs=2, classifier_batch_size=32, classifier_patience=1,

@@ -58,6 +58,10 @@ def test_classifier_features_and_cam():
     assert m.features(x).shape == (2, 32 * 8 * 8)  # the release's Flatten output
     c = build_classifier("celeba", (3, 128, 128), 5, width=0.0625).eval()
     assert c.features(torch.rand(2, 3, 128, 128)).shape == (2, 32)  # Dense512 (scaled) output
+    for model, x in ((m, torch.rand(5, 1, 32, 32)), (c, torch.rand(3, 3, 128, 128))):  # one pass, the same numbers
+        with torch.no_grad():
+            feats, out = model.features_and_logits(x)
+            assert torch.equal(feats, model.features(x)) and torch.equal(out, model(x))
 
 
 def _unet_reference(net, e, y):

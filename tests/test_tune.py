@@ -493,6 +493,7 @@ def test_a_search_is_reported_by_a_fresh_held_out_frontier(local_ray, tmp_path, 
     report_keys = {(r["cell"], r["attack_seed"]) for r in report["rows"]}
     assert not search_keys & report_keys
     assert {r["attack_seed"] for r in search["rows"]} == {0, 1}
+    assert all(r["defense"] == "gnime" and r["trial"] in trials for r in search["rows"])  # no baselines in a search
     assert {r["attack_seed"] for r in report["rows"]} == {REPORT_FIRST_SEED, REPORT_FIRST_SEED + 1}
     assert not {r["trial"] for r in report["rows"]} & set(trials)
     # baselines + 2 GNIMEs x (GNIME, RND and OND each at perturbation, utility and top-k utility) x 2 seeds

@@ -82,6 +82,15 @@ class Classifier(nn.Module):
         """Penultimate features (N, d) for DeePSiM."""
         return self.forward_to(x, self.feature_index).flatten(1)
 
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``features(x)``, ``forward(x)``) from one pass through the layers: the same operations
+        on the same batch as the two calls, so the same numbers, at the cost of one."""
+        h = self.forward_to(x, self.feature_index)
+        out = h
+        for layer in self.layers[self.feature_index + 1:]:
+            out = layer(out)
+        return h.flatten(1), out
+
     def cam_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(last conv activation (N, C', h, w) after ReLU before pooling, logits (N, K))."""
         a = self.forward_to(x, self.cam_index)

@@ -132,7 +132,8 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
     attributes = attribute_models_for(prep.dataset, preset, cache_dir, log)
     sample = split.test[figure_positions(len(split.test), spec.study_seed)]  # positions in eval
     ev = evaluate(attacker, inputs, x["eval"], prep, clean["eval"] if clean is not None else None,
-                  released["eval"], attributes, dev, preset.eval_batch_size, sample=sample)
+                  released["eval"], attributes, dev, preset.eval_batch_size, sample=sample,
+                  key=(spec.explainer, spec.variant))
     ev["sample_positions"] = torch.searchsorted(split.test, ev["sample_positions"])  # positions in test
     labels = prep.dataset.labels[split.eval]
     n_ref = paper_eval_images(spec.dataset)
@@ -231,9 +232,31 @@ def cell_config(spec: CellSpec, preset: Preset, prep: Prepared, device: torch.de
 
 
 @torch.no_grad()
+def reference_features(prep: Prepared, truth: HostRows, clean: Optional[HostRows], key: Optional[tuple[str, str]],
+                       batch_size: int) -> dict[str, torch.Tensor]:
+    """f's penultimate features of the evaluation images (``f_true``) and of x*e for their clean
+    maps (``u_clean``, with ``clean``): what every cell of the split compares its reconstructions
+    and released maps with. They depend on the prepared entry alone, so they are computed once
+    per process and explainer and kept in ``prep.memo``, batch by batch as ``evaluate`` went
+    before (the same chunks, so the same numbers)."""
+    memo_key = ("eval-reference", key if clean is not None else None, batch_size)
+    if memo_key not in prep.memo:
+        target = prep.target.eval()
+        parts: dict[str, list[torch.Tensor]] = {"f_true": [], "u_clean": []}
+        for pos in truth.chunks(batch_size):
+            x = truth.take(pos)
+            parts["f_true"].append(features(target, x, batch_size))
+            if clean is not None:
+                parts["u_clean"].append(features(target, masked(x, clean.take(pos)), batch_size))
+        prep.memo[memo_key] = {k: torch.cat(v) for k, v in parts.items() if v}
+    return prep.memo[memo_key]
+
+
+@torch.no_grad()
 def evaluate(attacker: torch.nn.Module, inputs: list[HostRows], truth: HostRows, prep: Prepared,
              clean: Optional[HostRows], released: Optional[HostRows], attributes, device: torch.device,
-             batch_size: int = 512, sample: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+             batch_size: int = 512, sample: Optional[torch.Tensor] = None,
+             key: Optional[tuple[str, str]] = None) -> dict[str, torch.Tensor]:
     """Everything a row measures on the evaluation split, one batch of ``batch_size`` at a time
     (memory bounded by a batch, whatever the split's size): per image, the reconstruction's MSE,
     SSIM and PSNR against the truth, f_E's and f's predictions, f's penultimate features of the
@@ -249,6 +272,7 @@ def evaluate(attacker: torch.nn.Module, inputs: list[HostRows], truth: HostRows,
         parts.setdefault(name, []).append(value)
 
     target, eval_model = prep.target.eval(), prep.eval_model.eval()
+    reference = reference_features(prep, truth, clean, key, batch_size)
     for pos in truth.chunks(batch_size):
         rec = attacker(*(r.to(device, pos) for r in inputs)).cpu().clamp_(0.0, 1.0)
         x = truth.take(pos)
@@ -256,16 +280,17 @@ def evaluate(attacker: torch.nn.Module, inputs: list[HostRows], truth: HostRows,
         add("ssim", ssim(rec, x))
         add("psnr", psnr(rec, x))
         add("pred_eval", eval_model(rec.to(device)).argmax(1).cpu())
-        add("pred_target", target(rec.to(device)).argmax(1).cpu())
-        add("f_rec", features(target, rec, batch_size))
-        add("f_true", features(target, x, batch_size))
+        f_rec, logits = target.features_and_logits(rec.to(device))
+        add("pred_target", logits.argmax(1).cpu())
+        add("f_rec", f_rec.cpu())
+        add("f_true", reference["f_true"][pos])
         if attributes is not None:
             add("attributes", attributes.predict(rec, device))
         if clean is not None:
             e, e_hat = clean.take(pos), released.take(pos)
             add("perturbation", perturbation_mse(e, e_hat))
             add("u_topk", topk_agreement(e, e_hat))
-            add("u_clean", features(target, masked(x, e), batch_size))
+            add("u_clean", reference["u_clean"][pos])
             add("u_released", features(target, masked(x, e_hat), batch_size))
         if sample is not None:
             keep = torch.isin(pos, sample)

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from .. import GnimeRayError, __version__, echo
+from .. import GnimeRayError, __version__, echo, time_left
 from ..cachedir import file_lock, resolve_cache_dir
 from ..cellspec import content_hash, derive_seed
 from ..config import Preset
@@ -86,6 +86,9 @@ class Prepared:
     from_cache: bool
     seconds: dict[str, float] = field(default_factory=dict)
     artifacts: Optional[ArtifactStore] = None
+    # what cells of this process compute once from the entry alone and share (pipeline/cell.py's
+    # reference features of the evaluation split); never part of the cache or of equality
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def cache_root(self) -> Path:
@@ -149,29 +152,38 @@ def _notice_earlier_entry(cache_root: Path, dataset: str, data: ImageDataset, se
 
 
 def batches_into(path: Path, n: int, batch_size: int, dtype: np.dtype,
-                 batch: Callable[[int, int], torch.Tensor]) -> None:
+                 batch: Callable[[int, int], torch.Tensor], log: Optional[Log] = None, what: str = "",
+                 every: float = 10.0) -> None:
     """Write ``batch(i, j)`` (rows i..j, any float tensor) for consecutive ranges into the cached
     array ``path`` of ``n`` rows in ``dtype``; the row shape is that of the first batch. Only one
-    batch is ever in memory."""
+    batch is ever in memory. With ``log``: a line ``prepare: WHAT: i/n images (time; time left)``
+    at most every ``every`` seconds while it runs."""
+    t0 = last = time.perf_counter()
     first = batch(0, min(batch_size, n)).cpu()
 
     def fill(arr: np.ndarray) -> None:
+        nonlocal last
         arr[:first.shape[0]] = first.numpy()
         for i in range(first.shape[0], n, batch_size):
-            arr[i:i + batch_size] = batch(i, min(i + batch_size, n)).cpu().numpy()
+            j = min(i + batch_size, n)
+            arr[i:j] = batch(i, j).cpu().numpy()
+            now = time.perf_counter()
+            if log is not None and now - last >= every and j < n:
+                last = now
+                log(f"prepare: {what}: {j}/{n} images ({now - t0:.0f}s{time_left(now - t0, j, n)})")
 
     write_array(path, (n, *first.shape[1:]), dtype, fill)
 
 
 def compute_maps(model: torch.nn.Module, images: torch.Tensor, explainer: str, variant: str,
-                 batch_size: int, device: torch.device, path: Path) -> None:
+                 batch_size: int, device: torch.device, path: Path, log: Optional[Log] = None) -> None:
     """Maps of uint8 images (N, C, H, W), float32 (N, C', H', W') in [0, 1] computed in
     consecutive chunks of ``batch_size`` (the paper Grad-CAM depends on them), stored as the
-    float16 array ``path`` (module docstring of ``MAP_DTYPE``)."""
+    float16 array ``path`` (module docstring of ``MAP_DTYPE``); progress lines to ``log``."""
     fn = get_explainer(explainer, variant)
     model.to(device)
     batches_into(path, images.shape[0], batch_size, MAP_DTYPE,
-                 lambda i, j: fn(model, to_device(to_float(images[i:j]), device)))
+                 lambda i, j: fn(model, to_device(to_float(images[i:j]), device)), log, f"{explainer} maps")
 
 
 def artifact_store(out: Optional[str], cache_root: Path, log: Log = echo,
@@ -221,7 +233,8 @@ def release_outputs(entry: Path, model: torch.nn.Module, images: torch.Tensor, e
 
     @torch.no_grad()
     def logits_into(path: Path) -> None:
-        batches_into(path, images.shape[0], 512, np.float32, lambda i, j: model(to_device(to_float(images[i:j]), device)))
+        batches_into(path, images.shape[0], 512, np.float32, lambda i, j: model(to_device(to_float(images[i:j]), device)),
+                     log, "f's logits")
 
     logits, _ = cached_array(entry / "logits.npy", logits_into, artifacts, log)
     maps: dict[tuple[str, str], torch.Tensor] = {}
@@ -230,7 +243,7 @@ def release_outputs(entry: Path, model: torch.nn.Module, images: torch.Tensor, e
         t0 = time.perf_counter()
         stem = f"maps-{name}-{variant}-b{batch_size}"
         maps[(name, variant)], computed = cached_array(
-            entry / f"{stem}.f16.npy", lambda p: compute_maps(model, images, name, variant, batch_size, device, p),
+            entry / f"{stem}.f16.npy", lambda p: compute_maps(model, images, name, variant, batch_size, device, p, log),
             artifacts, log)
         if computed:
             seconds[f"maps_{name}"] = time.perf_counter() - t0

@@ -4,7 +4,11 @@
 NG width and gamma, copyable), when it is running on a node, at every fifth of its GNIME epochs
 (with the time left at the trial's own rate so far),
 when its attackers are launched and as each finishes, when it ends (objective and metrics, or
-``diverged``) or fails. ``quiet_ray_logging`` keeps Ray's and Tune's own INFO/WARNING chatter
+``diverged``) or fails. On a terminal it also draws one tqdm bar per experiment, in trials (a
+running trial counts by its GNIME epochs and finished attackers, the GNIME's share of a trial
+learnt from the trials that ended, a half before), with tqdm's estimate of the time left; the
+lines are written around it, and where the output is not a terminal (a log file, CI) there is no
+bar, only the lines. ``quiet_ray_logging`` keeps Ray's and Tune's own INFO/WARNING chatter
 (experiment-state snapshots, checkpoint notices) off the console; ``--verbose`` shows everything,
 and the workers' own output always stays in Ray's log folder (``ray.init(log_to_driver=False)``).
 """
@@ -13,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import warnings
-from typing import Callable
+from typing import Callable, Optional
 
 from ray.tune import Callback
+from tqdm import tqdm
 
 from .. import time_left
 
@@ -57,13 +63,53 @@ def describe_config(config: dict) -> str:
 class StudyConsole(Callback):
     """One line per trial event (module docstring)."""
 
-    def __init__(self, study: str, explainer: str, log: Log):
+    def __init__(self, study: str, explainer: str, log: Log, trials: Optional[int] = None,
+                 bar: Optional[bool] = None):
+        """``trials``: how many trials the experiment runs (the bar's total; no bar without it);
+        ``bar``: draw it (None: when stderr is a terminal)."""
         self.prefix = f"[{study} {explainer}]"
         self.log = log
         self.seen_node: set[str] = set()
         self.last_epoch: dict[str, int] = {}
         self.started: dict[str, float] = {}
         self.first_seen: dict[tuple[str, str], tuple[float, int]] = {}  # (trial, stage) -> (time, count then)
+        self.parts: dict[str, tuple[float, float]] = {}  # trial -> (GNIME done, attackers done), fractions
+        self.gnime_shares: list[float] = []  # of the trials that ended: GNIME seconds / trial seconds
+        self.bar = None
+        if trials:
+            self.bar = tqdm(total=trials, desc=f"{study} {explainer}", unit="trial", file=sys.stderr,
+                            disable=None if bar is None else not bar, dynamic_ncols=True, leave=True,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} trials "
+                                       "[{elapsed}<{remaining}]")
+
+    def progress(self) -> float:
+        """Trials done, a running trial counted by its share: GNIME epochs and finished attackers,
+        weighted by the GNIME's share of the trials that ended (a half before any has)."""
+        share = sum(self.gnime_shares) / len(self.gnime_shares) if self.gnime_shares else 0.5
+        return sum(share * g + (1.0 - share) * a for g, a in self.parts.values())
+
+    def _advance(self, tid: str, gnime: Optional[float] = None, attack: Optional[float] = None) -> None:
+        g, a = self.parts.get(tid, (0.0, 0.0))
+        self.parts[tid] = (g if gnime is None else gnime, a if attack is None else attack)
+        if self.bar is not None and not self.bar.disable:
+            self.bar.n = self.progress()
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks into the experiment's state; a bar (a lock, a terminal) is not kept
+        return {**self.__dict__, "bar": None}
+
+    def on_step_begin(self, iteration, trials, **info):
+        for t in trials:  # trials that ended before this driver (a restored experiment) count as done
+            if t.status in ("TERMINATED", "ERROR") and self.parts.get(t.trial_id) != (1.0, 1.0):
+                self._advance(t.trial_id, gnime=1.0, attack=1.0)
+
+    def on_experiment_end(self, trials, **info):
+        self.close()
 
     def _left(self, tid: str, stage: str, done: int, total: int) -> str:
         """'; ~N s left' from this trial's rate in this stage since its first report (blank at first)."""
@@ -74,7 +120,8 @@ class StudyConsole(Callback):
         return time_left(now - t0, done - d0, total - d0)
 
     def _say(self, trial, text: str) -> None:
-        self.log(f"{self.prefix} trial {trial.trial_id}: {text}")
+        with tqdm.external_write_mode():  # the bar is cleared around the line and drawn again after it
+            self.log(f"{self.prefix} trial {trial.trial_id}: {text}")
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started[trial.trial_id] = time.perf_counter()
@@ -93,6 +140,7 @@ class StudyConsole(Callback):
             epoch, epochs = int(result["epoch"]), int(result["epochs"])
             step = max(1, epochs // 5)
             left = self._left(tid, "gnime", epoch, epochs)
+            self._advance(tid, gnime=epoch / epochs)
             if epoch == epochs or epoch // step > self.last_epoch.get(tid, 0) // step:
                 self.last_epoch[tid] = epoch
                 self._say(trial, f"GNIME epoch {epoch}/{epochs}: L_adv {result['l_adv']:.4f} "
@@ -100,6 +148,7 @@ class StudyConsole(Callback):
         elif stage == "attack":
             done, total = int(result["attackers_done"]), int(result["attackers"])
             left = self._left(tid, "attack", done, total)
+            self._advance(tid, gnime=1.0, attack=done / total if total else 1.0)
             if done == 0:
                 self._say(trial, f"GNIME ready ({result['gnime_seconds']:.0f}s); {total} attackers to run (in its "
                                  f"attack pool and in its own process)")
@@ -107,6 +156,10 @@ class StudyConsole(Callback):
                 self._say(trial, f"attackers {done}/{total} finished{left}")
         elif result.get("final"):
             took = time.perf_counter() - self.started.get(tid, time.perf_counter())
+            trial_seconds = result.get("gnime_seconds", 0.0) + result.get("attack_phase_seconds", 0.0)
+            if result.get("status") != "diverged" and trial_seconds > 0:
+                self.gnime_shares.append(result.get("gnime_seconds", 0.0) / trial_seconds)
+            self._advance(tid, gnime=1.0, attack=1.0)
             if result.get("status") == "diverged":
                 self._say(trial, f"diverged: {result.get('error', '')} ({took:.0f}s)")
             else:

@@ -4,7 +4,8 @@ GNIMEs and fresh attackers (docs/studies.md, "The search's question and the held
 A search chooses on the SELECTION images of the evaluation split (tune/spec.py ``objective``), so
 its trials' own scores are optimistic twice over: each is the best of several noisy draws (GNIME's
 training and the attackers' seeds), measured on the images it was chosen on. What a table reports
-after a search is therefore a fresh experiment, per explainer:
+after a search is therefore a fresh experiment, per explainer (the search itself runs no baselines,
+whatever its spec says: they answer nothing it asks, and the report runs them with its own seeds):
 
 1. the chosen points: for a two-objective search, the feasible Pareto-optimal trials (Optuna's
    front: utility at or above the floor on the selection images), at most ``front_points`` of them
@@ -135,7 +136,7 @@ def search_and_report(spec: StudySpec, final_gnime_seeds: int, log: Log = echo, 
         raise GnimeRayError(f"--match must be a non-empty subset of {','.join(MATCHES)}, got {','.join(matches)!r}")
     if spec.search != "optuna":
         raise GnimeRayError(f"study {spec.name}: a held-out report follows a search (search='optuna'), not a grid")
-    search = run_study(spec, log)
+    search = run_study(dataclasses.replace(spec, baselines=False), log)
     out = search["spec"].out
     record = read_record(out, spec.name) or {}
     chosen = record.get("chosen")

@@ -208,7 +208,8 @@ def _search(spec: StudySpec, explainer: str, check: NodeCheck | None, pgf: tune.
     summaries with their Pareto flags."""
     trainable = tune.with_resources(tune.with_parameters(gnime_trial, study=spec, check=check), pgf)
     path = f"{storage}/{spec.name}-{explainer}"
-    console = StudyConsole(spec.name, explainer, log)
+    expected = spec.num_samples if spec.search == "optuna" else grid_size(spec)
+    console = StudyConsole(spec.name, explainer, log, trials=expected)
     search_log = OptunaLog(spec, explainer)
     try:
         if tune.Tuner.can_restore(path):
@@ -228,7 +229,6 @@ def _search(spec: StudySpec, explainer: str, check: NodeCheck | None, pgf: tune.
         if node_problem:
             raise GnimeRayError(node_problem)
         summaries = [_summary(spec, explainer, r) for r in results]
-        expected = spec.num_samples if spec.search == "optuna" else grid_size(spec)
         ended = sum(t["status"] != "unfinished" for t in summaries)
         if ended < expected:  # Tune returns when Ctrl-C stops it: what ended is kept, the rest is not done
             raise Interrupted(f"the {explainer} search of study {spec.name} stopped after {ended} of its {expected} "
@@ -248,6 +248,7 @@ def _search(spec: StudySpec, explainer: str, check: NodeCheck | None, pgf: tune.
                 log(f"[{spec.name} {explainer}] trial {t['trial']} {t['status']}: {t['error']}")
         return summaries
     finally:
+        console.close()
         search_log.close()
 
 
