@@ -1,4 +1,4 @@
-# The entry points of the README: `make demo` (the quickstart on real MNIST digits, about ten minutes),
+# The entry points of the README: `make demo` (the quickstart on real MNIST digits, under nine minutes on 2 cores),
 # `make test` (what CI runs), `make test-fast` (the suite without its slow tests), `make matrix` and
 # `make frontier` (the real-MNIST results of docs/results.md, without Ray), `make demo-full` (the quickstart at
 # the quick budget). Each creates .venv when it is missing and installs the project into it, every package at
@@ -14,7 +14,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 .PHONY: setup setup-dev demo demo-full figures matrix frontier test test-fast constraints clean
 
 # what the studies need; the tests' tools (pytest, scikit-image, moto, ...) come with setup-dev, so that
-# `make demo` does not wait for them (about 30 s of its ten minutes)
+# `make demo` does not wait for them (about 30 s of its eight and a half minutes)
 $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -1,7 +1,7 @@
 """gnime_ray: GNIME (Jeong et al., NeurIPS 2022) and explanation-aware model inversion, on Ray.
 
 Layers, each importing only those before it (the README and docs link here):
-config, cellspec, paper, cachedir, optim, statistics, flags -> store (results root, artifacts, tables, the frontier) -> data
+config, cellspec, paper, cachedir, optim, statistics, flags, progress -> store (results root, artifacts, tables, the frontier) -> data
 -> models -> explain -> defenses -> attacks -> metrics -> pipeline -> tune (the only Ray code) -> cli; the
 scripts in studies/ sit on tune, those in benchmarks/ on any layer.
 

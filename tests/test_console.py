@@ -70,3 +70,22 @@ def test_no_bar_without_a_terminal_or_a_trial_count(capsys):
     console.on_trial_result(0, [t], t, _gnime(150))
     console.close()
     assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_and_the_lines_around_it(capsys):
+    from gnime_ray.progress import around_bars, progress_bar
+
+    lines = []
+    bar = progress_bar(4, "matrix m", "cell", show=True)
+    log = around_bars(lines.append)
+    bar.update(1)
+    log("[1/4] expmi lrp gnime seed 0")
+    bar.update(1)
+    bar.close()
+    assert lines == ["[1/4] expmi lrp gnime seed 0"]  # the line itself unchanged
+    err = capsys.readouterr().err
+    assert "matrix m:" in err and "2/4 cells" in err
+    hidden = progress_bar(4, "matrix m", "cell")  # not a terminal: nothing drawn
+    hidden.update(4)
+    hidden.close()
+    assert capsys.readouterr().err == ""

@@ -234,3 +234,15 @@ def test_deterministic_releases_are_computed_once_per_node_and_rnd_scratch_is_re
     assert first["perturbation_mse"] == second["perturbation_mse"] and first["ssim"] != second["ssim"]
     run("rnd", 0)
     assert not files("tmp-*")  # RND's per-seed releases are scratch, removed with the cell
+
+
+def test_batches_into_writes_every_batch_and_reports_its_progress(tmp_path):
+    from gnime_ray.pipeline.prepare import batches_into
+
+    lines = []
+    rows = torch.arange(10.0)[:, None].repeat(1, 3)
+    batches_into(tmp_path / "a.npy", 10, 4, np.float32, lambda i, j: rows[i:j] * 2, log=lines.append, what="f's logits",
+                 every=0.0)
+    assert np.array_equal(load_array(tmp_path / "a.npy"), (rows * 2).numpy())
+    # a line after each batch but the last (its end is the caller's line), with the images done
+    assert [line.split(" (")[0] for line in lines] == ["prepare: f's logits: 8/10 images"]

@@ -10,7 +10,8 @@ cells built on GNIME record that search in their ``calibration`` column. ``gamma
 GNIME at several perturbation budgets (Eq. 3; no retraining), and ``matches`` adds RND and OND
 matched to GNIME's utility beside the paper's perturbation-matched ones (pipeline/match.py): the
 rows of a held-out frontier (store/frontier.py), with the GNIME seeds as its repetitions. Each
-row is written to Parquet as soon as its cell finishes; cells whose (study, cell, attack seed) row already exists under ``out`` are skipped, so an
+row is written to Parquet as soon as its cell finishes (a line per cell with the time left at the
+rate so far, and a tqdm bar in cells on a terminal: gnime_ray/progress.py); cells whose (study, cell, attack seed) row already exists under ``out`` are skipped, so an
 interrupted matrix resumes where it stopped; the study's record (pipeline/opening.py) refuses to
 resume it with another preset or calibration target, and keeps its one memory-format decision.
 Nothing here chooses on evaluation numbers (the calibration reads the target half), so every row's
@@ -20,12 +21,14 @@ store beside the rows (store/artifacts.py).
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Mapping, Optional, Sequence
 
-from .. import echo
+from .. import echo, time_left
 from ..cellspec import DEFENSES, CellSpec
 from ..config import Preset
 from ..paper import TABLE2_DEFENSES
+from ..progress import around_bars, progress_bar
 from ..store import read_rows, write_rows
 from .calibrate import Calibration, calibrate_lambda, parse_target
 from .cell import run_cell
@@ -85,6 +88,8 @@ def run_matrix(dataset: str, preset: Preset, *, seeds: int, out: str, study: str
         if prep is None:
             prep = prepare(dataset, preset, study_seed, explainers=explainers, variant=variant, cache_dir=cache_dir,
                            data_root=data_root, device=device, log=log, out=out)
+        bar, log = progress_bar(len(todo), f"matrix {study}", "cell"), around_bars(log)
+        t0 = time.perf_counter()
         for i, spec in enumerate(todo, 1):
             row = run_cell(spec, preset, device=device, study=study, log=log, prep=prep, cache_dir=cache_dir,
                            data_root=data_root)
@@ -96,5 +101,7 @@ def run_matrix(dataset: str, preset: Preset, *, seeds: int, out: str, study: str
                 f"{'' if spec.gamma is None else f' gamma {spec.gamma:g}'}"
                 f"{f' GNIME {spec.gnime_seed}' if gnime_seeds > 1 and spec.uses_gnime else ''} seed {spec.seed}: "
                 f"SSIM {row['ssim']:.4f} TCA {row['tca']:.4f} MSE {row['mse']:.4f} "
-                f"({row['wall_seconds']:.0f}s)")
+                f"({row['wall_seconds']:.0f}s{time_left(time.perf_counter() - t0, i, len(todo))})")
+            bar.update(1)
+        bar.close()
     return [r for r in read_rows(out).to_pylist() if r["study"] == study and r["dataset"] == dataset]

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 import warnings
 from typing import Callable, Optional
 
 from ray.tune import Callback
-from tqdm import tqdm
 
 from .. import time_left
+from ..progress import around_bars, progress_bar
 
 Log = Callable[[str], None]
 # Tune's loggers whose warnings (slow experiment-state syncs, checkpoint notices) are not the study's
@@ -75,12 +74,7 @@ class StudyConsole(Callback):
         self.first_seen: dict[tuple[str, str], tuple[float, int]] = {}  # (trial, stage) -> (time, count then)
         self.parts: dict[str, tuple[float, float]] = {}  # trial -> (GNIME done, attackers done), fractions
         self.gnime_shares: list[float] = []  # of the trials that ended: GNIME seconds / trial seconds
-        self.bar = None
-        if trials:
-            self.bar = tqdm(total=trials, desc=f"{study} {explainer}", unit="trial", file=sys.stderr,
-                            disable=None if bar is None else not bar, dynamic_ncols=True, leave=True,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} trials "
-                                       "[{elapsed}<{remaining}]")
+        self.bar = progress_bar(trials, f"{study} {explainer}", "trial", bar) if trials else None
 
     def progress(self) -> float:
         """Trials done, a running trial counted by its share: GNIME epochs and finished attackers,
@@ -120,8 +114,7 @@ class StudyConsole(Callback):
         return time_left(now - t0, done - d0, total - d0)
 
     def _say(self, trial, text: str) -> None:
-        with tqdm.external_write_mode():  # the bar is cleared around the line and drawn again after it
-            self.log(f"{self.prefix} trial {trial.trial_id}: {text}")
+        around_bars(self.log)(f"{self.prefix} trial {trial.trial_id}: {text}")
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started[trial.trial_id] = time.perf_counter()
