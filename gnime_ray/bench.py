@@ -1,7 +1,8 @@
 """Throughput benchmark: ``python -m gnime_ray.bench [--device cpu|cuda] [--bf16] [--memory-format F] [--compare]``.
 
 Prints images/s for one GNIME training step (one NG forward, two INV forwards, one backward,
-two Adam steps), one ExpMI attacker step and each explainer, on 32x32x1 inputs with 10 classes,
+two Adam steps), one ExpMI attacker step and each explainer (the paper's three in both variants,
+Captum's methods at the paper preset's settings, with ms per image), on 32x32x1 inputs with 10 classes,
 at width 1 (the release's networks) and batch 128 by default, plus each step's FLOPs per image
 (torch.utils.flop_counter), so that the achieved GFLOP/s can be read against the machine.
 ``--memory-format`` defaults to ``auto``, the settings a study would choose on this machine
@@ -31,7 +32,8 @@ from .attacks import build_attacker
 from .optim import KerasAdam
 from .speed import MEMORY_FORMATS, choose, cpu_info
 from .defenses.gnime import GnimeConfig, GnimeModel, build_networks, gnime_step, make_optimisers
-from .explain import EXPLAINER_NAMES, get_explainer
+from .config import get_preset
+from .explain import CAPTUM_EXPLAINERS, PAPER_EXPLAINERS, explainer_settings, get_explainer
 from .models import build_classifier
 
 
@@ -186,16 +188,19 @@ def main(argv=None) -> int:
     print(f"expmi step     : {b / dt:8.1f} images/s  {flops / 1e9:6.2f} GFLOP/image  {flops * b / dt / 1e9:7.1f} GFLOP/s")
 
     clf = build_classifier("small", (1, 32, 32), 10).to(dev, memory_format=fmt).eval()
-    for name in EXPLAINER_NAMES:
-        for variant in ("paper", "standard"):
-            fn = get_explainer(name, variant)
-            run = lambda: fn(clf, x)
-            try:
-                dt = _time(run, 1, args.repeats, dev)
-            except ImportError as exc:  # zennit missing from this environment
-                print(f"{name:8s} {variant:8s}: skipped ({exc})")
-                continue
-            print(f"{name:8s} {variant:8s}: {b / dt:8.1f} images/s")
+    paper = get_preset("paper")
+    runs = [(n, v) for n in PAPER_EXPLAINERS for v in ("paper", "standard")] + [(n, "") for n in CAPTUM_EXPLAINERS]
+    for name, variant in runs:
+        settings = explainer_settings(name, paper)
+        fn = get_explainer(name, variant or "paper", settings)
+        run = lambda: fn(clf, x)
+        try:
+            dt = _time(run, 1, args.repeats, dev)
+        except ImportError as exc:  # zennit or captum missing from this environment
+            print(f"{name:10s} {variant:8s}: skipped ({exc})")
+            continue
+        print(f"{name:10s} {variant:8s}: {b / dt:8.1f} images/s  {1000 * dt / b:7.2f} ms/image"
+              + (f"  ({', '.join(f'{k} {v}' for k, v in settings.items())})" if settings else ""))
     return 0
 
 

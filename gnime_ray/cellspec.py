@@ -25,7 +25,13 @@ def derive_seed(seed: int, *key: Any) -> int:
 
 
 # Canonical names; the registries in data/, explain/, defenses/ and attacks/ use these keys.
-EXPLAINERS = ("grad", "gradcam", "lrp")
+# the paper's three (each in the variants below), then Captum's attribution methods (explain/captum_methods.py;
+# one definition each: the variant names the paper's quirks, which they do not have)
+PAPER_EXPLAINERS = ("grad", "gradcam", "lrp")
+CAPTUM_EXPLAINERS = ("ig", "smoothgrad", "gxi", "deeplift", "gradshap", "guidedbp")
+EXPLAINERS = PAPER_EXPLAINERS + CAPTUM_EXPLAINERS
+EXPLAINERS_HELP = (f"comma-separated explainers: the paper's {', '.join(PAPER_EXPLAINERS)}, or Captum's "
+                   f"{', '.join(CAPTUM_EXPLAINERS)} (their settings: --set ig_steps=..., docs/explainers.md)")
 EXPLAINER_VARIANTS = ("paper", "paper-flat", "standard")  # explain/__init__.py
 DEFENSES = ("none", "rnd", "ond", "gnime")
 ATTACKS = ("expmi", "predmi")

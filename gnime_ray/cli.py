@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 from . import GnimeRayError, Interrupted, TrainingDiverged
 from .cachedir import add_cache_dir_option
+from .cellspec import EXPLAINERS_HELP
 from .config import get_preset, parse_overrides
 from .flags import (
     Parser,
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     add_study_seed(p)
     renamed(p, "--seed", "use --study-seed")
-    p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated explainers")
+    p.add_argument("--explainers", default="grad,gradcam,lrp", help=EXPLAINERS_HELP)
     p.add_argument("--variant", default="paper", help=VARIANT_HELP)
 
     p = sub.add_parser("cell", help="one Table 1 cell: prepare, defence, one attacker, metrics -> one Parquet row")
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     add_attack_seeds(p, 3)
     renamed(p, "--seed", "it was never used: the study's seed is --study-seed, the attack seeds 0 .. --attack-seeds - 1")
-    p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated explainers")
+    p.add_argument("--explainers", default="grad,gradcam,lrp", help=EXPLAINERS_HELP)
     add_study(p, help="the study's name (default: matrix-DATASET-PRESET, with -calibrated and -gnimeN when those "
                       "options are used)")
     add_gnime_seeds(p, 1, "independently trained GNIMEs per explainer; the table then reports the attack-seed and "
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_out(p)
     p.add_argument("--dataset", required=True, help="dataset of the rows")
     add_study(p, help="only this study's rows (needed when several configurations share a column)")
-    p.add_argument("--explainers", default="grad,gradcam,lrp", help="comma-separated explainers")
+    p.add_argument("--explainers", default="grad,gradcam,lrp", help=EXPLAINERS_HELP)
     p.add_argument("--aux-dataset", default="same", help="the attackers' training data (facescrub: Table 2)")
     p.add_argument("--trial", default=None, help="one trial of a search study (with --study): its GNIME column beside "
                                                  "the study's baselines")

@@ -30,6 +30,13 @@ from typing import Any, Optional
 from . import GnimeRayError
 
 
+# preset fields added after studies were recorded, which cannot have changed a number of a study recorded
+# without them (store/studies.py check_identity accepts such a record): Captum's settings (no study before
+# them computed a Captum map)
+LATER_PRESET_FIELDS = ("ig_steps", "attribution_baseline", "smoothgrad_samples", "smoothgrad_noise", "gradshap_samples",
+                       "gradshap_noise")
+
+
 def check_field(cond: bool, field: str, expected: str, value: Any) -> None:
     if not cond:
         raise ValueError(f"{field} must be {expected}, got {value!r}")
@@ -95,6 +102,15 @@ class Preset:
     ond_steps: int = 20
     # bf16 autocast in the GNIME step (CPU and GPU)
     bf16: bool = False
+    # Captum's attribution methods (explain/captum_methods.py): Integrated Gradients' steps, the baseline
+    # of IG and DeepLIFT (black: zeros, white: ones), SmoothGrad's and GradientSHAP's samples and noise
+    # (standard deviations in the images' [0, 1] units)
+    ig_steps: int = 32
+    attribution_baseline: str = "black"
+    smoothgrad_samples: int = 16
+    smoothgrad_noise: float = 0.15
+    gradshap_samples: int = 16
+    gradshap_noise: float = 0.1
     # memory format of the networks and batches in training: auto (the fastest, measured per machine in
     # gnime_ray/speed.py), channels_last or contiguous; it changes float rounding only
     memory_format: str = "auto"
@@ -115,12 +131,18 @@ class Preset:
         for f in ("classifier_epochs", "classifier_batch_size", "classifier_patience", "explain_batch_size", "eval_batch_size",
                   "gnime_epochs", "gnime_batch_size", "attack_epochs", "attack_batch_size", "attack_patience",
                   "ond_steps", "celeba_identities", "celeba_images_per_identity", "attribute_images",
-                  "attribute_epochs", "attribute_batch_size"):
+                  "attribute_epochs", "attribute_batch_size", "ig_steps", "smoothgrad_samples", "gradshap_samples"):
             v = getattr(self, f)
             check_field(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f, "an integer >= 1", v)
         for f in ("classifier_lr", "classifier_width", "net_width", "gnime_lr", "attack_lr", "attribute_lr"):
             check_field(positive_finite(getattr(self, f)), f, "a finite number > 0", getattr(self, f))
         check_field(isinstance(self.bf16, bool), "bf16", "true or false", self.bf16)
+        for f in ("smoothgrad_noise", "gradshap_noise"):
+            v = getattr(self, f)
+            check_field(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0, f,
+                        "a finite number >= 0", v)
+        check_field(self.attribution_baseline in ("black", "white"), "attribution_baseline", "black or white",
+                    self.attribution_baseline)
         check_field(self.gnime_variant in ("paper", "one-scale"), "gnime_variant", "paper or one-scale", self.gnime_variant)
         check_field(self.attack_optimiser in ("uniform", "release"), "attack_optimiser", "uniform or release",
                self.attack_optimiser)

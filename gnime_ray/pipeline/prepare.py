@@ -26,11 +26,11 @@ import torch
 from .. import GnimeRayError, __version__, echo, time_left
 from ..cachedir import file_lock, resolve_cache_dir
 from ..cellspec import content_hash, derive_seed
-from ..config import Preset
+from ..config import Preset, get_preset
 from ..data import DATASETS, DataSplit, ImageDataset, load_dataset, make_split
 from ..data.host_rows import HostRows, to_device
 from ..data.registry import to_float
-from ..explain import EXPLAINER_NAMES, get_explainer
+from ..explain import PAPER_EXPLAINERS, explainer_settings, get_explainer
 from ..metrics import accuracy
 from ..models import ARCH_BY_DATASET, CLASSIFIER_ARCHS, Classifier, build_classifier
 from ..speed import choose
@@ -176,11 +176,13 @@ def batches_into(path: Path, n: int, batch_size: int, dtype: np.dtype,
 
 
 def compute_maps(model: torch.nn.Module, images: torch.Tensor, explainer: str, variant: str,
-                 batch_size: int, device: torch.device, path: Path, log: Optional[Log] = None) -> None:
+                 batch_size: int, device: torch.device, path: Path, log: Optional[Log] = None,
+                 settings: Optional[dict] = None) -> None:
     """Maps of uint8 images (N, C, H, W), float32 (N, C', H', W') in [0, 1] computed in
     consecutive chunks of ``batch_size`` (the paper Grad-CAM depends on them), stored as the
-    float16 array ``path`` (module docstring of ``MAP_DTYPE``); progress lines to ``log``."""
-    fn = get_explainer(explainer, variant)
+    float16 array ``path`` (module docstring of ``MAP_DTYPE``); progress lines to ``log``;
+    ``settings``: a Captum method's (explain/captum_methods.py)."""
+    fn = get_explainer(explainer, variant, settings)
     model.to(device)
     batches_into(path, images.shape[0], batch_size, MAP_DTYPE,
                  lambda i, j: fn(model, to_device(to_float(images[i:j]), device)), log, f"{explainer} maps")
@@ -223,12 +225,14 @@ def cached_array(path: Path, compute: Callable[[Path], None], artifacts: Optiona
 
 def release_outputs(entry: Path, model: torch.nn.Module, images: torch.Tensor, explainers: Sequence[str],
                     variant: str, batch_size: int, device: torch.device, log: Log = echo,
-                    artifacts: Optional[ArtifactStore] = None
+                    artifacts: Optional[ArtifactStore] = None, preset: Optional[Preset] = None
                     ) -> tuple[torch.Tensor, dict[tuple[str, str], torch.Tensor], dict[str, float]]:
     """What the target ``model`` releases for uint8 ``images``: its logits (N, K) float32 and each
     explainer's maps (N, C', H', W') float16, memory-mapped from ``entry`` (fetched from the
     artifact store, or computed batch by batch and cached there); also the seconds each
-    computation took."""
+    computation took. A Captum method's settings come from ``preset`` (the paper preset's without
+    one) and are part of its maps' file name; the paper's three keep their names."""
+    preset = preset or get_preset("paper")
     model.to(device).eval()
 
     @torch.no_grad()
@@ -241,18 +245,20 @@ def release_outputs(entry: Path, model: torch.nn.Module, images: torch.Tensor, e
     seconds: dict[str, float] = {}
     for name in explainers:
         t0 = time.perf_counter()
-        stem = f"maps-{name}-{variant}-b{batch_size}"
+        settings = explainer_settings(name, preset)
+        stem = f"maps-{name}-{variant}-b{batch_size}" + (f"-{content_hash(settings)}" if settings else "")
         maps[(name, variant)], computed = cached_array(
-            entry / f"{stem}.f16.npy", lambda p: compute_maps(model, images, name, variant, batch_size, device, p, log),
-            artifacts, log)
+            entry / f"{stem}.f16.npy",
+            lambda p: compute_maps(model, images, name, variant, batch_size, device, p, log, settings), artifacts, log)
         if computed:
             seconds[f"maps_{name}"] = time.perf_counter() - t0
             log(f"prepare: computed {name} ({variant}) maps {tuple(maps[(name, variant)].shape)} "
-                f"in {seconds[f'maps_{name}']:.1f}s")
+                f"in {seconds[f'maps_{name}']:.1f}s ({1000 * seconds[f'maps_{name}'] / max(1, len(images)):.2f} ms "
+                f"per image{', ' + ', '.join(f'{k} {v}' for k, v in settings.items()) if settings else ''})")
     return logits, maps, seconds
 
 
-def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence[str] = EXPLAINER_NAMES,
+def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence[str] = PAPER_EXPLAINERS,
             variant: str = "paper", cache_dir: Optional[str] = None, data_root: Optional[str] = None,
             device: Optional[str] = None, log: Log = echo, out: Optional[str] = None,
             read_only: bool = False) -> Prepared:
@@ -328,7 +334,7 @@ def prepare(dataset: str, preset: Preset, seed: int = 0, *, explainers: Sequence
     target.to(dev).eval()
     eval_model.to(dev).eval()
     logits, maps, map_seconds = release_outputs(entry, target, data.images, explainers, variant,
-                                                preset.explain_batch_size, dev, log, artifacts)
+                                                preset.explain_batch_size, dev, log, artifacts, preset)
     seconds.update(map_seconds)
     log(f"prepare: f accuracy {accuracies['target']:.4f}, f_E accuracy {accuracies['eval']:.4f} on the eval split")
     return Prepared(data, split, target, eval_model, maps, logits, accuracies, entry, key, from_cache, seconds,
@@ -367,7 +373,7 @@ def prepare_aux(prep: Prepared, aux: str, preset: Preset, seed: int = 0, *, expl
     dev = pick_device(device)
     entry = prep.cache_path / f"aux-{aux}-{data.fingerprint()}"
     logits, maps, _ = release_outputs(entry, prep.target, data.images, explainers, variant,
-                                      preset.explain_batch_size, dev, log, prep.artifacts)
+                                      preset.explain_batch_size, dev, log, prep.artifacts, preset)
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(derive_seed(seed, "aux-split", aux)))
     n_val = max(1, int(round(preset.val_fraction * len(data))))
     log(f"prepare: auxiliary {aux}: {len(data)} images queried through f ({len(data) - n_val} attacker training, "

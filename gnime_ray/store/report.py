@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 import pyarrow as pa
 
 from .. import GnimeRayError
+from ..cellspec import PAPER_EXPLAINERS
 from ..paper import PAPER_DATASET, PAPER_TABLES_ENV, TABLE2_DEFENSES, paper_tables_path
 
 METRICS = (("mse", "MSE ↑"), ("ssim", "SSIM ↓"), ("tca", "TCA ↓"), ("deepsim", "DeePSiM ↓"))
@@ -155,10 +156,16 @@ def table1(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "
 
 def paper_table(dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "lrp"),
                 path: Optional[Path] = None, aux: str = "same") -> str:
-    """The paper's Table 1 row block for ``dataset`` (digits -> MNIST), same layout as table1;
-    with ``aux``, its Table 2 block (the paper has CelebA attacked with FaceScrub only)."""
+    """The paper's Table 1 row block for ``dataset`` (digits -> MNIST), same layout as table1,
+    for those of ``explainers`` the paper studies (none of them: GnimeRayError); with ``aux``, its
+    Table 2 block (the paper has CelebA attacked with FaceScrub only)."""
     number = "1" if aux == "same" else "2"
     name = PAPER_DATASET.get(dataset, dataset)
+    studied = [e for e in explainers if e in PAPER_EXPLAINERS]
+    if not studied:
+        raise GnimeRayError(f"the paper reports no numbers for {', '.join(explainers)} (it studies "
+                            f"{', '.join(PAPER_EXPLAINERS)})")
+    explainers = studied
     path = path or paper_tables_path()
     if not path.exists():
         raise GnimeRayError(f"paper tables not found at {path} (set {PAPER_TABLES_ENV})")

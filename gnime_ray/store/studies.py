@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .. import GnimeRayError, __version__
+from ..config import LATER_PRESET_FIELDS
 from ..provenance import code_commit, command_line
 from .root import read_json, write_json
 
@@ -50,7 +51,12 @@ def check_identity(out: str, name: str, identity: dict[str, Any], flag: str = "-
     recorded = read_record(out, name)
     if recorded is None:
         return None
-    diffs = differences(recorded.get("identity", {}), identity)
+    old = recorded.get("identity", {})
+    if isinstance(old.get("preset"), dict) and isinstance(identity.get("preset"), dict):
+        # a record from before a preset field existed ran as if with today's value (config.py LATER_PRESET_FIELDS)
+        old = {**old, "preset": {**{f: identity["preset"][f] for f in LATER_PRESET_FIELDS if f in identity["preset"]},
+                                 **old["preset"]}}
+    diffs = differences(old, identity)
     if diffs:
         raise GnimeRayError(f"study {name!r} under {out} was started with other settings ({'; '.join(diffs)}): "
                             f"pass another {flag} to start a new study, or the recorded settings "
