@@ -313,3 +313,23 @@ def test_gnime_variant_and_release_attackers_are_recorded_and_keyed(smoke_prep):
 
     with pytest.raises(GnimeRayError, match="attack_optimiser must be uniform or release, got 'keras'"):
         get_preset("smoke", attack_optimiser="keras")
+
+
+def test_the_shared_reference_features_equal_f_on_the_evaluation_images_and_x_times_e(smoke_prep):
+    """pipeline/cell.py reference_features: f's features of the evaluation images and of x*e,
+    computed once per process, are exactly what f gives for them, and a second call reuses them."""
+    import torch
+
+    from gnime_ray.metrics import features, masked
+    from gnime_ray.pipeline.cell import reference_features
+
+    split = smoke_prep.split
+    truth = smoke_prep.image_rows(split.eval)
+    clean = smoke_prep.map_rows(("grad", "paper"), split.eval)
+    smoke_prep.memo.clear()
+    ref = reference_features(smoke_prep, truth, clean, ("grad", "paper"), 16)
+    x, e = truth.take(torch.arange(len(truth))), clean.take(torch.arange(len(clean)))
+    target = smoke_prep.target.eval()
+    assert torch.allclose(ref["f_true"], features(target, x, 16), atol=1e-6)
+    assert torch.allclose(ref["u_clean"], features(target, masked(x, e), 16), atol=1e-6)
+    assert reference_features(smoke_prep, truth, clean, ("grad", "paper"), 16) is ref
