@@ -195,7 +195,7 @@ def run_attackers(k: int, spec, pooled: bool, log) -> dict[str, float]:
 
 
 def main() -> int:
-    from gnime_ray.tune.spec import ALLOCATORS
+    from gnime_ray.study.spec import ALLOCATORS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--identities", type=int, default=1000, help="CelebA identities of 30 images each")
@@ -213,7 +213,7 @@ def main() -> int:
     from gnime_ray.cachedir import resolve_cache_dir
     from gnime_ray.config import get_preset
     from gnime_ray.tune.resources import JEMALLOC_CONF, pool_options
-    from gnime_ray.tune.spec import StudySpec
+    from gnime_ray.study.spec import StudySpec
     from gnime_ray.tune.tasks import prepared
 
     work = Path(args.work) if args.work else resolve_cache_dir() / "bench-scale"

@@ -102,7 +102,7 @@ def along(prep, spec, preset, device, every: int, report, log) -> None:
     from gnime_ray.defenses import GnimeModel, train_gnime
     from gnime_ray.pipeline.calibrate import target_half_perturbation
     from gnime_ray.pipeline.defend import gnime_config
-    from gnime_ray.speed import choose
+    from gnime_ray.models.training_format import choose
 
     cfg = gnime_config(spec, preset)
     t = prep.split.target
@@ -147,8 +147,7 @@ def main() -> int:
     from gnime_ray import GnimeRayError, echo
     from gnime_ray.cellspec import CellSpec
     from gnime_ray.config import get_preset, parse_overrides
-    from gnime_ray.paper import PAPER_DATASET, paper_tables_path
-    from gnime_ray.pipeline.calibrate import paper_target
+    from gnime_ray.paper import PAPER_DATASET, paper_target, paper_tables_path
     from gnime_ray.pipeline.device import pick_device
     from gnime_ray.pipeline.prepare import prepare
 

@@ -1,22 +1,33 @@
 """gnime_ray: GNIME (Jeong et al., NeurIPS 2022) and explanation-aware model inversion, on Ray.
 
-Layers, each importing only those before it (the README and docs link here):
-config, cellspec, paper, cachedir, optim, statistics, flags, progress -> store (results root, artifacts, tables, the frontier) -> data
--> models -> explain -> defenses -> attacks -> metrics -> pipeline -> tune (the only Ray code) -> cli; the
-scripts in studies/ sit on tune, those in benchmarks/ on any layer.
+Layers, each module importing only from its own layer and those before it (tests/test_layers.py
+holds the code to this line; the README and docs link here):
+
+  base -> store -> data -> models -> explain -> defenses -> attacks -> metrics -> study -> pipeline -> report -> tune -> cli
+
+base: the top-level modules config (presets, overrides), cellspec (what one cell is, its key and
+seeds), paper (the paper's numbers), cachedir, optim, statistics, flags, progress, provenance,
+early_stopping. store: the results root, rows and artifacts. models: the networks, and the memory
+format and precision they train in (models/training_format.py). study: what a study computes and
+how it is opened, for both engines, without Ray. pipeline: the local engine (prepare, GNIME, one
+cell, the matrix). report: tables, the frontier, figures. tune: the Ray engine, the only code that
+imports ray. cli: the commands, cli.py (``gnime-ray``) and bench.py (``python -m gnime_ray.bench``).
+This package's own ``gnime_ray.Protector`` is a lazy re-export of defenses/deploy.py. The scripts
+in studies/ sit on tune; those in benchmarks/ on any layer.
 
 One study through them, by either engine (a cell is one attacker's row):
-  gnime-ray matrix (cli)              | python studies/quickstart.py (tune/scripts.py)
-  pipeline/matrix.py run_matrix       | tune/study.py run_study (a StudySpec, tune/spec.py)
-  pipeline/opening.py recall_study: the record, a resume's memory format, the identity checked
-                                      | tune/nodes.py check_nodes: every node sees the results root
-  pipeline/opening.py settle_speed: the one speed decision (speed.py), recorded (store/studies.py)
+  gnime-ray matrix (cli)                 | gnime-ray study NAME, python studies/NAME.py (tune/scripts.py)
+  pipeline/matrix.py run_matrix          | tune/study.py run_study (a study/spec.py StudySpec)
+  study/opening.py recall_study: the record (study/record.py), a resume's memory format, the identity checked
+                                         | tune/nodes.py check_nodes: every node sees the results root
+  study/opening.py settle_speed: the one speed decision (decide_speed), recorded
   pipeline/prepare.py prepare: f, f_E and the maps, once (cached)  | in a Ray task (tune/tasks.py)
-  pipeline/cells.py: the cells, baselines and each GNIME configuration's | a Tune trial per configuration (tune/trial.py)
+  study/cells.py: the baselines and each GNIME configuration's cells | a Tune trial per configuration (tune/trial.py)
   pipeline/defend.py train_or_load_gnime: one GNIME per training configuration (cached, published)
-  pipeline/cell.py run_cell: a defence's release, one attacker, the metrics  | in attack pools (tune/attack_pool.py)
+  pipeline/cell.py run_cell: a defence's release, one attacker, the metrics | in attack pools (tune/attack_pool.py)
   store/rows.py write_rows: one Parquet row per cell and attack seed
-  store/report.py, store/frontier.py, store/figures.py: Tables 1-3, the held-out frontier, the figures
+  a search's held-out report: study/heldout.py (what is re-measured) | tune/search_then_report.py
+  report/tables.py, report/frontier.py, report/figures.py: Tables 1-3, the held-out frontier, the figures
 """
 
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ Captum's methods at the paper preset's settings, with ms per image), on 32x32x1 
 at width 1 (the release's networks) and batch 128 by default, plus each step's FLOPs per image
 (torch.utils.flop_counter), so that the achieved GFLOP/s can be read against the machine.
 ``--memory-format`` defaults to ``auto``, the settings a study would choose on this machine
-(gnime_ray/speed.py), printed in the header. ``--compare`` prints the CPU's model and flags, then
+(gnime_ray/models/training_format.py), printed in the header. ``--compare`` prints the CPU's model and flags, then
 times the GNIME step in fp32 in every memory format, in bf16 autocast where the device has native
 bf16, compiled by torch.compile with ``--compile``, and the release's TensorFlow step when
 ``--release-python`` (or ``$GNIME_RAY_TF_PYTHON``) names a Python with TensorFlow, each with its
@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .attacks import build_attacker
 from .optim import KerasAdam
-from .speed import MEMORY_FORMATS, choose, cpu_info
+from .models.training_format import MEMORY_FORMATS, choose, cpu_info
 from .defenses.gnime import GnimeConfig, GnimeModel, build_networks, gnime_step, make_optimisers
 from .config import get_preset
 from .explain import CAPTUM_EXPLAINERS, PAPER_EXPLAINERS, explainer_settings, get_explainer

@@ -234,7 +234,7 @@ def cmd_cell(args: argparse.Namespace) -> int:
     from .cellspec import CellSpec
     from .pipeline.cell import run_cell
     from .pipeline.device import pick_device
-    from .pipeline.opening import begin_study
+    from .study.opening import begin_study
     from .store import write_rows
     from .store.root import probe_out
 
@@ -266,10 +266,11 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
     from .cellspec import CellSpec
-    from .pipeline.calibrate import budget_gammas, parse_target
+    from .paper import budget_gammas
+    from .pipeline.calibrate import parse_target
     from .pipeline.matrix import run_matrix
-    from .store import paper_table, table1
-    from .store.report import operating_points, provenance
+    from .report.tables import paper_table, table1
+    from .report.tables import operating_points, provenance
     from .store.root import probe_out
 
     preset = get_preset(args.preset, args.dataset, **parse_overrides(args.overrides))
@@ -328,7 +329,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def _print_frontier(out: str, study: str, rows: list[dict], seed: int) -> None:
-    from .store.frontier import frontier, frontier_markdown, write_frontier
+    from .report.frontier import frontier, frontier_markdown, write_frontier
 
     points, hv = frontier(rows, study, seed=seed)
     print("\n" + frontier_markdown(points, hv))
@@ -340,7 +341,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
     from .store import read_rows
-    from .store.report import provenance
+    from .report.tables import provenance
 
     rows = [r for r in read_rows(args.out).to_pylist() if r["study"] == args.study]
     if not rows:
@@ -355,8 +356,9 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
-    from .store import paper_table, read_rows, table1
-    from .store.report import operating_points, provenance
+    from .report.tables import paper_table, table1
+    from .store import read_rows
+    from .report.tables import operating_points, provenance
 
     rows = [r for r in read_rows(args.out).to_pylist() if args.study is None or r["study"] == args.study]
     if args.study is not None and not rows:
@@ -439,7 +441,7 @@ def cmd_attributes(args: argparse.Namespace) -> int:
 def cmd_figures(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .store.figures import make_figures
+    from .report.figures import make_figures
 
     files = make_figures(args.out, Path(args.dest), study=args.study, dataset=args.dataset, trial=args.trial,
                          gnime_seed=args.gnime_seed)

@@ -31,7 +31,7 @@ from . import GnimeRayError
 
 
 # preset fields added after studies were recorded, which cannot have changed a number of a study recorded
-# without them (store/studies.py check_identity accepts such a record): Captum's settings (no study before
+# without them (study/record.py check_identity accepts such a record): Captum's settings (no study before
 # them computed a Captum map)
 LATER_PRESET_FIELDS = ("ig_steps", "attribution_baseline", "smoothgrad_samples", "smoothgrad_noise", "gradshap_samples",
                        "gradshap_noise")
@@ -112,7 +112,7 @@ class Preset:
     gradshap_samples: int = 16
     gradshap_noise: float = 0.1
     # memory format of the networks and batches in training: auto (the fastest, measured per machine in
-    # gnime_ray/speed.py), channels_last or contiguous; it changes float rounding only
+    # gnime_ray/models/training_format.py), channels_last or contiguous; it changes float rounding only
     memory_format: str = "auto"
     # CelebA's balanced subset (official layout): identities with at least this many images, this
     # many identities, the seed of the selection rule (gnime_ray/data/celeba.py)

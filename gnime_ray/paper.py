@@ -1,6 +1,6 @@
 """The paper's own numbers and protocol constants, in one place every layer may import: which paper
 dataset a dataset is compared with, the N of its DeePSiM numbers (the release's evaluation sets),
-Table 2's defences, and its Tables 1-3 as numbers (gnime_ray/reference/paper_tables.csv, shipped
+Table 2's defences, its Table 3 perturbations (the calibration's target, the budgets' unit), and its Tables 1-3 as numbers (gnime_ray/reference/paper_tables.csv, shipped
 with the package; the paper's operating point of GNIME per dataset and explainer)."""
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import csv
 import os
 from pathlib import Path
 from typing import Optional
+
+from . import GnimeRayError
 
 PAPER_DATASET = {"digits": "mnist", "mnist5k": "mnist"}  # compared with the paper's MNIST numbers
 # the release's evaluation sets (its eval scripts: the last 20% of the attack half), over which its DeePSiM's N runs
@@ -27,6 +29,24 @@ def paper_tables_path() -> Path:
     """The paper's Tables 1-3 shipped with the package (or $GNIME_RAY_PAPER_TABLES)."""
     env = os.environ.get(PAPER_TABLES_ENV)
     return Path(env) if env else Path(__file__).resolve().parent / "reference" / "paper_tables.csv"
+
+
+def paper_target(dataset: str, explainer: str) -> tuple[float, str]:
+    """The paper's Table 3 perturbation MSE for ``dataset`` (digits -> MNIST) and ``explainer``."""
+    name = PAPER_DATASET.get(dataset, dataset)
+    with open(paper_tables_path(), newline="") as fh:
+        for r in csv.DictReader(fh):
+            if (r["table"], r["dataset"], r["explainer"], r["metric"]) == ("3", name, explainer, "perturbation_mse"):
+                return float(r["mean"]), f"paper Table 3, {name} {explainer}"
+    raise GnimeRayError(f"the paper's Table 3 has no perturbation MSE for {name!r} {explainer!r}; "
+                        f"give the target as a number (--calibrate 0.005)")
+
+
+def budget_gammas(dataset: str, explainer: str, budgets: tuple[float, ...]) -> tuple[float, ...]:
+    """Perturbation budgets given as multiples of the paper's Table 3 perturbation for ``dataset``
+    and ``explainer``, as Eq. 3's gammas (3 significant digits, so a cell's key shows them exactly)."""
+    paper = paper_target(dataset, explainer)[0]
+    return tuple(float(f"{b * paper:.3g}") for b in budgets)
 
 
 TABLE2_DEFENSES = ("none", "gnime")  # the defences of the paper's Table 2 (an auxiliary attacker dataset)

@@ -23,3 +23,13 @@ def tiny_classifier():
 
     torch.manual_seed(1)
     return build_classifier("small", (1, 32, 32), 10, width=0.125).eval()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A private local Ray with a faked GPU for one test module."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False)
+    yield
+    ray.shutdown()

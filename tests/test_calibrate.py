@@ -12,8 +12,9 @@ from gnime_ray.cellspec import CellSpec
 from gnime_ray.cli import main
 from gnime_ray.config import get_preset
 from gnime_ray.pipeline import calibrate as cal
-from gnime_ray.store import SCHEMA, table1
-from gnime_ray.store.report import base_cell, operating_points
+from gnime_ray.report.tables import table1
+from gnime_ray.store import SCHEMA
+from gnime_ray.report.tables import base_cell, operating_points
 
 
 class FakeRun:

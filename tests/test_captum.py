@@ -190,7 +190,7 @@ def test_a_smoke_matrix_over_every_captum_explainer(cache_dir, tmp_path):
 
 
 def test_a_study_recorded_before_the_captum_settings_existed_resumes(tmp_path):
-    from gnime_ray.store.studies import check_identity, record_study
+    from gnime_ray.study.record import check_identity, record_study
 
     identity = {"dataset": "digits", "preset": get_preset("smoke").to_dict()}
     older = {**identity, "preset": {k: v for k, v in identity["preset"].items() if k not in SETTINGS["ig"] + SETTINGS[

@@ -276,7 +276,7 @@ def test_figures_refuse_rows_without_figure_data(tmp_path, capsys):
 
 def test_figure_6_plots_the_mean_f1_per_defence(tmp_path):
     """The attribute figure (Fig. 6): one bar per (defence, attribute) at the mean F1 over the rows."""
-    from gnime_ray.store.figures import _attributes
+    from gnime_ray.report.figures import _attributes
 
     rows = [{"attack": "expmi", "explainer": "lrp", "defense": "none", "f1_male": f, "f1_young": 0.3} for f in (0.5, 0.7)]
     rows += [{"attack": "predmi", "explainer": "none", "defense": "none", "f1_male": 0.4, "f1_young": float("nan")}]

@@ -1,4 +1,4 @@
-"""The one list of a study's cells (pipeline/cells.py), as both engines make it: the matrix's
+"""The one list of a study's cells (study/cells.py), as both engines make it: the matrix's
 cells are exactly those of the comprehension it used before the list was shared (written out
 here), and a Ray trial's cells are the matrix's cells of its GNIME configuration."""
 
@@ -7,7 +7,7 @@ import pytest
 
 from gnime_ray.cellspec import DEFENSES, CellSpec
 from gnime_ray.paper import TABLE2_DEFENSES
-from gnime_ray.pipeline.cells import baseline_cells, defence_cells
+from gnime_ray.study.cells import baseline_cells, defence_cells
 from gnime_ray.pipeline.matrix import matrix_specs
 
 

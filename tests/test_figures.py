@@ -5,7 +5,7 @@ import math
 import pytest
 
 from gnime_ray import GnimeRayError
-from gnime_ray.store.figures import _one_configuration
+from gnime_ray.report.figures import _one_configuration
 
 
 def _gnime_row(lam=100.0, gamma=None, gnime_seed=0, trial=""):

@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from gnime_ray import __version__, provenance
-from gnime_ray.store.report import provenance as rows_provenance
-from gnime_ray.store.studies import read_record, record_study
+from gnime_ray.report.tables import provenance as rows_provenance
+from gnime_ray.study.record import read_record, record_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,11 +6,12 @@ import optuna
 import pytest
 
 from gnime_ray.config import get_preset
-from gnime_ray.tune.heldout import choose_front_points, report_spec
+from gnime_ray.study.heldout import choose_front_points, report_spec
 from gnime_ray.tune.samplers import make_sampler, startup_trials
 from gnime_ray.tune.search import CONSTRAINT, ConstrainedOptunaSearch, make_searcher
 from gnime_ray.tune.search_log import OptunaLog
-from gnime_ray.tune.spec import StudySpec, objective, worst_result
+from gnime_ray.study.objective import objective, worst_result
+from gnime_ray.study.spec import StudySpec
 
 
 def _spec(tmp_path, **kw):

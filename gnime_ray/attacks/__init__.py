@@ -25,7 +25,7 @@ from ..data.host_rows import HostRows, map_rows, rows_of
 from ..early_stopping import EarlyStopping
 from ..models import PredMI, UNet
 from ..optim import KerasAdam
-from ..speed import Speed
+from ..models.training_format import Speed
 
 Log = Callable[[str], None]
 

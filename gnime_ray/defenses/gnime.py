@@ -55,7 +55,7 @@ from ..config import positive_finite
 from ..data.host_rows import HostRows, rows_of, to_device
 from ..models import UNet
 from ..optim import KerasAdam
-from ..speed import Speed
+from ..models.training_format import Speed
 
 Log = Callable[[str], None]
 
@@ -230,7 +230,7 @@ def train_gnime(maps: torch.Tensor | HostRows, logits: torch.Tensor | HostRows, 
     optimisers, the batch sampler, the history), which ``resume`` accepts: a resumed run ends
     exactly where an uninterrupted one would. An epoch is ``cfg.steps_per_epoch`` steps (None: N //
     batch size, the release; module docstring). ``speed``: the memory format of the networks and
-    batches (gnime_ray/speed.py; default contiguous). Raises TrainingDiverged as soon as a loss is
+    batches (gnime_ray/models/training_format.py; default contiguous). Raises TrainingDiverged as soon as a loss is
     not finite (the weights are then meaningless: nothing is returned or cached)."""
     device = torch.device(device)
     maps, logits, images = rows_of(maps), rows_of(logits), rows_of(images)

@@ -28,7 +28,6 @@ the chosen one, and a rerun of the calibration only re-measures.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -41,7 +40,7 @@ from ..cellspec import CellSpec
 from ..config import Preset
 from ..defenses import GnimeDefense
 from ..metrics import perturbation_mse
-from ..paper import PAPER_DATASET, paper_tables_path
+from ..paper import paper_target
 from .defend import train_or_load_gnime
 from .prepare import Prepared
 
@@ -73,24 +72,6 @@ class Calibration:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
-
-
-def paper_target(dataset: str, explainer: str) -> tuple[float, str]:
-    """The paper's Table 3 perturbation MSE for ``dataset`` (digits -> MNIST) and ``explainer``."""
-    name = PAPER_DATASET.get(dataset, dataset)
-    with open(paper_tables_path(), newline="") as fh:
-        for r in csv.DictReader(fh):
-            if (r["table"], r["dataset"], r["explainer"], r["metric"]) == ("3", name, explainer, "perturbation_mse"):
-                return float(r["mean"]), f"paper Table 3, {name} {explainer}"
-    raise GnimeRayError(f"the paper's Table 3 has no perturbation MSE for {name!r} {explainer!r}; "
-                        f"give the target as a number (--calibrate 0.005)")
-
-
-def budget_gammas(dataset: str, explainer: str, budgets: tuple[float, ...]) -> tuple[float, ...]:
-    """Perturbation budgets given as multiples of the paper's Table 3 perturbation for ``dataset``
-    and ``explainer``, as Eq. 3's gammas (3 significant digits, so a cell's key shows them exactly)."""
-    paper = paper_target(dataset, explainer)[0]
-    return tuple(float(f"{b * paper:.3g}") for b in budgets)
 
 
 def parse_target(value: str, dataset: str, explainer: str) -> tuple[float, str]:

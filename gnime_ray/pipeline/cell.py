@@ -45,7 +45,7 @@ from ..metrics import (
 )
 from ..paper import paper_eval_images
 from ..provenance import code_commit
-from ..speed import Speed, choose
+from ..models.training_format import Speed, choose
 from ..store.rows import FIGURE_SAMPLE, SPLIT_METRICS
 from .attributes import attribute_models_for, reconstruction_f1
 from .cache import remove_array
@@ -216,7 +216,7 @@ def cell_config(spec: CellSpec, preset: Preset, prep: Prepared, device: torch.de
     """The row's ``config`` column: everything needed to run the cell again (``gnime-ray
     reproduce``) as JSON: the cell, every preset field and which of them ``--set`` changed, the
     data's identity, prepare's key, the device, the torch thread count, the memory format and
-    precision the attacker trained in (gnime_ray/speed.py), the precision GNIME trained in (its
+    precision the attacker trained in (gnime_ray/models/training_format.py), the precision GNIME trained in (its
     preset's ``bf16``), the versions and the code's commit (provenance.py)."""
     return json.dumps({
         "cell": spec.to_dict(), "preset": preset.to_dict(), "overrides": preset_overrides(preset, spec.dataset),

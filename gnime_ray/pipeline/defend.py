@@ -32,7 +32,7 @@ from ..defenses import (
     train_gnime,
 )
 from ..metrics import perturbation_mse
-from ..speed import Speed, choose
+from ..models.training_format import Speed, choose
 from .cache import (
     ArrayCorrupt,
     array_ready,

@@ -25,7 +25,7 @@ from ..data.registry import to_float
 from ..early_stopping import EarlyStopping
 from ..models import dropout_from
 from ..optim import KerasAdam
-from ..speed import Speed
+from ..models.training_format import Speed
 
 Log = Callable[[str], None]
 

@@ -9,10 +9,10 @@ perturbation matches the target (pipeline/calibrate.py; on GNIME seed 0), and th
 cells built on GNIME record that search in their ``calibration`` column. ``gammas`` attacks every
 GNIME at several perturbation budgets (Eq. 3; no retraining), and ``matches`` adds RND and OND
 matched to GNIME's utility beside the paper's perturbation-matched ones (pipeline/match.py): the
-rows of a held-out frontier (store/frontier.py), with the GNIME seeds as its repetitions. Each
+rows of a held-out frontier (report/frontier.py), with the GNIME seeds as its repetitions. Each
 row is written to Parquet as soon as its cell finishes (a line per cell with the time left at the
 rate so far, and a tqdm bar in cells on a terminal: gnime_ray/progress.py); cells whose (study, cell, attack seed) row already exists under ``out`` are skipped, so an
-interrupted matrix resumes where it stopped; the study's record (pipeline/opening.py) refuses to
+interrupted matrix resumes where it stopped; the study's record (study/opening.py) refuses to
 resume it with another preset or calibration target, and keeps its one memory-format decision.
 Nothing here chooses on evaluation numbers (the calibration reads the target half), so every row's
 test numbers are what the table reports. The trained networks land in ``out``'s artifact
@@ -32,9 +32,9 @@ from ..progress import around_bars, progress_bar
 from ..store import read_rows, write_rows
 from .calibrate import Calibration, calibrate_lambda, parse_target
 from .cell import run_cell
-from .cells import baseline_cells, defence_cells
+from ..study.cells import baseline_cells, defence_cells
 from .device import pick_device
-from .opening import begin_study
+from ..study.opening import begin_study
 from .prepare import prepare
 
 Log = Callable[[str], None]

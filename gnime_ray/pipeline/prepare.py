@@ -33,7 +33,7 @@ from ..data.registry import to_float
 from ..explain import PAPER_EXPLAINERS, explainer_settings, get_explainer
 from ..metrics import accuracy
 from ..models import ARCH_BY_DATASET, CLASSIFIER_ARCHS, Classifier, build_classifier
-from ..speed import choose
+from ..models.training_format import choose
 from ..store.artifacts import ArtifactStore
 from .cache import (
     ArrayCorrupt,

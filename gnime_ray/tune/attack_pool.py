@@ -29,7 +29,7 @@ from ..pipeline.cell import run_cell
 from ..store.rows import read_row, row_exists, row_identity, write_rows
 from .nodes import NodeCheck, ensure_node, node_name
 from .resources import cap_gpu_memory, device_for, pool_options
-from .spec import StudySpec
+from ..study.spec import StudySpec
 from .tasks import prepared
 
 

@@ -29,7 +29,7 @@ QUICKSTART_DOC = """The quickstart, on local Ray (or a running cluster), no data
    the search reads its attackers' numbers on the SELECTION images of the evaluation split only,
    and its answer is a front: the feasible Pareto-optimal trials (--budgets 0.5,1,2 instead fixes
    the perturbation budgets and searches lambda and the width);
-2. the held-out frontier (gnime_ray/tune/heldout.py): at up to --front-points points of that front,
+2. the held-out frontier (gnime_ray/study/heldout.py): at up to --front-points points of that front,
    --gnime-seeds GNIMEs trained afresh (the searched network left out), each attacked with
    fresh attack seeds by ExpMI against GNIME, and against RND and OND matched to its perturbation
    and to its utility, beside ExpMI without defence and PredMI, all measured on the TEST images;
@@ -86,8 +86,8 @@ def _quickstart_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    from .heldout import search_and_report
-    from .spec import StudySpec
+    from .search_then_report import search_and_report
+    from ..study.spec import StudySpec
 
     # gamma from 1/8 to twice the paper's LRP perturbation on MNIST (0.0077): the front spans it
     search = StudySpec(name=args.study, dataset=args.dataset, explainers=("lrp",), lam_range=(5.0, 200.0),
@@ -112,8 +112,8 @@ def _celeba_lambda_flags(p: argparse.ArgumentParser) -> None:
 
 def _celeba_lambda(args: argparse.Namespace) -> int:
     from ..data.celeba import find_layout
-    from .heldout import search_and_report
-    from .spec import StudySpec
+    from .search_then_report import search_and_report
+    from ..study.spec import StudySpec
 
     spec = StudySpec(name=args.study, dataset="celeba", explainers=_explainers(args.explainers),
                      lam_range=(50.0, 5000.0), widths=(0.5, 1.0, 2.0),
@@ -142,9 +142,9 @@ def _table1(args: argparse.Namespace) -> int:
 
     from .. import GnimeRayError
     from ..cellspec import default_lambda
-    from ..store import paper_table, table1
-    from ..store.report import operating_points
-    from .spec import StudySpec
+    from ..report.tables import paper_table, table1
+    from ..report.tables import operating_points
+    from ..study.spec import StudySpec
     from .study import run_study
 
     explainers = _explainers(args.explainers)
@@ -181,8 +181,8 @@ def _table2(args: argparse.Namespace) -> int:
 
     from .. import GnimeRayError
     from ..data.celeba import find_layout
-    from ..store import paper_table, table1
-    from .spec import StudySpec
+    from ..report.tables import paper_table, table1
+    from ..study.spec import StudySpec
     from .study import run_study
 
     find_layout(args.data_root)  # clear errors before Ray starts

@@ -39,7 +39,7 @@ import torch
 from ray.tune import PlacementGroupFactory
 
 from ..pipeline.device import pick_device
-from .spec import ALLOCATORS
+from ..study.spec import ALLOCATORS
 
 JEMALLOC_SO = os.path.join(os.path.dirname(ray.__file__), "core", "libjemalloc.so")
 JEMALLOC_CONF = "oversize_threshold:0,background_thread:true,dirty_decay_ms:2000,muzzy_decay_ms:0"

@@ -29,7 +29,7 @@ import numpy as np
 import optuna
 
 from ..statistics import hypervolume_2d
-from .spec import SAMPLERS
+from ..study.spec import SAMPLERS
 
 
 def startup_trials(trials: int) -> int:

@@ -1,7 +1,7 @@
 """The command-line flags shared by the named studies (tune/named_studies.py: `gnime-ray study NAME`
 and the scripts in studies/), their start-up (validate the
 study, join or start Ray: tune/cluster.py; the one GPU decision: tune/resources.py), how they
-print a search and its held-out report (tune/heldout.py), and how they end: bad input in one line
+print a search and its held-out report (study/heldout.py), and how they end: bad input in one line
 with status 2, an interruption in one line with status 130 (the same command resumes)."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..store.root import probe_out
 from .cluster import connect
 from .console import quiet_ray_logging
 from .resources import concurrent_trials, decide_gpu
-from .spec import ALLOCATORS, DEFAULT_SAMPLER, OBJECTIVES, SAMPLERS, StudySpec
+from ..study.spec import ALLOCATORS, DEFAULT_SAMPLER, OBJECTIVES, SAMPLERS, StudySpec
 
 
 def add_study_flags(p: argparse.ArgumentParser, *, study: str, num_samples: int, attack_seeds: int, gnime_seeds: int,
@@ -140,15 +140,15 @@ def print_trials(result: dict) -> None:
 def print_reports(outcome: dict, dataset: str) -> None:
     """Each explainer's held-out frontier: per chosen point Table 1 (the paper's protocol: RND and
     OND at GNIME's perturbation) beside the paper's row, GNIME's operating point beside Table 3,
-    then every defence line with its interval (store/frontier.py), the hypervolumes and the
+    then every defence line with its interval (report/frontier.py), the hypervolumes and the
     optimism of the search."""
     import pyarrow as pa
 
     from ..provenance import command_line
-    from ..store import paper_table, table1
-    from ..store.frontier import frontier_markdown
-    from ..store.report import operating_points, provenance
-    from .heldout import describe_optimism
+    from ..report.tables import paper_table, table1
+    from ..report.frontier import frontier_markdown
+    from ..report.tables import operating_points, provenance
+    from ..study.heldout import describe_optimism
 
     for explainer, report in outcome["reports"].items():
         spec = report["spec"]

@@ -2,7 +2,7 @@
 (tune/samplers.py) and, for the two-objective search, its constraint.
 
 A two-objective study minimises the attack's SSIM and maximises the utility, both on the selection
-images, subject to utility >= ``utility_floor`` (tune/spec.py). The floor is an Optuna constraint,
+images, subject to utility >= ``utility_floor`` (study/spec.py). The floor is an Optuna constraint,
 not a penalty: a trial reports ``constraint`` = floor - its lowest utility (feasible when <= 0),
 which ``ConstrainedOptunaSearch`` sets on the Optuna trial before Ray tells Optuna the trial's
 values, since Optuna's samplers read a trial's constraints when it is told (its deprecated
@@ -20,7 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from .ray_internals import asked_optuna_trial
 from .samplers import make_sampler
-from .spec import StudySpec
+from ..study.spec import StudySpec
 
 CONSTRAINT = "utility_floor"  # the name of the constraint in Optuna's trials
 

@@ -41,7 +41,7 @@ from ray.tune import Callback
 
 from ..store.root import resolve_out, write_file
 from .search import CONSTRAINT
-from .spec import StudySpec
+from ..study.spec import StudySpec
 
 USER_ATTRS = ("select_attack_ssim", "select_attack_tca", "select_utility", "select_utility_min",
               "select_perturbation_mse", "constraint", "objective", "gnime_seconds", "attack_phase_seconds",

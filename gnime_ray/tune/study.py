@@ -4,7 +4,7 @@ plus the no-defence baselines, once per study.
 
 The driver, in order (docs/studies.md, "Studies on Ray"):
 1. before any work: the results root answers (a bucket exists), the study's name is not taken by
-   other settings (tune/spec.py), the GPU decision is made once (tune/resources.py), and every
+   other settings (study/spec.py), the GPU decision is made once (tune/resources.py), and every
    node sees the results root, the data and a writable cache (tune/nodes.py);
 2. prepare (f, f_E, the maps of every explainer) runs once as a Ray task and publishes its outputs
    as artifacts under the results root, from which every other process loads them (tune/tasks.py);
@@ -26,15 +26,15 @@ and its unfinished attackers retried.
 Search: Optuna through Ray's OptunaSearch (tune/search.py) over lambda (log scale), NG width (a
 choice) and, optionally, gamma (log scale), with the study's sampler (tune/samplers.py), seeded;
 two objectives by default (attack SSIM down, utility up, the utility floor a constraint: only
-feasible trials are Pareto-optimal; tune/spec.py) or the single penalised objective. With budgets,
+feasible trials are Pareto-optimal; study/spec.py) or the single penalised objective. With budgets,
 every trial is attacked at each of them. Everything a search reads is measured on the SELECTION
 images of the evaluation split (data/splits.py); the test images are for the held-out report that
-follows a search (tune/heldout.py). The objective is measured against GNIME (against the first
+follows a search (study/heldout.py). The objective is measured against GNIME (against the first
 defence of a study without gnime cells, e.g. RND and OND at an already trained GNIME). Grid mode
 crosses given lambdas, widths and GNIME seeds (matrix studies), or takes explicit (lambda, width,
 gamma) points (the held-out report of a front).
 
-Speed: the study decides its memory format once (speed.py ``decide``: CUDA on a GPU study, else
+Speed: the study decides its memory format once (study/opening.py ``decide_speed``: CUDA on a GPU study, else
 a timed probe in a task on a node where trials run), records it with the identity, and passes it
 down as a concrete preset field, so every process follows it; a resumed study takes the recorded
 one. Interrupted: a search that Ctrl-C stopped before all its trials ended raises
@@ -57,25 +57,24 @@ from ray.util.queue import Queue
 from .. import GnimeRayError, Interrupted, echo
 from ..config import Preset
 from ..data import IMAGE_SHAPES
-from ..pipeline.cells import baseline_cells
-from ..pipeline.opening import recall_study, settle_speed
-from ..speed import decide
-from ..store.rows import read_rows
 from ..store.root import canonical_out, probe_out, write_csv
-from ..store.studies import read_record
+from ..store.rows import read_rows
+from ..study.objective import pareto_flags
+from ..study.opening import decide_speed, recall_study, settle_speed
+from ..study.record import read_record
+from ..study.spec import StudySpec, identity
 from .attack_pool import attack_batch
 from .console import StudyConsole, describe_config
 from .nodes import NodeCheck, check_nodes
 from .ray_internals import set_restored_callbacks
 from .resources import decide_gpu, pool_options, trial_resources
 from .search_log import OptunaLog
-from .spec import StudySpec, identity
 from .trial import gnime_trial
 from .tasks import prepare_task, speed_task
 
 Log = Callable[[str], None]
 # select_*, constraint, feasible: what the search read (its attackers on the selection images); chosen,
-# report_study, test_attack_ssim_gnimes: the held-out report of the chosen trials (tune/heldout.py), filled after it
+# report_study, test_attack_ssim_gnimes: the held-out report of the chosen trials (study/heldout.py), filled after it
 TRIAL_COLUMNS = ("study", "explainer", "trial", "status", "lambda", "ng_width", "gamma", "gammas", "gnime_seed",
                  "select_attack_ssim", "select_attack_tca", "select_utility", "select_utility_min",
                  "select_perturbation_mse", "constraint", "objective", "feasible",
@@ -120,8 +119,7 @@ def _tune_config(spec: StudySpec) -> tune.TuneConfig:
 def _baseline_futures(spec: StudySpec, check: NodeCheck) -> list:
     """The baselines' results' futures: tasks of ``attackers_per_trial`` attackers each, every
     task one process whose attackers run at once (tune/attack_pool.py ``attack_batch``)."""
-    cells = baseline_cells(spec.dataset, spec.explainers, spec.attack_seed_range, study_seed=spec.study_seed,
-                           variant=spec.variant, aux=spec.aux_dataset)
+    cells = spec.baseline_cells()
     k = spec.attackers_per_trial
     futures = []
     for i in range(0, len(cells), k):
@@ -131,15 +129,6 @@ def _baseline_futures(spec: StudySpec, check: NodeCheck) -> list:
                                                 runtime_env=options["runtime_env"], max_retries=3)
         futures.append(task.remote(batch, spec, check, "baseline"))
     return futures
-
-
-def pareto_flags(points: list[tuple[float, float]]) -> list[bool]:
-    """Pareto optimality for (ssim to minimise, utility to maximise) pairs."""
-    flags = []
-    for i, (s, u) in enumerate(points):
-        dominated = any((s2 <= s and u2 >= u) and (s2 < s or u2 > u) for j, (s2, u2) in enumerate(points) if j != i)
-        flags.append(not dominated and not (math.isnan(s) or math.isnan(u)))
-    return flags
 
 
 def fit_to_cluster(spec: StudySpec, cpus: float, log: Log = echo) -> StudySpec:
@@ -287,17 +276,17 @@ def _speed_decider(spec: StudySpec, check: NodeCheck) -> Callable[[Preset], dict
     """How a Ray study makes its one speed decision when it has none recorded: a held-out report
     follows its search's; a GPU study's, or a set memory format, is decided without measuring;
     else a task measures it on a node where the trials run (tasks.py ``speed_task``)."""
-    def decide_speed(preset: Preset) -> dict:
+    def measure(preset: Preset) -> dict:
         searched = read_record(spec.out, spec.report_of.split("/")[0]) if spec.report_of else None
         if searched is not None and searched.get("speed", {}).get("memory_format") == preset.memory_format:
             return {**searched["speed"], "reason": f"the decision of the search {spec.report_of.split('/')[0]}: "
                                                    f"{searched['speed']['reason']}"}
         if preset.memory_format != "auto" or spec.use_gpu:
-            return decide("cuda" if spec.use_gpu else "cpu", preset.memory_format, preset.bf16,
-                          shape=IMAGE_SHAPES[spec.dataset], width=preset.net_width, cache_dir=spec.cache_dir)
+            return decide_speed("cuda" if spec.use_gpu else "cpu", preset.memory_format, preset.bf16,
+                                shape=IMAGE_SHAPES[spec.dataset], width=preset.net_width, cache_dir=spec.cache_dir)
         return ray.get(ray.remote(speed_task).options(num_cpus=spec.cpus_per_task)
                        .remote(dataclasses.replace(spec, preset=preset), check))
-    return decide_speed
+    return measure
 
 
 def run_study(spec: StudySpec, log: Log = echo) -> dict:
@@ -363,4 +352,4 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
             "spec": spec, "speed": speed}
 
 
-__all__ = ["StudySpec", "run_study", "pareto_flags", "fit_to_cluster", "describe_config"]
+__all__ = ["StudySpec", "run_study", "fit_to_cluster", "describe_config"]

@@ -18,10 +18,10 @@ from typing import Any, Callable, Optional
 from .. import echo
 from ..data import IMAGE_SHAPES
 from ..pipeline.prepare import Prepared, prepare, prepare_aux
-from ..speed import decide
+from ..study.opening import decide_speed
 from .nodes import NodeCheck, ensure_node, node_name
 from .resources import cap_gpu_memory, device_for, node_cpus
-from .spec import StudySpec
+from ..study.spec import StudySpec
 
 _prepared: dict[tuple, Prepared] = {}
 _prepared_lock = threading.Lock()
@@ -61,10 +61,10 @@ def prepare_task(study: StudySpec, check: NodeCheck, progress: Optional[Any] = N
 
 
 def speed_task(study: StudySpec, check: NodeCheck) -> dict:
-    """The study's one speed decision (speed.py ``decide``), made on a node where its trials run,
+    """The study's one speed decision (study/opening.py ``decide_speed``), made on a node where its trials run,
     with the torch threads a trial's task has there, at the dataset's image shape and the networks'
     width; the driver records it and every process of the study follows it."""
     ensure_node(check)
-    decision = decide("cpu", study.preset.memory_format, study.preset.bf16, shape=IMAGE_SHAPES[study.dataset],
+    decision = decide_speed("cpu", study.preset.memory_format, study.preset.bf16, shape=IMAGE_SHAPES[study.dataset],
                       width=study.preset.net_width, cache_dir=study.cache_dir)
     return {**decision, "node": node_name()}

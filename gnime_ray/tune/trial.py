@@ -3,9 +3,9 @@
 A trial trains one GNIME (or loads it when its exact training configuration was trained before),
 reporting every epoch's losses (with a checkpoint every ``checkpoint_every`` epochs, from which a
 restored trial continues), then attacks it from its attack pool (attack_pool.py) at each of its
-gammas (its own, or every budget: ``StudySpec.gammas_for``) with each of the study's defences (RND
+gammas (its own, or every budget: ``StudySpec.configuration_gammas``) with each of the study's defences (RND
 and OND once per ``matches`` entry) while reporting the attackers' progress, then reports its
-objective (spec.py ``objective``: selection images only, over every gamma). Its per-epoch
+objective (study/objective.py ``objective``: selection images only, over every gamma). Its per-epoch
 reports carry worst-case placeholders for the searched metrics (Tune requires them in every
 report; ``final`` False). A GNIME whose losses turn non-finite ends the
 trial with status ``diverged``, the worst objective and no attacker rows.
@@ -24,14 +24,13 @@ import torch
 from ray import tune
 
 from .. import TrainingDiverged
-from ..cellspec import CellSpec
-from ..pipeline.cells import defence_cells
 from ..pipeline.defend import gnime_config, train_or_load_gnime
-from ..speed import choose
+from ..models.training_format import choose
 from .attack_pool import run_attackers
 from .nodes import NodeCheck, ensure_node, node_name
 from .resources import cap_gpu_memory, device_for
-from .spec import StudySpec, objective, worst_result
+from ..study.objective import objective, worst_result
+from ..study.spec import StudySpec
 from .tasks import prepared
 
 
@@ -41,10 +40,8 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
     trial_id = tune.get_context().get_trial_id() or ""
     cap_gpu_memory(study.gpu_trial)
     device = device_for(study.gpu_trial)
-    gammas = (config["gamma"],) if "gamma" in config else study.gammas_for(config["explainer"])
-    base = CellSpec(study.dataset, explainer=config["explainer"], defense="gnime", lam=config["lam"],
-                    width=config["width"], variant=study.variant, study_seed=study.study_seed,
-                    aux_dataset=study.aux_dataset, gnime_seed=config.get("gnime_seed", 0))
+    gammas = study.configuration_gammas(config)
+    base = study.configuration(config)
     prep = prepared(study, device)
     cfg = gnime_config(base, study.preset)
     pending = {**worst_result(study), "final": False}
@@ -76,8 +73,7 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
         return
     gnime_seconds = time.perf_counter() - t0
 
-    cells = [dataclasses.asdict(c) for c in defence_cells(base, gammas, study.defenses, study.matches,
-                                                          study.attack_seed_range, (base.gnime_seed,))]
+    cells = [dataclasses.asdict(c) for c in study.defence_cells(config)]
     results, attack_phase, local_seconds = run_attackers(cells, study, check, trial_id, device, pending, common,
                                                          gnime_seconds)
     idle = max(0.0, attack_phase - local_seconds)

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from gnime_ray import speed as speed_module
+from gnime_ray.models import training_format as speed_module
 from gnime_ray.defenses.gnime import GnimeConfig, train_gnime
-from gnime_ray.speed import Speed, choose, probe
+from gnime_ray.models.training_format import Speed, choose, probe
 
 
 @pytest.fixture

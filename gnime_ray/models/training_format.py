@@ -1,4 +1,5 @@
-"""The fastest correct settings of the machine a process runs on, measured once per machine.
+"""The memory format and precision a network trains in (``Speed``): the fastest correct settings of
+the machine a process runs on, measured once per machine (``probe``, ``choose``).
 
 Memory format (the preset field ``memory_format``: ``auto``, ``channels_last`` or ``contiguous``):
 ``auto`` is decided by measurement, because no rule from CPU flags held across the project's
@@ -13,8 +14,8 @@ shown no difference at all. So:
   verdict can still be wrong; delete ``CACHE/speed/`` to measure again, or set ``memory_format``. The verdict is kept per machine (CPU model and flags, torch
   version, thread count, shape, width) under ``CACHE/speed/``, so every later process on the
   machine reads it instead of measuring, and concurrent processes measure once (a file lock).
-A study decides once (``decide``, at its dataset's image shape and network width), records the
-decision (store/studies.py) and passes it down as a concrete ``memory_format``, so that every
+A study decides once (study/opening.py ``decide_speed``, at its dataset's image shape and network width),
+records the decision (study/record.py) and passes it down as a concrete ``memory_format``, so that every
 trial and attacker of the study, on whichever node, trains in the same format, and a resumed study
 in the format it started with (the format changes float rounding, and GNIME's minimax is chaotic:
 rounding alone can move a training's end point).
@@ -40,8 +41,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from .cachedir import atomic_path, file_lock, resolve_cache_dir
-from .cellspec import content_hash
+from ..cachedir import atomic_path, file_lock, resolve_cache_dir
+from ..cellspec import content_hash
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 # channels_last must beat contiguous by this factor to be chosen (timing noise on a busy machine)
@@ -107,9 +108,7 @@ def _step_seconds(shape: Sequence[int], width: float, steps: int = 3) -> dict[st
     """Median seconds of one training step (forward, backward, Adam) of the release's U-Net from
     ``shape`` to ``shape`` at ``width``, on CPU, per memory format. The formats' steps alternate
     (after one warm-up step each), so a load that comes and goes slows both alike."""
-    from .models.unet import (
-        UNet,  # the probe's workload; models never import this module
-    )
+    from .unet import UNet  # the probe's workload (imported here: the U-Net does not need this module)
 
     c, h, w = shape
     batch = max(4, 65536 // (h * w))
@@ -169,14 +168,3 @@ def choose(device: torch.device | str, memory_format: str = "auto", bf16: bool =
     ratio = s["contiguous"] / s["channels_last"]
     return Speed(bool(verdict["channels_last"]), bf16,
                  f"measured on this CPU: channels_last {ratio:.2f}x the speed of contiguous")
-
-
-def decide(device: torch.device | str, memory_format: str, bf16: bool, *, shape: Sequence[int], width: float,
-           cache_dir: Optional[str] = None) -> dict[str, str]:
-    """A study's one speed decision (module docstring), as its record keeps it: the memory format
-    (``auto`` resolved on this process's device and CPU), the precision and why."""
-    speed = choose(device, memory_format, bf16, shape=shape, width=width, cache_dir=cache_dir)
-    reason = "set for the study (--set memory_format, or the search it reports on)" if memory_format != "auto" \
-        else speed.reason
-    return {"memory_format": speed.name, "precision": "bf16 autocast" if bf16 else "fp32", "reason": reason,
-            "device": torch.device(device).type, "cpu": cpu_info()[0]}

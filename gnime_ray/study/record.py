@@ -6,7 +6,7 @@ Every kind of study (a Ray study, ``gnime-ray matrix``, ``gnime-ray cell``) keep
   Running the same name with another identity is refused with one line listing the fields that
   differ (``check_identity``), so that a study never resumes, or adds rows, with settings other
   than the ones its rows were made with;
-- ``speed``: the study's one speed decision (memory format and precision, and why: speed.py),
+- ``speed``: the study's one speed decision (memory format and precision, and why: training_format.py),
   made once when the study starts and followed by every process of it, whichever node it runs on;
 - ``kind`` (``search``, ``report``, ``matrix``, ``cells``, ``grid``) and, for a search, the trial
   chosen per explainer once the search has ended (``chosen``), so that the held-out report after
@@ -21,7 +21,7 @@ from typing import Any, Optional
 from .. import GnimeRayError, __version__
 from ..config import LATER_PRESET_FIELDS
 from ..provenance import code_commit, command_line
-from .root import read_json, write_json
+from ..store.root import read_json, write_json
 
 
 def record_relpath(name: str) -> str:

@@ -22,7 +22,7 @@ A study's identity is every field that changes a number it produces (the dataset
 variant, every preset field with the memory format as decided, the search space, the seeds, the
 defences, the objective, the search a report follows); where it runs (paths, GPU fractions,
 concurrency, checkpoint frequency) is not part of it. The identity is kept in the study's record
-(store/studies.py, ``OUT/_studies/<name>.json``) when the study starts; re-running the same name
+(study/record.py, ``OUT/_studies/<name>.json``) when the study starts; re-running the same name
 with another identity is refused, naming the fields that differ, so that a study never silently
 resumes with settings other than the ones its rows were made with.
 """
@@ -30,15 +30,15 @@ resumes with settings other than the ones its rows were made with.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .. import GnimeRayError
-from ..cellspec import DEFENSES, EXPLAINERS, MATCHES
+from ..cellspec import DEFENSES, EXPLAINERS, MATCHES, CellSpec
 from ..config import Preset, get_preset, is_number, positive_finite
 from ..data import DATASETS
-from ..pipeline.calibrate import budget_gammas, paper_target
+from ..paper import budget_gammas, paper_target
+from .cells import baseline_cells, defence_cells
 
 ALLOCATORS = ("jemalloc", "system")  # an attack pool's malloc (tune/resources.py)
 SAMPLERS = ("tpe", "gp", "random")  # the search's Optuna sampler (tune/samplers.py)
@@ -61,12 +61,12 @@ class StudySpec:
     ``gnime_seeds``: the independently trained GNIMEs of every configuration of a grid study (a
     search trains one per trial, GNIME seed 0); ``first_attack_seed``: the study's attack seeds are
     ``first_attack_seed`` .. ``first_attack_seed + attack_seeds - 1`` (a held-out report after a
-    search uses seeds disjoint from the search's: tune/heldout.py); ``report_of``: the search study
+    search uses seeds disjoint from the search's: study/heldout.py); ``report_of``: the search study
     and trial a report re-measures (empty otherwise). ``objective``, ``budgets``: the module
     docstring; ``sampler``: the search's Optuna sampler (tune/samplers.py); ``matches``: what the
     rnd and ond cells are matched to (GNIME's perturbation, or its utility: pipeline/match.py), each
     one cell; ``points``: a grid study's explicit (lambda, NG width, gamma) configurations, in place
-    of ``lam_range`` x ``widths`` (a held-out report of a search's front: tune/heldout.py)."""
+    of ``lam_range`` x ``widths`` (a held-out report of a search's front: study/heldout.py)."""
 
     name: str
     dataset: str
@@ -179,6 +179,31 @@ class StudySpec:
         digits), else ``gammas``."""
         return budget_gammas(self.dataset, explainer, self.budgets) if self.budgets else tuple(self.gammas)
 
+    def baseline_cells(self) -> list[CellSpec]:
+        """The study's baselines (study/cells.py): PredMI and ExpMI without defence per explainer,
+        at each of its attack seeds."""
+        return baseline_cells(self.dataset, self.explainers, self.attack_seed_range, study_seed=self.study_seed,
+                              variant=self.variant, aux=self.aux_dataset)
+
+    def configuration(self, config: dict[str, Any]) -> CellSpec:
+        """The GNIME training configuration of one point of the search space (a trial's values:
+        explainer, lam, width, and a gnime_seed where the grid has several)."""
+        return CellSpec(self.dataset, explainer=config["explainer"], defense="gnime", lam=config["lam"],
+                        width=config["width"], variant=self.variant, study_seed=self.study_seed,
+                        aux_dataset=self.aux_dataset, gnime_seed=config.get("gnime_seed", 0))
+
+    def configuration_gammas(self, config: dict[str, Any]) -> tuple[Optional[float], ...]:
+        """The gammas one configuration's GNIME is attacked at: the searched gamma, else
+        ``gammas_for`` its explainer."""
+        return (config["gamma"],) if "gamma" in config else self.gammas_for(config["explainer"])
+
+    def defence_cells(self, config: dict[str, Any]) -> list[CellSpec]:
+        """The cells of one configuration's GNIME (study/cells.py): each gamma x each defence (RND
+        and OND at each match) x each attack seed of the study."""
+        base = self.configuration(config)
+        return defence_cells(base, self.configuration_gammas(config), self.defenses, self.matches,
+                             self.attack_seed_range, (base.gnime_seed,))
+
     @property
     def gpu_trial(self) -> float:
         """The GPU fraction a trial's bundle asks for (0 on a CPU-only study)."""
@@ -244,45 +269,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
-
-
-def worst_result(study: StudySpec) -> dict[str, float]:
-    """The searched metrics at their worst: the placeholders of non-final reports and the result
-    of a diverged trial (infeasible: its constraint is positive)."""
-    if study.objective == "single":
-        return {"objective": 1.0 + study.utility_floor}
-    return {"select_attack_ssim": 1.0, "select_utility": 0.0, "constraint": 1.0}
-
-
-def objective(rows: list[dict], floor: float, kind: str = "multi") -> dict[str, float]:
-    """What a search reads of a trial: its attackers on the SELECTION images (the rows'
-    ``select_*`` columns; never the test images, which only reports read: data/splits.py). ``rows``:
-    the trial's ExpMI-against-GNIME rows at every gamma it was attacked at (one, or every budget);
-    each metric is the mean over its attack seeds per gamma, then over the gammas;
-    ``select_utility_min`` is the lowest gamma's utility and ``constraint`` = floor - that (<= 0:
-    feasible). ``objective``: for ``kind`` 'single', the attack SSIM if the utility reaches the
-    floor, else 1 + floor - utility (any passing trial beats a failing one); for 'multi', the
-    attack SSIM (the search's first value; its second is the utility). The utility is Table 3's
-    DeePSiM at the paper's N where the dataset has one (``*_paper_n``: the release's formula depends
-    on N, and on a few hundred selection images it sits far below the paper's values whatever the
-    defence; metrics.py ``deepsim_at``), else as measured."""
-    at_paper_n = all(isinstance(r.get("select_utility_deepsim_paper_n"), float)
-                     and math.isfinite(r["select_utility_deepsim_paper_n"]) for r in rows)
-    utility = "utility_deepsim_paper_n" if at_paper_n else "utility_deepsim"
-    by_gamma: dict[Any, list[dict]] = {}
-    for r in rows:
-        g = r["gamma"]
-        by_gamma.setdefault(None if g is None or (isinstance(g, float) and math.isnan(g)) else g, []).append(r)
-
-    def per_gamma(column: str) -> list[float]:
-        return [sum(r[f"select_{column}"] for r in group) / len(group) for group in by_gamma.values()]
-
-    def mean(column: str) -> float:
-        values = per_gamma(column)
-        return sum(values) / len(values)
-
-    ssim, util, util_min = mean("ssim"), mean(utility), min(per_gamma(utility))
-    score = ssim if kind == "multi" or util_min >= floor else 1.0 + floor - util_min
-    return {"select_attack_ssim": ssim, "select_attack_tca": mean("tca"), "select_utility": util,
-            "select_utility_min": util_min, "select_perturbation_mse": mean("perturbation_mse"),
-            "constraint": floor - util_min, "objective": score}

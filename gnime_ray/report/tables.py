@@ -8,7 +8,7 @@ Rows: MSE (higher = better defence), SSIM, TCA, DeePSiM (lower = better defence)
 PredMI, then per explainer ExpMI (no defence), RND, OND, GNIME (Table 1), or ExpMI and GNIME with
 the attacker trained on an auxiliary dataset (Table 2: ``aux='facescrub'``). RND and OND are the
 paper's, matched to GNIME's perturbation; rows of RND and OND matched to GNIME's utility
-(pipeline/match.py) belong to the frontier (store/frontier.py) and are left out here. A cell shows mean +- std over the
+(pipeline/match.py) belong to the frontier (report/frontier.py) and are left out here. A cell shows mean +- std over the
 attack seeds (sample standard deviation, ddof=1; 0 for a single seed), as the paper reports over
 its five attack runs. When the rows come from several independently trained GNIMEs (the matrix's
 ``--gnime-seeds``), a cell shows the mean and two spreads: over the attack seeds (pooled within

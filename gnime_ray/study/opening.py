@@ -9,23 +9,35 @@ not in it, every preset field and the lambda calibration's target, is the study'
 running the same study name with another value of any of them is refused with one line listing
 the fields that differ, before any work (a changed ``--set`` would otherwise find the old rows
 "already done" and print them as the new budget's). The memory format is decided once, when the
-study starts (speed.py ``decide``, on this process's device at the dataset's image shape and the
+study starts (``decide_speed``, on this process's device at the dataset's image shape and the
 networks' width), recorded, and followed by every network the study trains, also when it resumes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
 from .. import echo
 from ..config import Preset
 from ..data import IMAGE_SHAPES
-from ..speed import decide
-from ..store.studies import check_identity, read_record, record_study
+from ..models.training_format import choose, cpu_info
+from .record import check_identity, read_record, record_study
 
 Log = Callable[[str], None]
+
+
+def decide_speed(device: torch.device | str, memory_format: str, bf16: bool, *, shape: Sequence[int], width: float,
+                 cache_dir: Optional[str] = None) -> dict[str, str]:
+    """A study's one speed decision (models/training_format.py), as its record keeps it: the memory format
+    (``auto`` resolved on this process's device and CPU), the precision and why. Measured in the
+    driver by the local engine, in a Ray task on a trial node by the Ray engine (tune/tasks.py)."""
+    speed = choose(device, memory_format, bf16, shape=shape, width=width, cache_dir=cache_dir)
+    reason = "set for the study (--set memory_format, or the search it reports on)" if memory_format != "auto" \
+        else speed.reason
+    return {"memory_format": speed.name, "precision": "bf16 autocast" if bf16 else "fp32", "reason": reason,
+            "device": torch.device(device).type, "cpu": cpu_info()[0]}
 
 
 def recall_study(out: str, study: str, preset: Preset, identity_of: Callable[[Preset], dict[str, Any]],
@@ -45,15 +57,15 @@ def recall_study(out: str, study: str, preset: Preset, identity_of: Callable[[Pr
 
 def settle_speed(out: str, study: str, kind: str, preset: Preset, recorded: Optional[dict[str, Any]],
                  identity_of: Callable[[Preset], dict[str, Any]],
-                 decide_speed: Callable[[Preset], dict[str, Any]]) -> tuple[Preset, dict[str, Any]]:
+                 measure: Callable[[Preset], dict[str, Any]]) -> tuple[Preset, dict[str, Any]]:
     """Opening a study, step 2, for both engines: the speed decision a resumed study recorded, else
-    ``decide_speed(preset)`` (this process's measurement, or a Ray task's on a trial node) with the
+    ``measure(preset)`` (``decide_speed`` in this process, or a Ray task's on a trial node) with the
     preset's memory format set to it and the study recorded (its identity and the decision). What
     runs between the two steps is the engine's own (Ray's node checks write a marker, so they
     follow the identity check)."""
     if recorded is not None and recorded.get("speed"):
         return preset, recorded["speed"]
-    speed = decide_speed(preset)
+    speed = measure(preset)
     preset = preset.replace(memory_format=speed["memory_format"])
     record_study(out, study, kind, identity_of(preset), speed)
     return preset, speed
@@ -69,7 +81,7 @@ def begin_study(out: str, study: str, kind: str, dataset: str, preset: Preset, d
         return {"preset": p.to_dict(), **identity}
 
     def decide_here(p: Preset) -> dict[str, Any]:
-        return decide(device, p.memory_format, p.bf16, shape=IMAGE_SHAPES[dataset], width=p.net_width,
+        return decide_speed(device, p.memory_format, p.bf16, shape=IMAGE_SHAPES[dataset], width=p.net_width,
                       cache_dir=cache_dir)
 
     preset, recorded = recall_study(out, study, preset, identity_of)

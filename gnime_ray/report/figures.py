@@ -6,7 +6,7 @@ One figure shows one study, one GNIME configuration and one trained GNIME: ``mak
 refuses, in one line naming the flag it needs, rows of several studies without ``--study``, a
 study of several GNIME configurations (a search's trials, a grid) without ``--trial``, and several
 GNIME seeds without ``--gnime-seed``. The reconstruction figures of a search belong to its
-held-out report (tune/heldout.py: ``--study <search>-<explainer>-report``), whose figures also
+held-out report (study/heldout.py: ``--study <search>-<explainer>-report``), whose figures also
 draw the search it reports on.
 
 - ``reconstructions-<dataset>-<explainer>``: Figures 1 and 4. For the test images every cell of a
@@ -20,7 +20,7 @@ draw the search it reports on.
   necessarily of all test images, whose maps are not kept).
 - ``attributes-<dataset>``: Figure 6. The F1 of each attribute classifier on the reconstructions,
   per defence (rows with f1_* values only).
-- ``frontier-<study>-<explainer>``: the held-out frontier (store/frontier.py) of a study with
+- ``frontier-<study>-<explainer>``: the held-out frontier (report/frontier.py) of a study with
   utility-matched RND and OND (a held-out report, a matrix with ``--match``): attack SSIM against
   utility (DeePSiM at the paper's N) and against the perturbation; GNIME's points with a band of
   +- its GNIME-seed spread, RND and OND matched to its perturbation (open markers) and to its
@@ -43,12 +43,12 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import GnimeRayError, echo
-from .frontier import frontier
-from .rows import read_figure_sample, read_rows
-from .root import read_csv
 from ..paper import paper_operating_point
-from .report import require_held_out
-from .studies import read_record
+from ..store.root import read_csv
+from ..store.rows import read_figure_sample, read_rows
+from ..study.record import read_record
+from .frontier import frontier
+from .tables import require_held_out
 
 Log = Callable[[str], None]
 COLUMNS = (("predmi", "none", "PredMI"), ("expmi", "none", "ExpMI (no defence)"), ("expmi", "rnd", "RND"),

@@ -1,7 +1,8 @@
 """The held-out frontier after a search: choose on one set of images, report on another, with fresh
 GNIMEs and fresh attackers (docs/studies.md, "The search's question and the held-out frontier").
+This module decides what is reported (no Ray); tune/search_then_report.py runs it on Ray.
 
-A search chooses on the SELECTION images of the evaluation split (tune/spec.py ``objective``), so
+A search chooses on the SELECTION images of the evaluation split (study/objective.py ``objective``), so
 its trials' own scores are optimistic twice over: each is the best of several noisy draws (GNIME's
 training and the attackers' seeds), measured on the images it was chosen on. What a table reports
 after a search is therefore a fresh experiment, per explainer (the search itself runs no baselines,
@@ -10,7 +11,7 @@ whatever its spec says: they answer nothing it asks, and the report runs them wi
 1. the chosen points: for a two-objective search, the feasible Pareto-optimal trials (Optuna's
    front: utility at or above the floor on the selection images), at most ``front_points`` of them
    spread along the front (0: all); for the single objective, the trial with the lowest objective.
-   Written into the search's record (store/studies.py) the first time the search has ended and read
+   Written into the search's record (study/record.py) the first time the search has ended and read
    from there afterwards, so nothing that follows depends on an outcome that could change between
    runs; an interrupted search raises ``Interrupted`` before anything is chosen;
 2. a grid study ``<search>-<explainer>-report`` over exactly those points (lambda, NG width, gamma,
@@ -20,7 +21,7 @@ whatever its spec says: they answer nothing it asks, and the report runs them wi
    perturbation and to its utility (DeePSiM and top-k: pipeline/match.py), plus ExpMI without
    defence and PredMI, with the attack seeds REPORT_FIRST_SEED, ... (disjoint from every search's,
    which start at 0); its numbers are the TEST images';
-3. the frontier of that report (store/frontier.py): per point, every defence line with the paired
+3. the frontier of that report (report/frontier.py): per point, every defence line with the paired
    95% interval of GNIME - defence and its verdict, and each defence's hypervolume; written beside
    the rows (``OUT/_frontier/``);
 4. the optimism of the search: each chosen trial's selection score beside its fresh GNIMEs' mean
@@ -32,16 +33,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
 
-from .. import GnimeRayError, echo
 from ..cellspec import MATCHES
-from ..store.frontier import frontier, write_frontier
-from ..store.studies import read_record, update_record
 from .spec import StudySpec
-from .study import run_study, write_trials
 
-Log = Callable[[str], None]
 # the first attack seed of every held-out report (a search's attack seeds start at 0)
 REPORT_FIRST_SEED = 1000
 
@@ -121,53 +116,3 @@ def describe_optimism(explainer: str, trial: str, o: dict) -> str:
             f"configuration score {o['test_attack_ssim_gnimes']:.4f} ± {o['gnime_spread']:.4f} (GNIME-seed spread) on "
             f"the test images with fresh attackers (seeds {o['attack_seeds'][0]}..{o['attack_seeds'][-1]}): "
             f"{o['test_attack_ssim_gnimes'] - o['select_attack_ssim']:+.4f}")
-
-
-def search_and_report(spec: StudySpec, final_gnime_seeds: int, log: Log = echo, front_points: int = 0,
-                      matches: tuple[str, ...] = MATCHES) -> dict:
-    """Run (or resume) the search ``spec``, then the held-out frontier of each explainer's chosen
-    points (module docstring). Returns {"search": run_study's result, "chosen": {explainer: [points]},
-    "reports": {explainer: run_study's result}, "frontier": {explainer: (points, hypervolumes)},
-    "optimism": {explainer: [optimism() per point]}}."""
-    for value, flag, low in ((final_gnime_seeds, "--gnime-seeds", 1), (front_points, "--front-points", 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise GnimeRayError(f"{flag} must be an integer >= {low}, got {value!r}")
-    if not matches or any(m not in MATCHES for m in matches) or len(set(matches)) < len(matches):
-        raise GnimeRayError(f"--match must be a non-empty subset of {','.join(MATCHES)}, got {','.join(matches)!r}")
-    if spec.search != "optuna":
-        raise GnimeRayError(f"study {spec.name}: a held-out report follows a search (search='optuna'), not a grid")
-    search = run_study(dataclasses.replace(spec, baselines=False), log)
-    out = search["spec"].out
-    record = read_record(out, spec.name) or {}
-    chosen = record.get("chosen")
-    if not chosen:
-        chosen = choose_front_points(search["trials"], spec.objective, front_points)
-        if not chosen:
-            raise GnimeRayError(f"study {spec.name}: no trial finished feasible (utility at or above the floor "
-                                f"{spec.utility_floor} on the selection images), so there is nothing to report: lower "
-                                f"the floor (--utility-floor) or move the search space towards less noise")
-        update_record(out, spec.name, chosen=chosen)
-    for e, points in chosen.items():
-        described = "; ".join(f"trial {p['trial']} (lambda {p['lambda']!r}, width {p['ng_width']!r}, gamma "
-                              f"{p['gamma']!r}: attack SSIM {p['select_attack_ssim']:.4f}, utility "
-                              f"{p['select_utility']:.4f})" for p in points)
-        log(f"study {spec.name}: {e}: chosen on the selection images: {described}; the held-out report: "
-            f"{final_gnime_seeds} fresh GNIME(s) at each, RND and OND at their perturbation and utility, fresh "
-            f"attackers, test images")
-    reports, fronts, gains = {}, {}, {}
-    for e, points in chosen.items():
-        reports[e] = run_study(report_spec(search["spec"], e, points, final_gnime_seeds, matches), log)
-        name = reports[e]["spec"].name
-        fronts[e] = frontier(reports[e]["rows"], name, seed=spec.study_seed)
-        write_frontier(out, name, *fronts[e])
-        gains[e] = [optimism(p, reports[e]["rows"]) for p in points]
-    trials = search["all_trials"]
-    for t in trials:
-        for e, points in chosen.items():
-            for p, o in zip(points, gains.get(e, [])):
-                if t["explainer"] == e and t["trial"] == p["trial"]:
-                    t.update(chosen=True, report_study=report_name(spec.name, e),
-                             test_attack_ssim_gnimes=o["test_attack_ssim_gnimes"])
-    if trials:
-        write_trials(out, spec.name, trials)
-    return {"search": search, "chosen": chosen, "reports": reports, "frontier": fronts, "optimism": gains}

@@ -2,7 +2,7 @@
 matched utility, with paired intervals and hypervolumes, from a study's test-image rows.
 
 A point is one GNIME configuration (explainer, lambda, NG width, gamma) of a study with several
-independently trained GNIMEs (a held-out report: tune/heldout.py; a matrix with budgets). At each
+independently trained GNIMEs (a held-out report: study/heldout.py; a matrix with budgets). At each
 point, each defence variant is a line: GNIME; RND and OND matched to GNIME's perturbation (the
 paper's protocol) and to its utility (DeePSiM at the paper's N, and the top-k agreement;
 pipeline/match.py); ExpMI without defence and PredMI as reference lines. A line shows the mean
@@ -31,8 +31,8 @@ import numpy as np
 from .. import GnimeRayError
 from ..cellspec import MATCHES, derive_seed
 from ..statistics import Interval, hypervolume_2d, paired_bootstrap
-from .report import require_held_out
-from .root import write_csv
+from ..store.root import write_csv
+from .tables import require_held_out
 
 HV_REFERENCE = {"utility_deepsim_paper_n": (1.0, 0.8), "utility_topk": (1.0, 0.0)}
 UTILITIES = ("utility_deepsim_paper_n", "utility_topk")
