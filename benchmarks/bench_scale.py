@@ -155,7 +155,7 @@ def idle_worker_baseline() -> float:
     return anon
 
 
-def run_attackers(k: int, spec, pooled: bool, log) -> dict[str, float]:
+def run_attackers(k: int, spec, placement, pooled: bool, log) -> dict[str, float]:
     import ray
 
     from gnime_ray.cellspec import CellSpec
@@ -178,9 +178,9 @@ def run_attackers(k: int, spec, pooled: bool, log) -> dict[str, float]:
     t0 = time.perf_counter()
     cells = [CellSpec("celeba", explainer="grad", defense="none", seed=s).to_dict() for s in range(k)]
     batches = [cells] if pooled else [[c] for c in cells]  # one pool of K threads, or K processes
-    options = [pool_options(len(b), 0.0, 1.0, spec.pool_allocator) for b in batches]
+    options = [pool_options(len(b), 0.0, 1.0, placement.pool_allocator) for b in batches]
     tasks = [ray.remote(attack_batch).options(num_cpus=o["num_cpus"], runtime_env=o["runtime_env"], max_retries=0)
-             .remote(b, spec, None, f"bench-{k}") for b, o in zip(batches, options)]
+             .remote(b, spec, placement, None, f"bench-{k}") for b, o in zip(batches, options)]
     rows = [r for batch in ray.get(tasks) for r in batch]
     wall = time.perf_counter() - t0
     stop.set()
@@ -195,7 +195,7 @@ def run_attackers(k: int, spec, pooled: bool, log) -> dict[str, float]:
 
 
 def main() -> int:
-    from gnime_ray.study.spec import ALLOCATORS
+    from gnime_ray.tune.placement import ALLOCATORS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--identities", type=int, default=1000, help="CelebA identities of 30 images each")
@@ -214,6 +214,7 @@ def main() -> int:
     from gnime_ray.config import get_preset
     from gnime_ray.tune.resources import JEMALLOC_CONF, pool_options
     from gnime_ray.study.spec import StudySpec
+    from gnime_ray.tune.placement import Placement
     from gnime_ray.tune.tasks import prepared
 
     work = Path(args.work) if args.work else resolve_cache_dir() / "bench-scale"
@@ -225,8 +226,8 @@ def main() -> int:
     out = tempfile.mkdtemp(prefix="bench-scale-out-")
     atexit.register(shutil.rmtree, out, True)  # the rows and the published artifacts (3 GB at full size)
     spec = StudySpec(name="bench-scale", dataset="celeba", out=out, explainers=("grad",), preset=preset,
-                     data_root=str(data), cache_dir=str(work / "cache"), use_gpu=False,
-                     pool_allocator=args.allocator)
+                     data_root=str(data), cache_dir=str(work / "cache"))
+    placement = Placement(use_gpu=False, pool_allocator=args.allocator)
     t0 = time.perf_counter()
     prep = prepared(spec, "cpu")
     maps_file = prep.cache_path / f"maps-grad-paper-b{preset.explain_batch_size}.f16.npy"
@@ -243,7 +244,7 @@ def main() -> int:
     layout = "a process per attacker" if args.one_process_each else "one attack pool"
     echo(f"attackers run in {layout}, allocating with {args.allocator}"
          f"{' (' + JEMALLOC_CONF + ')' if pool_options(1, 0.0, 1.0, args.allocator)['runtime_env'] else ''}")
-    peaks = {k: run_attackers(k, spec, not args.one_process_each, echo) for k in tasks}
+    peaks = {k: run_attackers(k, spec, placement, not args.one_process_each, echo) for k in tasks}
     growth = (peaks[tasks[-1]]["anon"] - peaks[tasks[0]]["anon"]) / max(1, tasks[-1] - tasks[0])
     processes = {k: k if args.one_process_each else 1 for k in tasks}
     budget = {k: 1.5 * (maps_bytes + images_bytes) + 1e9 * processes[k] for k in tasks}

@@ -20,14 +20,15 @@ RUN = r"""
 import json, sys, time, ray
 from gnime_ray.config import get_preset
 from gnime_ray.tune import StudySpec, run_study
+from gnime_ray.tune.placement import Placement
 ncpu, out, cache, preset, samples, seeds = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 t0 = time.perf_counter()
 ray.init(address="local", num_cpus=ncpu, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
 spec = StudySpec(name="scaling", dataset="digits", out=out, explainers=("lrp",), preset=get_preset(preset),
-                 attack_seeds=seeds, num_samples=samples, max_concurrent_trials=ncpu, attackers_per_trial=1,
-                 lam_range=(5.0, 200.0), widths=(0.5, 1.0), gamma_range=(5e-4, 5e-3), baselines=True,
-                 checkpoint_every=50, cache_dir=cache)
-result = run_study(spec, log=lambda _: None)
+                 attack_seeds=seeds, num_samples=samples, lam_range=(5.0, 200.0), widths=(0.5, 1.0),
+                 gamma_range=(5e-4, 5e-3), baselines=True, cache_dir=cache)
+result = run_study(spec, Placement(max_concurrent_trials=ncpu, attackers_per_trial=1, checkpoint_every=50),
+                   log=lambda _: None)
 wall = time.perf_counter() - t0
 work = sum(t["gnime_seconds"] + t["attack_seconds"] for t in result["trials"])
 work += sum(r["wall_seconds"] for r in result["rows"] if r["trial"] == "baseline")

@@ -66,6 +66,7 @@ def main() -> int:
     from gnime_ray.cachedir import resolve_cache_dir
     from gnime_ray.config import get_preset
     from gnime_ray.tune import StudySpec, run_study
+    from gnime_ray.tune.placement import Placement
 
     gpu = torch.cuda.is_available()
     name = torch.cuda.get_device_name(0) if gpu else "no GPU (faked for scheduling)"
@@ -77,9 +78,9 @@ def main() -> int:
                         attack_epochs=args.attack_epochs)
     out = tempfile.mkdtemp(prefix="gpu-check-")
     spec = StudySpec(name="gpu-check", dataset="celeba", out=out, explainers=("lrp",), preset=preset, search="grid",
-                     lam_range=(500.0, 500.0), widths=(1.0,), num_samples=1, attack_seeds=2, attackers_per_trial=1,
-                     baselines=False, checkpoint_every=max(1, args.gnime_epochs), data_root=str(data),
-                     cache_dir=str(work / "gpu-cache"), use_gpu=True)
+                     lam_range=(500.0, 500.0), widths=(1.0,), num_samples=1, attack_seeds=2,
+                     baselines=False, data_root=str(data), cache_dir=str(work / "gpu-cache"))
+    placement = Placement(attackers_per_trial=1, checkpoint_every=max(1, args.gnime_epochs), use_gpu=True)
     ray.init(address="local", num_gpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     samples: list = []
     stop = threading.Event()
@@ -87,7 +88,7 @@ def main() -> int:
     if gpu:
         poller.start()
     t0 = time.perf_counter()
-    result = run_study(spec)
+    result = run_study(spec, placement)
     wall = time.perf_counter() - t0
     stop.set()
     ray.shutdown()

@@ -17,7 +17,7 @@ in studies/ sit on tune; those in benchmarks/ on any layer.
 
 One study through them, by either engine (a cell is one attacker's row):
   gnime-ray matrix (cli)                 | gnime-ray study NAME, python studies/NAME.py (tune/scripts.py)
-  pipeline/matrix.py run_matrix          | tune/study.py run_study (a study/spec.py StudySpec)
+  pipeline/matrix.py run_matrix          | tune/study.py run_study (a study/spec.py StudySpec, a tune/placement.py Placement)
   study/opening.py recall_study: the record (study/record.py), a resume's memory format, the identity checked
                                          | tune/nodes.py check_nodes: every node sees the results root
   study/opening.py settle_speed: the one speed decision (decide_speed), recorded

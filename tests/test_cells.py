@@ -7,8 +7,9 @@ import pytest
 
 from gnime_ray.cellspec import DEFENSES, CellSpec
 from gnime_ray.paper import TABLE2_DEFENSES
-from gnime_ray.study.cells import baseline_cells, defence_cells
 from gnime_ray.pipeline.matrix import matrix_specs
+from gnime_ray.study.cells import baseline_cells, defence_cells
+from gnime_ray.study.spec import StudySpec
 
 
 def _matrix_before(dataset, explainers, seeds, gammas, aux, gnime_seeds, lam, matches):
@@ -38,15 +39,23 @@ def test_the_matrix_makes_the_cells_it_made_before(aux):
     assert len({(c.key(), c.seed) for c in now}) == len(now)  # no cell twice
 
 
-def test_a_trials_cells_are_the_matrix_cells_of_its_configuration():
+def test_a_trials_cells_are_the_matrix_cells_of_its_configuration(tmp_path):
+    """A Ray trial's cells (StudySpec.defence_cells of its config, as tune/trial.py lists them) and the
+    study's baselines (StudySpec.baseline_cells, tune/study.py) are the matrix's."""
     matches = ("perturbation", "utility")
     matrix = matrix_specs("mnist5k", ("lrp",), 3, lam=10.0, width=0.5, gammas=(0.01,), gnime_seeds=2, matches=matches)
+    study = StudySpec(name="s", dataset="mnist5k", out=str(tmp_path), explainers=("lrp",), search="grid",
+                      defenses=("gnime", "rnd", "ond"), matches=matches, attack_seeds=3, gnime_seeds=(0, 1))
+    config = {"explainer": "lrp", "lam": 10.0, "width": 0.5, "gamma": 0.01, "gnime_seed": 1}
+    trial = study.defence_cells(config)
     base = CellSpec("mnist5k", explainer="lrp", defense="gnime", lam=10.0, width=0.5, gnime_seed=1)
-    trial = defence_cells(base, (0.01,), ("gnime", "rnd", "ond"), matches, range(3), (base.gnime_seed,))
+    assert trial == defence_cells(base, (0.01,), ("gnime", "rnd", "ond"), matches, range(3), (1,))
     assert {(c.key(), c.seed) for c in trial} == {(c.key(), c.seed) for c in matrix
                                                  if c.gnime_seed == 1 and c.defense != "none" and c.attack == "expmi"}
     # 3 attack seeds x (GNIME + RND and OND at each of 2 matches)
     assert len(trial) == 3 * 5
+    assert {(c.key(), c.seed) for c in study.baseline_cells()} == {
+        (c.key(), c.seed) for c in matrix if c.defense == "none" or c.attack == "predmi"}
 
 
 def test_baselines_are_predmi_and_expmi_without_defence():

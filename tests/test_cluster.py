@@ -160,11 +160,12 @@ LOSS_DRIVER = textwrap.dedent("""
     import sys
     from gnime_ray.config import get_preset
     from gnime_ray.tune import StudySpec, connect, run_study
+    from gnime_ray.tune.placement import Placement
     connect(sys.argv[1])
     spec = StudySpec(name="loss", dataset="digits", out=sys.argv[2], preset=get_preset("smoke", gnime_epochs=600),
-                     attack_seeds=2, num_samples=2, max_concurrent_trials=2, attackers_per_trial=1,
-                     checkpoint_every=50, cache_dir=sys.argv[3], use_gpu=True)
-    result = run_study(spec)
+                     attack_seeds=2, num_samples=2, cache_dir=sys.argv[3])
+    result = run_study(spec, Placement(max_concurrent_trials=2, attackers_per_trial=1, checkpoint_every=50,
+                                       use_gpu=True))
     print("TRIALS", len(result["trials"]), "ROWS", len(result["rows"]))
 """)
 

@@ -7,7 +7,7 @@ import pytest
 from gnime_ray import GnimeRayError
 from gnime_ray.store import read_rows
 from gnime_ray.study.objective import pareto_flags
-from study_specs import smoke_spec as _spec
+from study_specs import smoke_study as _study
 
 
 def test_pareto_flags():
@@ -87,8 +87,8 @@ def test_a_search_is_reported_by_a_fresh_held_out_frontier(local_ray, tmp_path, 
     from gnime_ray.study.heldout import REPORT_FIRST_SEED
     from gnime_ray.tune.search_then_report import search_and_report
 
-    spec = _spec(tmp_path, "sel", num_samples=2, attack_seeds=2, gamma_range=(1e-3, 1e-2))
-    outcome = search_and_report(spec, 2, log=lambda _: None, front_points=1)
+    spec, placement = _study(tmp_path, "sel", num_samples=2, attack_seeds=2, gamma_range=(1e-3, 1e-2))
+    outcome = search_and_report(spec, 2, placement, log=lambda _: None, front_points=1)
     search, report = outcome["search"], outcome["reports"]["lrp"]
     (chosen,) = outcome["chosen"]["lrp"]
     trials = {t["trial"]: t for t in search["trials"]}
@@ -155,8 +155,8 @@ def test_a_search_is_reported_by_a_fresh_held_out_frontier(local_ray, tmp_path, 
     assert main(["frontier", "--out", spec.out, "--study", "sel-lrp-report"]) == 0
     assert "GNIME - defence, SSIM [95% interval]" in capsys.readouterr().out
     # a re-run resumes: the same choice, no new row
-    again = search_and_report(spec, 2, log=lambda _: None, front_points=1)
+    again = search_and_report(spec, 2, placement, log=lambda _: None, front_points=1)
     assert again["chosen"] == outcome["chosen"]
     assert len(read_rows(spec.out).to_pylist()) == len(search["rows"]) + len(report["rows"])
     with pytest.raises(GnimeRayError, match="--gnime-seeds must be an integer >= 1, got 0"):
-        search_and_report(spec, 0, log=lambda _: None)
+        search_and_report(spec, 0, placement, log=lambda _: None)

@@ -20,7 +20,7 @@ from gnime_ray import GnimeRayError  # noqa: E402
 from gnime_ray.config import get_preset  # noqa: E402
 from gnime_ray.store import SCHEMA, read_rows  # noqa: E402
 from gnime_ray.tune import run_study, trial_resources  # noqa: E402
-from study_specs import smoke_spec as _spec  # noqa: E402
+from study_specs import smoke_spec as _spec, smoke_study as _study  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,27 +70,28 @@ def test_an_attack_pool_process_allocates_with_jemalloc_unless_told_otherwise(lo
 
 
 def test_an_attack_pool_too_large_for_one_gpu_is_refused_before_any_work(local_ray, tmp_path):
-    spec = _spec(tmp_path, "toolarge", attackers_per_trial=3, attacker_gpu=0.5)  # 1.5 GPUs in one pool
+    spec, placement = _study(tmp_path, "toolarge", attackers_per_trial=3, attacker_gpu=0.5)  # 1.5 GPUs in one pool
     with pytest.raises(GnimeRayError, match=r"attackers_per_trial x attacker_gpu must be at most 1.*3 x 0.5"):
-        run_study(spec, log=lambda _: None)
+        run_study(spec, placement, log=lambda _: None)
     out = tmp_path / "out"
     assert not (tmp_path / "cache").exists()  # nothing prepared
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]  # nothing written
 
 
 def test_fit_to_cluster_keeps_concurrent_trials_schedulable(tmp_path):
+    from gnime_ray.tune.placement import Placement
     from gnime_ray.tune.study import fit_to_cluster
 
-    spec = _spec(tmp_path, "x", attackers_per_trial=3, max_concurrent_trials=2)
-    assert fit_to_cluster(spec, 8).cpus_per_task == 1.0  # 2 x (1 + 3) bundles of 1 CPU fit
-    assert fit_to_cluster(spec, 2, log=lambda _: None).cpus_per_task == 0.25
-    assert fit_to_cluster(spec, 1, log=lambda _: None).cpus_per_task == 0.125
+    placement = Placement(attackers_per_trial=3, max_concurrent_trials=2)
+    assert fit_to_cluster(placement, 8).cpus_per_task == 1.0  # 2 x (1 + 3) bundles of 1 CPU fit
+    assert fit_to_cluster(placement, 2, log=lambda _: None).cpus_per_task == 0.25
+    assert fit_to_cluster(placement, 1, log=lambda _: None).cpus_per_task == 0.125
 
 
 def test_smoke_study_on_fake_gpu(local_ray, tmp_path):
     # two trials at once, each 0.25 GPU and a pool of two attackers at 0.125: one fake GPU holds both
-    spec = _spec(tmp_path, "smoke", gammas=(None, 1e-3), attackers_per_trial=2, attacker_gpu=0.125)
-    result = run_study(spec, log=lambda _: None)
+    spec, placement = _study(tmp_path, "smoke", gammas=(None, 1e-3), attackers_per_trial=2, attacker_gpu=0.125)
+    result = run_study(spec, placement, log=lambda _: None)
     trials = result["trials"]
     assert len(trials) == 2
     for t in trials:
@@ -136,11 +137,12 @@ def test_smoke_study_on_fake_gpu(local_ray, tmp_path):
 
 
 def test_diverged_gnime_is_recorded_and_writes_no_row(local_ray, tmp_path, monkeypatch):
-    spec = _spec(tmp_path, "diverge", preset=get_preset("smoke", gnime_lr=1e6), baselines=False, num_samples=1)
+    spec, placement = _study(tmp_path, "diverge", preset=get_preset("smoke", gnime_lr=1e6), baselines=False,
+                             num_samples=1)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    result = run_study(spec, log=lambda _: None)
+    result = run_study(spec, placement, log=lambda _: None)
     assert not list(scratch.glob("gnime-optuna-*"))  # the driver's copy of the search journal is removed
     assert result["trials"] == [] and result["rows"] == []
     (trial,) = result["all_trials"]
@@ -153,8 +155,8 @@ def test_diverged_gnime_is_recorded_and_writes_no_row(local_ray, tmp_path, monke
 
 
 def test_multi_objective_and_grid_studies(local_ray, tmp_path, capsys):
-    multi = run_study(_spec(tmp_path, "multi", objective="multi", attack_seeds=1, baselines=False,
-                            gamma_range=(1e-3, 1e-2)), log=lambda _: None)
+    multi = run_study(*_study(tmp_path, "multi", objective="multi", attack_seeds=1, baselines=False,
+                             gamma_range=(1e-3, 1e-2)), log=lambda _: None)
     assert len(multi["trials"]) == 2 and any(t["pareto"] for t in multi["trials"])
     assert all(1e-3 <= t["gamma"] <= 1e-2 for t in multi["trials"])  # gamma searched on a log scale
     assert len(multi["rows"]) == 2
@@ -190,8 +192,8 @@ def test_multi_objective_and_grid_studies(local_ray, tmp_path, capsys):
     assert main(["figures", "--out", str(out), "--study", "multi", "--trial", trial, "--dest", str(tmp_path / "figs")]) == 0
     assert {"search-multi-lrp.png", "search-multi-lrp.csv", "pareto-multi-lrp.png",
             "reconstructions-digits-lrp.png"} <= {p.name for p in (tmp_path / "figs").iterdir()}
-    grid = run_study(_spec(tmp_path, "grid", search="grid", lam_range=(50.0, 50.0), widths=(1.0, 0.5),
-                           attack_seeds=1, baselines=False, defenses=("gnime", "rnd")), log=lambda _: None)
+    grid = run_study(*_study(tmp_path, "grid", search="grid", lam_range=(50.0, 50.0), widths=(1.0, 0.5),
+                            attack_seeds=1, baselines=False, defenses=("gnime", "rnd")), log=lambda _: None)
     assert sorted(t["ng_width"] for t in grid["trials"]) == [0.5, 1.0]
     assert sorted(r["defense"] for r in grid["rows"]) == ["gnime", "gnime", "rnd", "rnd"]
     assert {r["lambda"] for r in grid["rows"]} == {50.0}
@@ -228,8 +230,7 @@ def test_three_attackers_map_the_maps_instead_of_copying_them(local_ray, tmp_pat
     write_celeba_official(data, {i: 30 for i in range(1, 41)}, attrs=False)  # 1,200 images, 3x128x128
     preset = get_preset("smoke", max_images=None, celeba_identities=40, celeba_images_per_identity=30,
                         explain_batch_size=128)
-    spec = _spec(tmp_path, "mapped", dataset="celeba", explainers=("grad",), preset=preset, data_root=str(data),
-                 use_gpu=False)
+    spec = _spec(tmp_path, "mapped", dataset="celeba", explainers=("grad",), preset=preset, data_root=str(data))
     prep = prepared(spec, "cpu")  # prepare once (in this process), as a study's prepare task does
     maps_file = prep.cache_path / f"maps-grad-paper-b{preset.explain_batch_size}.f16.npy"
     assert maps_file.stat().st_size > 100e6  # 1,200 x 3 x 128 x 128 float16 = 118 MB
@@ -265,16 +266,17 @@ def test_attack_pool_threads_compute_what_each_attacker_computes_alone(local_ray
 
     from gnime_ray.cellspec import CellSpec
     from gnime_ray.tune.attack_pool import attack_batch, attack_cell
+    from gnime_ray.tune.placement import Placement
 
     cells = [CellSpec("digits", explainer="grad", defense=d, seed=s).to_dict()
              for d, s in (("none", 0), ("none", 1), ("rnd", 0))]
-    alone = _spec(tmp_path, "pooled", explainers=("grad",), out=str(tmp_path / "alone"), use_gpu=False)
+    alone = _spec(tmp_path, "pooled", explainers=("grad",), out=str(tmp_path / "alone"))
     pooled = dataclasses.replace(alone, out=str(tmp_path / "pooled"))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # what a pool sets for each attacker (cpus_per_task 1)
         one_by_one = [attack_cell(c, alone, None, "t", "cpu") for c in cells]
-        at_once = attack_batch(cells, pooled, None, "t")
+        at_once = attack_batch(cells, pooled, Placement(use_gpu=False), None, "t")
     finally:
         torch.set_num_threads(threads)
     metrics = ("mse", "ssim", "psnr", "tca", "deepsim", "perturbation_mse", "utility_deepsim", "attack_epochs_run")

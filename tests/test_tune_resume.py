@@ -24,11 +24,11 @@ DRIVER = textwrap.dedent("""
     import sys, ray
     from gnime_ray.config import get_preset
     from gnime_ray.tune import StudySpec, run_study
+    from gnime_ray.tune.placement import Placement
     ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, logging_level="ERROR")
     spec = StudySpec(name="resume", dataset="digits", out=sys.argv[1], preset=get_preset("smoke", gnime_epochs=12),
-                     attack_seeds=2, num_samples=3, max_concurrent_trials=1, attackers_per_trial=1,
-                     checkpoint_every=2, cache_dir=sys.argv[2], study_seed=1)
-    run_study(spec, log=lambda _: None)
+                     attack_seeds=2, num_samples=3, cache_dir=sys.argv[2], study_seed=1)
+    run_study(spec, Placement(max_concurrent_trials=1, attackers_per_trial=1, checkpoint_every=2), log=lambda _: None)
 """)
 
 

@@ -20,8 +20,9 @@ the defender loses and what differs between defences at one perturbation. Two mo
 
 A study's identity is every field that changes a number it produces (the dataset, explainers,
 variant, every preset field with the memory format as decided, the search space, the seeds, the
-defences, the objective, the search a report follows); where it runs (paths, GPU fractions,
-concurrency, checkpoint frequency) is not part of it. The identity is kept in the study's record
+defences, the objective, the search a report follows); where its files are (``PATH_FIELDS``) and
+how it is placed on a cluster (tune/placement.py: GPU fractions, concurrency, checkpoint
+frequency) are not part of it. The identity is kept in the study's record
 (study/record.py, ``OUT/_studies/<name>.json``) when the study starts; re-running the same name
 with another identity is refused, naming the fields that differ, so that a study never silently
 resumes with settings other than the ones its rows were made with.
@@ -40,24 +41,20 @@ from ..data import DATASETS
 from ..paper import budget_gammas, paper_target
 from .cells import baseline_cells, defence_cells
 
-ALLOCATORS = ("jemalloc", "system")  # an attack pool's malloc (tune/resources.py)
 SAMPLERS = ("tpe", "gp", "random")  # the search's Optuna sampler (tune/samplers.py)
 DEFAULT_SAMPLER = "tpe"
 OBJECTIVES = ("multi", "single")
 SEARCHES = ("optuna", "grid")
-# fields that say where and how fast a study runs, not what it computes
-PLACEMENT_FIELDS = ("out", "cache_dir", "data_root", "max_concurrent_trials", "trial_gpu", "attacker_gpu",
-                    "attackers_per_trial", "cpus_per_task", "pool_allocator", "checkpoint_every", "use_gpu")
+# where a study's results, cache and data are: not part of what it computes (its identity)
+PATH_FIELDS = ("out", "cache_dir", "data_root")
 
 
 @dataclass(frozen=True)
 class StudySpec:
-    """Everything a study needs; validated on construction (ValueError naming the field).
-
-    ``pool_allocator``: the malloc of the attack pools' processes (tune/resources.py).
-    ``use_gpu``: whether bundles ask for GPU fractions; decided ONCE, before any placement group
-    (the study scripts decide it from --cpu-only or the machine); None lets ``run_study`` decide
-    from the cluster as it is when the study starts.
+    """What a study computes, and where its results, cache and data are (``out``, ``cache_dir``,
+    ``data_root``); validated on construction (ValueError naming the field). How the Ray engine
+    places it (GPU fractions, concurrency, attack pools, checkpoints) is tune/placement.py's
+    ``Placement``, not part of the spec.
     ``gnime_seeds``: the independently trained GNIMEs of every configuration of a grid study (a
     search trains one per trial, GNIME seed 0); ``first_attack_seed``: the study's attack seeds are
     ``first_attack_seed`` .. ``first_attack_seed + attack_seeds - 1`` (a held-out report after a
@@ -78,7 +75,6 @@ class StudySpec:
     study_seed: int = 0
     search: str = "optuna"
     num_samples: int = 4
-    max_concurrent_trials: int = 2
     lam_range: tuple[float, float] = (10.0, 1000.0)
     widths: tuple[float, ...] = (0.5, 1.0, 2.0)
     gamma_range: Optional[tuple[float, float]] = None
@@ -91,27 +87,17 @@ class StudySpec:
     matches: tuple[str, ...] = ("perturbation",)
     points: tuple[tuple[float, float, Optional[float]], ...] = ()
     utility_floor: float = 0.8
-    trial_gpu: float = 0.25
-    attacker_gpu: float = 0.25
-    attackers_per_trial: int = 2
-    cpus_per_task: float = 1.0
-    pool_allocator: str = "jemalloc"
-    checkpoint_every: int = 10
     cache_dir: Optional[str] = None
     data_root: Optional[str] = None
     aux_dataset: str = "same"
     gnime_seeds: tuple[int, ...] = (0,)
     first_attack_seed: int = 0
     report_of: str = ""
-    use_gpu: Optional[bool] = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, expected: str) -> None:
             if not ok:
                 raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
-
-        def fraction(v: Any) -> bool:
-            return is_number(v) and 0 < v <= 1
 
         def count(v: Any, low: int) -> bool:
             return isinstance(v, int) and not isinstance(v, bool) and v >= low
@@ -133,7 +119,6 @@ class StudySpec:
               "(0,) in a search (one GNIME per trial; several GNIMEs per configuration need a grid study)")
         check(count(self.study_seed, 0), "study_seed", "an integer >= 0")
         check(count(self.num_samples, 1), "num_samples", "an integer >= 1")
-        check(count(self.max_concurrent_trials, 1), "max_concurrent_trials", "an integer >= 1")
         check(len(self.lam_range) == 2 and all(positive_finite(v) for v in self.lam_range)
               and self.lam_range[0] <= self.lam_range[1], "lam_range", "finite 0 < low <= high")
         check(len(self.widths) > 0 and all(positive_finite(w) for w in self.widths), "widths",
@@ -143,12 +128,6 @@ class StudySpec:
               "gamma_range", "None or finite 0 < low <= high")
         check(len(self.gammas) > 0 and all(g is None or positive_finite(g) for g in self.gammas), "gammas",
               "None or finite values > 0")
-        check(fraction(self.trial_gpu), "trial_gpu", "a finite number in (0, 1]")
-        check(fraction(self.attacker_gpu), "attacker_gpu", "a finite number in (0, 1]")
-        check(count(self.attackers_per_trial, 1), "attackers_per_trial", "an integer >= 1")
-        check(positive_finite(self.cpus_per_task), "cpus_per_task", "a finite number > 0")
-        check(self.pool_allocator in ALLOCATORS, "pool_allocator", f"one of {', '.join(ALLOCATORS)}")
-        check(count(self.checkpoint_every, 1), "checkpoint_every", "an integer >= 1")
         check(is_number(self.utility_floor) and 0 <= self.utility_floor <= 1, "utility_floor", "in [0, 1]")
         check(self.sampler in SAMPLERS, "sampler", f"one of {', '.join(SAMPLERS)}")
         check(all(positive_finite(b) for b in self.budgets) and len(set(self.budgets)) == len(self.budgets),
@@ -165,7 +144,6 @@ class StudySpec:
         check(self.dataset in DATASETS, "dataset", f"one of {', '.join(sorted(DATASETS))}")
         check(self.aux_dataset == "same" or (self.aux_dataset in DATASETS and self.aux_dataset != self.dataset),
               "aux_dataset", f"'same' or another dataset: {', '.join(sorted(DATASETS))}")
-        check(self.use_gpu is None or isinstance(self.use_gpu, bool), "use_gpu", "None, true or false")
         if self.budgets:
             for e in self.explainers:  # the budgets are multiples of the paper's perturbation: it must have one
                 try:
@@ -203,15 +181,6 @@ class StudySpec:
         base = self.configuration(config)
         return defence_cells(base, self.configuration_gammas(config), self.defenses, self.matches,
                              self.attack_seed_range, (base.gnime_seed,))
-
-    @property
-    def gpu_trial(self) -> float:
-        """The GPU fraction a trial's bundle asks for (0 on a CPU-only study)."""
-        return self.trial_gpu if self.use_gpu else 0.0
-
-    @property
-    def gpu_attacker(self) -> float:
-        return self.attacker_gpu if self.use_gpu else 0.0
 
     @property
     def attack_seed_range(self) -> range:
@@ -256,7 +225,7 @@ def identity(spec: StudySpec) -> dict[str, Any]:
     """The fields that determine a study's numbers, as JSON-ready values (the preset expanded)."""
     out = {}
     for f in dataclasses.fields(spec):
-        if f.name in PLACEMENT_FIELDS:
+        if f.name in PATH_FIELDS:
             continue
         value = getattr(spec, f.name)
         out[f.name] = value.to_dict() if isinstance(value, Preset) else value

@@ -27,9 +27,10 @@ from .. import TrainingDiverged
 from ..cellspec import CellSpec
 from ..pipeline.cell import run_cell
 from ..store.rows import read_row, row_exists, row_identity, write_rows
-from .nodes import NodeCheck, ensure_node, node_name
-from .resources import cap_gpu_memory, device_for, pool_options
 from ..study.spec import StudySpec
+from .nodes import NodeCheck, ensure_node, node_name
+from .placement import Placement
+from .resources import cap_gpu_memory, device_for, pool_options
 from .tasks import prepared
 
 
@@ -58,15 +59,15 @@ def attack_cell(cell: dict, study: StudySpec, check: Optional[NodeCheck], trial:
 class AttackPool:
     """A Ray actor that runs up to ``size`` attackers at once, one thread each (module docstring).
     Its resources are ``size`` attackers' (``pool_options``: its process allocates with jemalloc
-    unless the study says ``pool_allocator="system"``); it caps its CUDA memory to the sum of their
+    unless its placement says ``pool_allocator="system"``); it caps its CUDA memory to the sum of their
     GPU fractions and runs torch on ``cpus_per_task`` threads per attacker."""
 
-    def __init__(self, study: StudySpec, check: Optional[NodeCheck], size: int) -> None:
+    def __init__(self, study: StudySpec, placement: Placement, check: Optional[NodeCheck], size: int) -> None:
         ensure_node(check)
         self.study, self.check = study, check
-        cap_gpu_memory(min(1.0, size * study.gpu_attacker))
-        self.device = device_for(study.gpu_attacker)
-        self.threads = max(1, int(study.cpus_per_task))  # each attacker's share, as a task of its own
+        cap_gpu_memory(min(1.0, size * placement.gpu_attacker))
+        self.device = device_for(placement.gpu_attacker)
+        self.threads = max(1, int(placement.cpus_per_task))  # each attacker's share, as a task of its own
         prepared(study, self.device)  # f, f_E and the logits once, before any attacker's stream reads them
         if self.device == "cuda":
             torch.cuda.synchronize()
@@ -83,38 +84,39 @@ class AttackPool:
         return result
 
 
-def start_pool(study: StudySpec, check: Optional[NodeCheck], size: int, bundle: int):
+def start_pool(study: StudySpec, placement: Placement, check: Optional[NodeCheck], size: int, bundle: int):
     """A trial's ``AttackPool`` actor of ``size`` attackers, in bundle ``bundle`` of the trial's
     placement group (anywhere without one). It holds its resources until killed."""
-    options = pool_options(size, study.gpu_attacker, study.cpus_per_task, study.pool_allocator)
+    options = pool_options(size, placement.gpu_attacker, placement.cpus_per_task, placement.pool_allocator)
     pg = ray.util.get_current_placement_group()
     if pg is not None:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=bundle)
-    return ray.remote(AttackPool).options(**options).remote(study, check, size)
+    return ray.remote(AttackPool).options(**options).remote(study, placement, check, size)
 
 
-def attack_batch(cells: list[dict], study: StudySpec, check: Optional[NodeCheck], trial: str) -> list[dict]:
+def attack_batch(cells: list[dict], study: StudySpec, placement: Placement, check: Optional[NodeCheck],
+                 trial: str) -> list[dict]:
     """A fixed list of cells, all at once in one process (an ``AttackPool`` of ``len(cells)``
     threads): run as a Ray task with ``pool_options(len(cells), ...)``'s resources, which it frees
     when it ends (the study's baselines)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    pool = AttackPool(study, check, len(cells))
+    pool = AttackPool(study, placement, check, len(cells))
     with ThreadPoolExecutor(len(cells), thread_name_prefix="attacker") as threads:
         return list(threads.map(lambda c: pool.attack(c, trial), cells))
 
 
-def run_attackers(cells: list[dict], study: StudySpec, check: Optional[NodeCheck], trial_id: str, device: str,
-                  pending: dict, common: dict, gnime_seconds: float) -> tuple[list[dict], float, float]:
+def run_attackers(cells: list[dict], study: StudySpec, placement: Placement, check: Optional[NodeCheck], trial_id: str,
+                  device: str, pending: dict, common: dict, gnime_seconds: float) -> tuple[list[dict], float, float]:
     """Attack the trial's GNIME with every cell: ``attackers_per_trial`` attackers at once in the
     trial's attack pool (its second bundle) while the trial process, whose own bundle would
     otherwise idle, runs cells itself; so a placement group of 1 + 1 bundles runs k + 1 attackers
     at a time. Reports progress to Tune. Returns the results in the order of ``cells``, the attack
     phase's wall seconds and the seconds the trial spent attacking itself."""
-    k = study.attackers_per_trial
-    pool = start_pool(study, check, k, bundle=1) if len(cells) > 1 else None
+    k = placement.attackers_per_trial
+    pool = start_pool(study, placement, check, k, bundle=1) if len(cells) > 1 else None
     queue = list(enumerate(cells))
     in_flight: dict[Any, int] = {}
     done: dict[int, dict] = {}

@@ -8,7 +8,6 @@ on parsed flags that returns the exit status."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,6 +16,7 @@ from ..flags import Parser
 from .scripts import (
     add_study_flags,
     common_spec_kwargs,
+    placement_of,
     print_reports,
     print_trials,
     start_ray,
@@ -93,8 +93,10 @@ def _quickstart(args: argparse.Namespace) -> int:
     search = StudySpec(name=args.study, dataset=args.dataset, explainers=("lrp",), lam_range=(5.0, 200.0),
                        widths=(0.5, 1.0), gamma_range=None if args.budgets else (1e-3, 1.6e-2),
                        **common_spec_kwargs(args, args.dataset))
-    search = start_ray(args, search)
-    outcome = search_and_report(search, args.gnime_seeds, front_points=args.front_points, matches=args.match)
+    placement = placement_of(args)
+    placement = start_ray(args, search, placement)
+    outcome = search_and_report(search, args.gnime_seeds, placement, front_points=args.front_points,
+                                matches=args.match)
     print_trials(outcome["search"])
     print_reports(outcome, args.dataset)
     reports = ", ".join(r["spec"].name for r in outcome["reports"].values())
@@ -118,10 +120,12 @@ def _celeba_lambda(args: argparse.Namespace) -> int:
     spec = StudySpec(name=args.study, dataset="celeba", explainers=_explainers(args.explainers),
                      lam_range=(50.0, 5000.0), widths=(0.5, 1.0, 2.0),
                      gamma_range=None if args.budgets else (5e-4, 5e-3), **common_spec_kwargs(args, "celeba"))
+    placement = placement_of(args)
     layout, folder = find_layout(args.data_root)  # a clear error before Ray starts when CelebA is not there
     print(f"CelebA: {layout} layout at {folder}", flush=True)
-    spec = start_ray(args, spec)
-    outcome = search_and_report(spec, args.gnime_seeds, front_points=args.front_points, matches=args.match)
+    placement = start_ray(args, spec, placement)
+    outcome = search_and_report(spec, args.gnime_seeds, placement, front_points=args.front_points,
+                                matches=args.match)
     print_trials(outcome["search"])
     print_reports(outcome, "celeba")
     print(f"\nParquet rows under {outcome['search']['spec'].out} (the search {spec.name} and its reports "
@@ -142,8 +146,7 @@ def _table1(args: argparse.Namespace) -> int:
 
     from .. import GnimeRayError
     from ..cellspec import default_lambda
-    from ..report.tables import paper_table, table1
-    from ..report.tables import operating_points
+    from ..report.tables import operating_points, paper_table, table1
     from ..study.spec import StudySpec
     from .study import run_study
 
@@ -155,10 +158,9 @@ def _table1(args: argparse.Namespace) -> int:
                                lam_range=(lam, lam), widths=(1.0,), defenses=("gnime", "rnd", "ond"),
                                gnime_seeds=tuple(range(args.gnime_seeds)),
                                **{**common_spec_kwargs(args, d), "num_samples": 1}))
-    decided = start_ray(args, specs[0])  # one GPU decision and concurrency for every dataset's study
+    placement = start_ray(args, specs[0], placement_of(args))  # one GPU decision and concurrency for every study
     for spec in specs:
-        result = run_study(dataclasses.replace(spec, use_gpu=decided.use_gpu,
-                                               max_concurrent_trials=decided.max_concurrent_trials))
+        result = run_study(spec, placement)
         rows = pa.Table.from_pylist(result["rows"])
         print(f"\n{table1(rows, spec.dataset, explainers)}\n")
         print(f"{operating_points(rows, spec.dataset, explainers)}\n")
@@ -191,8 +193,8 @@ def _table2(args: argparse.Namespace) -> int:
                      search="grid", lam_range=(args.lam, args.lam), widths=(args.width,), defenses=("gnime",),
                      gnime_seeds=tuple(range(args.gnime_seeds)),
                      **{**common_spec_kwargs(args, "celeba"), "num_samples": 1})
-    spec = start_ray(args, spec)
-    result = run_study(spec)
+    placement = start_ray(args, spec, placement_of(args))
+    result = run_study(spec, placement)
     print(f"\n{table1(pa.Table.from_pylist(result['rows']), 'celeba', explainers, aux='facescrub')}\n")
     try:
         print(paper_table("celeba", explainers, aux="facescrub"))

@@ -39,7 +39,7 @@ import torch
 from ray.tune import PlacementGroupFactory
 
 from ..pipeline.device import pick_device
-from ..study.spec import ALLOCATORS
+from .placement import ALLOCATORS, Placement
 
 JEMALLOC_SO = os.path.join(os.path.dirname(ray.__file__), "core", "libjemalloc.so")
 JEMALLOC_CONF = "oversize_threshold:0,background_thread:true,dirty_decay_ms:2000,muzzy_decay_ms:0"
@@ -89,14 +89,14 @@ def autoscaler_gpus(config: Path = BOOTSTRAP_CONFIG) -> float:
     return float(sum((t.get("resources", {}) or {}).get("GPU", 0) * t.get("max_workers", 0) for t in types.values()))
 
 
-def concurrent_trials(spec, log: Callable[[str], None]) -> int:
+def concurrent_trials(placement: Placement, log: Callable[[str], None]) -> int:
     """Trials at once when ``--max-concurrent`` is not given: as many as the cluster's GPUs hold
     (those it has and those its autoscaler may add), a trial taking its own fraction and its attack
     pool's; 2 on a CPU study or where no GPU is known."""
     gpus = max(cluster_gpus(), autoscaler_gpus())
-    if not spec.use_gpu or gpus <= 0:
+    if not placement.use_gpu or gpus <= 0:
         return 2
-    per_trial = spec.trial_gpu + spec.attackers_per_trial * spec.attacker_gpu
+    per_trial = placement.trial_gpu + placement.attackers_per_trial * placement.attacker_gpu
     per_gpu = max(1, int(1 / per_trial + 1e-9)) if per_trial <= 1 else 1
     n = max(1, int(gpus) * per_gpu)
     log(f"resources: up to {n} trials at once ({gpus:g} GPUs, {per_gpu} trial(s) of {per_trial:g} GPU each per GPU; "

@@ -29,10 +29,11 @@ from ..flags import (
     seed,
 )
 from ..store.root import probe_out
+from ..study.spec import DEFAULT_SAMPLER, OBJECTIVES, SAMPLERS, StudySpec
 from .cluster import connect
 from .console import quiet_ray_logging
+from .placement import ALLOCATORS, Placement
 from .resources import concurrent_trials, decide_gpu
-from ..study.spec import ALLOCATORS, DEFAULT_SAMPLER, OBJECTIVES, SAMPLERS, StudySpec
 
 
 def add_study_flags(p: argparse.ArgumentParser, *, study: str, num_samples: int, attack_seeds: int, gnime_seeds: int,
@@ -93,29 +94,34 @@ def add_study_flags(p: argparse.ArgumentParser, *, study: str, num_samples: int,
 
 
 def common_spec_kwargs(args: argparse.Namespace, dataset: str) -> dict:
-    """The StudySpec fields every script takes from its flags (bad values: one line, before Ray).
-    ``max_concurrent_trials`` is the flag's, or 2 until ``start_ray`` sizes it from the cluster."""
+    """The StudySpec fields every script takes from its flags (bad values: one line, before Ray)."""
     search = {}
     if hasattr(args, "objective"):
         search = dict(objective=args.objective, utility_floor=args.utility_floor, sampler=args.sampler,
                       budgets=tuple(args.budgets or ()))
     return dict(out=args.out, preset=get_preset(args.preset, dataset, **parse_overrides(args.overrides)), **search,
                 attack_seeds=args.attack_seeds, study_seed=args.study_seed, num_samples=args.num_samples,
-                max_concurrent_trials=args.max_concurrent or 2, trial_gpu=args.trial_gpu,
-                attacker_gpu=args.attacker_gpu, attackers_per_trial=args.attackers_per_trial,
-                pool_allocator=args.pool_allocator, cache_dir=args.cache_dir, data_root=args.data_root)
+                cache_dir=args.cache_dir, data_root=args.data_root)
 
 
-def start_ray(args: argparse.Namespace, spec: StudySpec) -> StudySpec:
-    """Check the results root answers, join or start Ray as the flags say, and return ``spec``
-    with the study's GPU decision."""
+def placement_of(args: argparse.Namespace) -> Placement:
+    """The placement the flags ask for (bad values: one line, before Ray); ``max_concurrent_trials``
+    is the flag's, or 2 until ``start_ray`` sizes it from the cluster."""
+    return Placement(max_concurrent_trials=args.max_concurrent or 2, trial_gpu=args.trial_gpu,
+                     attacker_gpu=args.attacker_gpu, attackers_per_trial=args.attackers_per_trial,
+                     pool_allocator=args.pool_allocator)
+
+
+def start_ray(args: argparse.Namespace, spec: StudySpec, placement: Placement) -> Placement:
+    """Check the results root answers, join or start Ray as the flags say, and return ``placement``
+    with the study's GPU decision (and, without --max-concurrent, the trials the cluster holds)."""
     probe_out(spec.out)  # an unreachable bucket fails here, before Ray starts
     quiet_ray_logging(args.verbose)
     started_here = connect(args.address, num_cpus=args.num_cpus, verbose=args.verbose)
-    spec = dataclasses.replace(spec, use_gpu=decide_gpu(args.cpu_only, started_here, echo))
+    placement = dataclasses.replace(placement, use_gpu=decide_gpu(args.cpu_only, started_here, echo))
     if args.max_concurrent is None:
-        spec = dataclasses.replace(spec, max_concurrent_trials=concurrent_trials(spec, echo))
-    return spec
+        placement = dataclasses.replace(placement, max_concurrent_trials=concurrent_trials(placement, echo))
+    return placement
 
 
 def print_trials(result: dict) -> None:
@@ -145,9 +151,8 @@ def print_reports(outcome: dict, dataset: str) -> None:
     import pyarrow as pa
 
     from ..provenance import command_line
-    from ..report.tables import paper_table, table1
     from ..report.frontier import frontier_markdown
-    from ..report.tables import operating_points, provenance
+    from ..report.tables import operating_points, paper_table, provenance, table1
     from ..study.heldout import describe_optimism
 
     for explainer, report in outcome["reports"].items():

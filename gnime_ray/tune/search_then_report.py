@@ -6,7 +6,7 @@ of study/heldout.py, steps 1-4)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
 from .. import GnimeRayError, echo
 from ..cellspec import MATCHES
@@ -14,13 +14,14 @@ from ..report.frontier import frontier, write_frontier
 from ..study.heldout import choose_front_points, optimism, report_name, report_spec
 from ..study.record import read_record, update_record
 from ..study.spec import StudySpec
+from .placement import Placement
 from .study import run_study, write_trials
 
 Log = Callable[[str], None]
 
 
-def search_and_report(spec: StudySpec, final_gnime_seeds: int, log: Log = echo, front_points: int = 0,
-                      matches: tuple[str, ...] = MATCHES) -> dict:
+def search_and_report(spec: StudySpec, final_gnime_seeds: int, placement: Optional[Placement] = None,
+                      log: Log = echo, front_points: int = 0, matches: tuple[str, ...] = MATCHES) -> dict:
     """Run (or resume) the search ``spec``, then the held-out frontier of each explainer's chosen
     points (study/heldout.py's module docstring). Returns {"search": run_study's result, "chosen": {explainer: [points]},
     "reports": {explainer: run_study's result}, "frontier": {explainer: (points, hypervolumes)},
@@ -32,7 +33,7 @@ def search_and_report(spec: StudySpec, final_gnime_seeds: int, log: Log = echo, 
         raise GnimeRayError(f"--match must be a non-empty subset of {','.join(MATCHES)}, got {','.join(matches)!r}")
     if spec.search != "optuna":
         raise GnimeRayError(f"study {spec.name}: a held-out report follows a search (search='optuna'), not a grid")
-    search = run_study(dataclasses.replace(spec, baselines=False), log)
+    search = run_study(dataclasses.replace(spec, baselines=False), placement, log)
     out = search["spec"].out
     record = read_record(out, spec.name) or {}
     chosen = record.get("chosen")
@@ -52,7 +53,8 @@ def search_and_report(spec: StudySpec, final_gnime_seeds: int, log: Log = echo, 
             f"attackers, test images")
     reports, fronts, gains = {}, {}, {}
     for e, points in chosen.items():
-        reports[e] = run_study(report_spec(search["spec"], e, points, final_gnime_seeds, matches), log)
+        reports[e] = run_study(report_spec(search["spec"], e, points, final_gnime_seeds, matches), search["placement"],
+                               log)
         name = reports[e]["spec"].name
         fronts[e] = frontier(reports[e]["rows"], name, seed=spec.study_seed)
         write_frontier(out, name, *fronts[e])

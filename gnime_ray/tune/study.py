@@ -26,7 +26,7 @@ and its unfinished attackers retried.
 Search: Optuna through Ray's OptunaSearch (tune/search.py) over lambda (log scale), NG width (a
 choice) and, optionally, gamma (log scale), with the study's sampler (tune/samplers.py), seeded;
 two objectives by default (attack SSIM down, utility up, the utility floor a constraint: only
-feasible trials are Pareto-optimal; study/spec.py) or the single penalised objective. With budgets,
+feasible trials are Pareto-optimal; study/objective.py) or the single penalised objective. With budgets,
 every trial is attacked at each of them. Everything a search reads is measured on the SELECTION
 images of the evaluation split (data/splits.py); the test images are for the held-out report that
 follows a search (study/heldout.py). The objective is measured against GNIME (against the first
@@ -48,7 +48,7 @@ import math
 import os
 import re
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import ray
 from ray import tune
@@ -66,6 +66,7 @@ from ..study.spec import StudySpec, identity
 from .attack_pool import attack_batch
 from .console import StudyConsole, describe_config
 from .nodes import NodeCheck, check_nodes
+from .placement import Placement
 from .ray_internals import set_restored_callbacks
 from .resources import decide_gpu, pool_options, trial_resources
 from .search_log import OptunaLog
@@ -107,41 +108,41 @@ def _param_space(spec: StudySpec, explainer: str) -> dict:
     return space
 
 
-def _tune_config(spec: StudySpec) -> tune.TuneConfig:
+def _tune_config(spec: StudySpec, placement: Placement) -> tune.TuneConfig:
     if spec.search == "grid":
-        return tune.TuneConfig(num_samples=1, max_concurrent_trials=spec.max_concurrent_trials)
+        return tune.TuneConfig(num_samples=1, max_concurrent_trials=placement.max_concurrent_trials)
     from .search import make_searcher
 
     return tune.TuneConfig(search_alg=make_searcher(spec), num_samples=spec.num_samples,
-                           max_concurrent_trials=spec.max_concurrent_trials)
+                           max_concurrent_trials=placement.max_concurrent_trials)
 
 
-def _baseline_futures(spec: StudySpec, check: NodeCheck) -> list:
+def _baseline_futures(spec: StudySpec, placement: Placement, check: NodeCheck) -> list:
     """The baselines' results' futures: tasks of ``attackers_per_trial`` attackers each, every
     task one process whose attackers run at once (tune/attack_pool.py ``attack_batch``)."""
     cells = spec.baseline_cells()
-    k = spec.attackers_per_trial
+    k = placement.attackers_per_trial
     futures = []
     for i in range(0, len(cells), k):
         batch = [dataclasses.asdict(c) for c in cells[i:i + k]]
-        options = pool_options(len(batch), spec.gpu_attacker, spec.cpus_per_task, spec.pool_allocator)
+        options = pool_options(len(batch), placement.gpu_attacker, placement.cpus_per_task, placement.pool_allocator)
         task = ray.remote(attack_batch).options(num_cpus=options["num_cpus"], num_gpus=options["num_gpus"],
                                                 runtime_env=options["runtime_env"], max_retries=3)
-        futures.append(task.remote(batch, spec, check, "baseline"))
+        futures.append(task.remote(batch, spec, placement, check, "baseline"))
     return futures
 
 
-def fit_to_cluster(spec: StudySpec, cpus: float, log: Log = echo) -> StudySpec:
+def fit_to_cluster(placement: Placement, cpus: float, log: Log = echo) -> Placement:
     """On a small cluster, give each bundle a fraction of a CPU so that ``max_concurrent_trials``
     placement groups fit at once (a trial idles while its attackers run, and a 1- or 2-CPU laptop
     would otherwise run one bundle at a time or none at all). Ray gives such a worker one thread.
     A trial's CPUs are its own bundle's plus its attack pool's: (1 + k) x ``cpus_per_task``."""
-    k, mc = spec.attackers_per_trial, spec.max_concurrent_trials
-    c = min(spec.cpus_per_task, cpus / ((1 + k) * mc)) if cpus > 0 else spec.cpus_per_task
-    if c != spec.cpus_per_task:
+    k, mc = placement.attackers_per_trial, placement.max_concurrent_trials
+    c = min(placement.cpus_per_task, cpus / ((1 + k) * mc)) if cpus > 0 else placement.cpus_per_task
+    if c != placement.cpus_per_task:
         log(f"resources: {cpus:g} CPUs: {c:.3g} CPU per attacker so that {mc} trials of 1 + {k} attackers fit")
-        spec = dataclasses.replace(spec, cpus_per_task=c)
-    return spec
+        placement = dataclasses.replace(placement, cpus_per_task=c)
+    return placement
 
 
 def _summary(spec: StudySpec, explainer: str, result: Any) -> dict:
@@ -191,11 +192,11 @@ def _storage_error(results: list) -> str:
     return ""
 
 
-def _search(spec: StudySpec, explainer: str, check: NodeCheck | None, pgf: tune.PlacementGroupFactory, storage: str,
-            log: Log) -> list[dict]:
+def _search(spec: StudySpec, placement: Placement, explainer: str, check: NodeCheck | None,
+            pgf: tune.PlacementGroupFactory, storage: str, log: Log) -> list[dict]:
     """One explainer's Tune experiment (new or restored), recorded as an Optuna study: the trials'
     summaries with their Pareto flags."""
-    trainable = tune.with_resources(tune.with_parameters(gnime_trial, study=spec, check=check), pgf)
+    trainable = tune.with_resources(tune.with_parameters(gnime_trial, study=spec, placement=placement, check=check), pgf)
     path = f"{storage}/{spec.name}-{explainer}"
     expected = spec.num_samples if spec.search == "optuna" else grid_size(spec)
     console = StudyConsole(spec.name, explainer, log, trials=expected)
@@ -208,7 +209,7 @@ def _search(spec: StudySpec, explainer: str, check: NodeCheck | None, pgf: tune.
             # pass new ones): this run's console and journal replace them (ray_internals.py)
             set_restored_callbacks(tuner, [console, search_log])
         else:
-            tuner = tune.Tuner(trainable, param_space=_param_space(spec, explainer), tune_config=_tune_config(spec),
+            tuner = tune.Tuner(trainable, param_space=_param_space(spec, explainer), tune_config=_tune_config(spec, placement),
                                run_config=tune.RunConfig(name=f"{spec.name}-{explainer}", storage_path=storage,
                                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                                          failure_config=tune.FailureConfig(max_failures=2),
@@ -272,7 +273,7 @@ def wait_reporting(future: Any, progress: Any, log: Log, every: float = 10.0) ->
             return ray.get(future)
 
 
-def _speed_decider(spec: StudySpec, check: NodeCheck) -> Callable[[Preset], dict]:
+def _speed_decider(spec: StudySpec, placement: Placement, check: NodeCheck) -> Callable[[Preset], dict]:
     """How a Ray study makes its one speed decision when it has none recorded: a held-out report
     follows its search's; a GPU study's, or a set memory format, is decided without measuring;
     else a task measures it on a node where the trials run (tasks.py ``speed_task``)."""
@@ -281,18 +282,19 @@ def _speed_decider(spec: StudySpec, check: NodeCheck) -> Callable[[Preset], dict
         if searched is not None and searched.get("speed", {}).get("memory_format") == preset.memory_format:
             return {**searched["speed"], "reason": f"the decision of the search {spec.report_of.split('/')[0]}: "
                                                    f"{searched['speed']['reason']}"}
-        if preset.memory_format != "auto" or spec.use_gpu:
-            return decide_speed("cuda" if spec.use_gpu else "cpu", preset.memory_format, preset.bf16,
+        if preset.memory_format != "auto" or placement.use_gpu:
+            return decide_speed("cuda" if placement.use_gpu else "cpu", preset.memory_format, preset.bf16,
                                 shape=IMAGE_SHAPES[spec.dataset], width=preset.net_width, cache_dir=spec.cache_dir)
-        return ray.get(ray.remote(speed_task).options(num_cpus=spec.cpus_per_task)
+        return ray.get(ray.remote(speed_task).options(num_cpus=placement.cpus_per_task)
                        .remote(dataclasses.replace(spec, preset=preset), check))
     return measure
 
 
-def run_study(spec: StudySpec, log: Log = echo) -> dict:
-    """Run (or resume) a study on the connected Ray cluster; returns the trials' summaries, the
-    study's rows, the study as it ran (paths absolute, its GPU and speed decisions made) and its
-    speed decision. Problems found before any work raise GnimeRayError (one line); a search that
+def run_study(spec: StudySpec, placement: Optional[Placement] = None, log: Log = echo) -> dict:
+    """Run (or resume) a study on the connected Ray cluster, placed by ``placement`` (default:
+    ``Placement()``); returns the trials' summaries, the study's rows, the study as it ran (paths
+    absolute, its speed decision in its preset), its placement as it ran (the GPU decision made, CPUs
+    fitted to the cluster) and its speed decision. Problems found before any work raise GnimeRayError (one line); a search that
     Ctrl-C stopped raises Interrupted."""
     if not ray.is_initialized():
         raise GnimeRayError("Ray is not initialised: call gnime_ray.tune.connect() first")
@@ -305,12 +307,13 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
 
     preset, recorded = recall_study(spec.out, spec.name, spec.preset, identity_of)  # a resume: its recorded format
     spec, resumed = dataclasses.replace(spec, preset=preset), recorded is not None
-    if spec.use_gpu is None:  # a library call that did not decide: the rule for a Ray of this process
-        spec = dataclasses.replace(spec, use_gpu=decide_gpu(False, True, log))
-    spec = fit_to_cluster(spec, ray.cluster_resources().get("CPU", 0), log)
+    placement = placement or Placement()
+    if placement.use_gpu is None:  # a library call that did not decide: the rule for a Ray of this process
+        placement = dataclasses.replace(placement, use_gpu=decide_gpu(False, True, log))
+    placement = fit_to_cluster(placement, ray.cluster_resources().get("CPU", 0), log)
     try:  # before any work: a trial's attack pool must fit on one GPU
-        pgf = trial_resources(spec.trial_gpu, spec.attacker_gpu, spec.attackers_per_trial, spec.cpus_per_task,
-                              spec.use_gpu)
+        pgf = trial_resources(placement.trial_gpu, placement.attacker_gpu, placement.attackers_per_trial,
+                              placement.cpus_per_task, placement.use_gpu)
     except ValueError as exc:
         raise GnimeRayError(str(exc)) from None
     log(f"study {spec.name}: {spec.dataset}, explainers {', '.join(spec.explainers)}, preset {spec.preset.name}, "
@@ -318,7 +321,7 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
     datasets = (spec.dataset,) + (() if spec.aux_dataset == "same" else (spec.aux_dataset,))
     check = check_nodes(spec.name, spec.out, datasets, spec.data_root, spec.cache_dir, log)
     preset, speed = settle_speed(spec.out, spec.name, spec.kind, spec.preset, recorded, identity_of,
-                                 _speed_decider(spec, check))
+                                 _speed_decider(spec, placement, check))
     spec = dataclasses.replace(spec, preset=preset)
     log(f"speed: {speed['memory_format']}, {speed['precision']} for every trial and attacker of the study "
         f"({speed['reason']}{', on ' + speed['node'] if speed.get('node') else ''})")
@@ -327,21 +330,21 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
         f"CPUs; its progress follows)")
     progress = Queue(maxsize=10000, actor_options={"num_cpus": 0})
     try:
-        prep = wait_reporting(ray.remote(prepare_task).options(num_cpus=spec.cpus_per_task, num_gpus=spec.gpu_trial)
-                              .remote(spec, check, progress), progress, log)
+        prep = wait_reporting(ray.remote(prepare_task).options(num_cpus=placement.cpus_per_task, num_gpus=placement.gpu_trial)
+                              .remote(spec, placement, check, progress), progress, log)
     finally:
         progress.shutdown()
     acc = prep["accuracies"]
     log(f"prepare: {'loaded' if prep['from_cache'] else 'trained f and f_E, computed the maps'} on {prep['node']} "
         f"in {prep['seconds']:.0f}s (f {acc['target']:.4f}, f_E {acc['eval']:.4f} on the eval split)")
-    baselines = _baseline_futures(spec, check) if spec.baselines else []
+    baselines = _baseline_futures(spec, placement, check) if spec.baselines else []
     if baselines:
         log(f"baselines: {spec.attack_seeds * (1 + len(spec.explainers))} attackers launched in {len(baselines)} "
             f"processes (PredMI and ExpMI without defence)")
     storage = f"{spec.out.rstrip('/')}/_tune"
     trials = []
     for explainer in spec.explainers:
-        trials += _search(spec, explainer, check, pgf, storage, log)
+        trials += _search(spec, placement, explainer, check, pgf, storage, log)
     finished = [r for batch in ray.get(baselines) for r in batch]
     if baselines:
         log(f"baselines: {sum(r['status'] == 'finished' for r in finished)}/{len(finished)} finished")
@@ -349,7 +352,7 @@ def run_study(spec: StudySpec, log: Log = echo) -> dict:
         write_trials(spec.out, spec.name, trials)
     rows = [r for r in read_rows(spec.out).to_pylist() if r["study"] == spec.name]
     return {"trials": [t for t in trials if t["status"] == "finished"], "all_trials": trials, "rows": rows,
-            "spec": spec, "speed": speed}
+            "spec": spec, "placement": placement, "speed": speed}
 
 
-__all__ = ["StudySpec", "run_study", "fit_to_cluster", "describe_config"]
+__all__ = ["StudySpec", "Placement", "run_study", "fit_to_cluster", "describe_config"]

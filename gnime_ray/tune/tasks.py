@@ -19,9 +19,10 @@ from .. import echo
 from ..data import IMAGE_SHAPES
 from ..pipeline.prepare import Prepared, prepare, prepare_aux
 from ..study.opening import decide_speed
-from .nodes import NodeCheck, ensure_node, node_name
-from .resources import cap_gpu_memory, device_for, node_cpus
 from ..study.spec import StudySpec
+from .nodes import NodeCheck, ensure_node, node_name
+from .placement import Placement
+from .resources import cap_gpu_memory, device_for, node_cpus
 
 _prepared: dict[tuple, Prepared] = {}
 _prepared_lock = threading.Lock()
@@ -42,13 +43,13 @@ def prepared(study: StudySpec, device: str, log: Callable[[str], None] = echo) -
         return _prepared[key]
 
 
-def prepare_task(study: StudySpec, check: NodeCheck, progress: Optional[Any] = None) -> dict:
+def prepare_task(study: StudySpec, placement: Placement, check: NodeCheck, progress: Optional[Any] = None) -> dict:
     """Prepare once per study, on every CPU of its node (everything else waits for it), and
     publish the results as artifacts; with an auxiliary attacker dataset, query f with it once.
     ``progress``: a ray.util.queue.Queue the driver reads prepare's progress lines from."""
     ensure_node(check)
-    cap_gpu_memory(study.gpu_trial)
-    device = device_for(study.gpu_trial)
+    cap_gpu_memory(placement.gpu_trial)
+    device = device_for(placement.gpu_trial)
     t0 = time.perf_counter()
     log = echo if progress is None else (lambda line: progress.put_nowait(line.strip()))
     with node_cpus():
@@ -66,5 +67,5 @@ def speed_task(study: StudySpec, check: NodeCheck) -> dict:
     width; the driver records it and every process of the study follows it."""
     ensure_node(check)
     decision = decide_speed("cpu", study.preset.memory_format, study.preset.bf16, shape=IMAGE_SHAPES[study.dataset],
-                      width=study.preset.net_width, cache_dir=study.cache_dir)
+                            width=study.preset.net_width, cache_dir=study.cache_dir)
     return {**decision, "node": node_name()}

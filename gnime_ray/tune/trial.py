@@ -1,7 +1,7 @@
 """The GNIME trial: Ray Tune's function trainable of a study.
 
 A trial trains one GNIME (or loads it when its exact training configuration was trained before),
-reporting every epoch's losses (with a checkpoint every ``checkpoint_every`` epochs, from which a
+reporting every epoch's losses (with a checkpoint every ``Placement.checkpoint_every`` epochs, from which a
 restored trial continues), then attacks it from its attack pool (attack_pool.py) at each of its
 gammas (its own, or every budget: ``StudySpec.configuration_gammas``) with each of the study's defences (RND
 and OND once per ``matches`` entry) while reporting the attackers' progress, then reports its
@@ -28,18 +28,20 @@ from ..pipeline.defend import gnime_config, train_or_load_gnime
 from ..models.training_format import choose
 from .attack_pool import run_attackers
 from .nodes import NodeCheck, ensure_node, node_name
+from .placement import Placement
 from .resources import cap_gpu_memory, device_for
 from ..study.objective import objective, worst_result
 from ..study.spec import StudySpec
 from .tasks import prepared
 
 
-def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional[NodeCheck] = None) -> None:
+def gnime_trial(config: dict, study: Optional[StudySpec] = None, placement: Optional[Placement] = None,
+                check: Optional[NodeCheck] = None) -> None:
     """Tune function trainable: train one GNIME (or load it), then attack it (module docstring)."""
     ensure_node(check)
     trial_id = tune.get_context().get_trial_id() or ""
-    cap_gpu_memory(study.gpu_trial)
-    device = device_for(study.gpu_trial)
+    cap_gpu_memory(placement.gpu_trial)
+    device = device_for(placement.gpu_trial)
     gammas = study.configuration_gammas(config)
     base = study.configuration(config)
     prep = prepared(study, device)
@@ -51,7 +53,7 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
 
     def on_epoch(epoch: int, losses: dict, state: Callable[[], dict]) -> None:
         metrics = {**losses, "epoch": epoch, "epochs": cfg.epochs, "stage": "gnime", **common, **pending}
-        if epoch % study.checkpoint_every == 0 or epoch == cfg.epochs:
+        if epoch % placement.checkpoint_every == 0 or epoch == cfg.epochs:
             with tempfile.TemporaryDirectory() as d:
                 torch.save(state(), Path(d) / "gnime.pt")
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
@@ -74,8 +76,8 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, check: Optional
     gnime_seconds = time.perf_counter() - t0
 
     cells = [dataclasses.asdict(c) for c in study.defence_cells(config)]
-    results, attack_phase, local_seconds = run_attackers(cells, study, check, trial_id, device, pending, common,
-                                                         gnime_seconds)
+    results, attack_phase, local_seconds = run_attackers(cells, study, placement, check, trial_id, device, pending,
+                                                         common, gnime_seconds)
     idle = max(0.0, attack_phase - local_seconds)
     primary = "gnime" if "gnime" in study.defenses else study.defenses[0]
     main = [r for r in results if r["defense"] == primary and r["match"] == "perturbation"]  # every gamma
