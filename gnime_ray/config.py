@@ -51,6 +51,11 @@ def positive_finite(value: Any) -> bool:
     return is_number(value) and value > 0
 
 
+def is_count(value: Any, low: int) -> bool:
+    """An int (not bool) of at least ``low``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 @dataclass(frozen=True)
 class Preset:
     """Training budgets. Field names are accepted as ``--set FIELD=VALUE`` on the CLI."""

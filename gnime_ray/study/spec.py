@@ -36,7 +36,7 @@ from typing import Any, Optional
 
 from .. import GnimeRayError
 from ..cellspec import DEFENSES, EXPLAINERS, MATCHES, CellSpec
-from ..config import Preset, get_preset, is_number, positive_finite
+from ..config import Preset, get_preset, is_count, is_number, positive_finite
 from ..data import DATASETS
 from ..paper import budget_gammas, paper_target
 from .cells import baseline_cells, defence_cells
@@ -99,9 +99,6 @@ class StudySpec:
             if not ok:
                 raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
 
-        def count(v: Any, low: int) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
         check(bool(self.name) and "/" not in self.name and not self.name.startswith(("_", ".")), "name",
               "a non-empty name without '/' that does not start with '_' or '.'")
         check(len(self.explainers) > 0 and all(e in EXPLAINERS for e in self.explainers), "explainers",
@@ -110,15 +107,15 @@ class StudySpec:
               "a non-empty subset of gnime, rnd, ond")
         check(self.search in SEARCHES, "search", f"one of {', '.join(SEARCHES)}")
         check(self.objective in OBJECTIVES, "objective", f"one of {', '.join(OBJECTIVES)}")
-        check(count(self.attack_seeds, 1), "attack_seeds", "an integer >= 1")
-        check(count(self.first_attack_seed, 0), "first_attack_seed", "an integer >= 0")
-        check(len(self.gnime_seeds) > 0 and all(count(n, 0) for n in self.gnime_seeds)
+        check(is_count(self.attack_seeds, 1), "attack_seeds", "an integer >= 1")
+        check(is_count(self.first_attack_seed, 0), "first_attack_seed", "an integer >= 0")
+        check(len(self.gnime_seeds) > 0 and all(is_count(n, 0) for n in self.gnime_seeds)
               and len(set(self.gnime_seeds)) == len(self.gnime_seeds), "gnime_seeds",
               "a non-empty tuple of distinct integers >= 0")
         check(self.search == "grid" or tuple(self.gnime_seeds) == (0,), "gnime_seeds",
               "(0,) in a search (one GNIME per trial; several GNIMEs per configuration need a grid study)")
-        check(count(self.study_seed, 0), "study_seed", "an integer >= 0")
-        check(count(self.num_samples, 1), "num_samples", "an integer >= 1")
+        check(is_count(self.study_seed, 0), "study_seed", "an integer >= 0")
+        check(is_count(self.num_samples, 1), "num_samples", "an integer >= 1")
         check(len(self.lam_range) == 2 and all(positive_finite(v) for v in self.lam_range)
               and self.lam_range[0] <= self.lam_range[1], "lam_range", "finite 0 < low <= high")
         check(len(self.widths) > 0 and all(positive_finite(w) for w in self.widths), "widths",

@@ -17,9 +17,9 @@ study's identity, and the same study may resume with another placement.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
-from ..config import is_number, positive_finite
+from ..config import check_field, is_count, is_number, positive_finite
 
 ALLOCATORS = ("jemalloc", "system")  # an attack pool's malloc (tune/resources.py)
 
@@ -38,24 +38,16 @@ class Placement:
     use_gpu: Optional[bool] = None
 
     def __post_init__(self) -> None:
-        def check(ok: bool, name: str, expected: str) -> None:
-            if not ok:
-                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
-
-        def fraction(v: Any) -> bool:
-            return is_number(v) and 0 < v <= 1
-
-        def count(v: Any, low: int) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-        check(count(self.max_concurrent_trials, 1), "max_concurrent_trials", "an integer >= 1")
-        check(fraction(self.trial_gpu), "trial_gpu", "a finite number in (0, 1]")
-        check(fraction(self.attacker_gpu), "attacker_gpu", "a finite number in (0, 1]")
-        check(count(self.attackers_per_trial, 1), "attackers_per_trial", "an integer >= 1")
-        check(positive_finite(self.cpus_per_task), "cpus_per_task", "a finite number > 0")
-        check(self.pool_allocator in ALLOCATORS, "pool_allocator", f"one of {', '.join(ALLOCATORS)}")
-        check(count(self.checkpoint_every, 1), "checkpoint_every", "an integer >= 1")
-        check(self.use_gpu is None or isinstance(self.use_gpu, bool), "use_gpu", "None, true or false")
+        for name in ("max_concurrent_trials", "attackers_per_trial", "checkpoint_every"):
+            check_field(is_count(getattr(self, name), 1), name, "an integer >= 1", getattr(self, name))
+        for name in ("trial_gpu", "attacker_gpu"):
+            value = getattr(self, name)
+            check_field(is_number(value) and 0 < value <= 1, name, "a finite number in (0, 1]", value)
+        check_field(positive_finite(self.cpus_per_task), "cpus_per_task", "a finite number > 0", self.cpus_per_task)
+        check_field(self.pool_allocator in ALLOCATORS, "pool_allocator", f"one of {', '.join(ALLOCATORS)}",
+                    self.pool_allocator)
+        check_field(self.use_gpu is None or isinstance(self.use_gpu, bool), "use_gpu", "None, true or false",
+                    self.use_gpu)
 
     @property
     def gpu_trial(self) -> float:
