@@ -1,6 +1,6 @@
 """What a study is: the validated ``StudySpec``, its search space (``StudySpec.search_space``, the
-one definition Tune's param space and the Optuna journal are made from), what its search reads of a
-trial (``objective``: selection images only), and its identity under the results root.
+one definition Tune's param space and the Optuna journal are made from), its cells (study/cells.py)
+and its identity under the results root; what its search reads of a trial is study/objective.py.
 
 The search's question (docs/studies.md, "The search's question and the held-out frontier"). Eq. 3 sets every released map's
 noise variance to exactly gamma, so gamma IS the perturbation, and the attack's SSIM falls as it
