@@ -89,6 +89,9 @@ def _unet_reference(net, e, y):
 @pytest.mark.parametrize("in_shape,out_shape", [((1, 32, 32), (1, 32, 32)), ((1, 16, 16), (1, 32, 32)),
                                                 ((3, 32, 32), (3, 32, 32))])
 def test_unet_constant_bottleneck_conv_equals_the_plain_conv(in_shape, out_shape):
+    """The U-Net's shortcuts (the bottleneck's conv as a matmul, the last conv as two convs over
+    [decoder, skip]: models/unet.py) compute the plain convs over the concatenations: values, the
+    parameters' gradients and the input's (through INV it reaches NG), in both memory formats."""
     from gnime_ray.models import UNet
 
     torch.manual_seed(0)
@@ -97,9 +100,14 @@ def test_unet_constant_bottleneck_conv_equals_the_plain_conv(in_shape, out_shape
         torch.nn.init.normal_(p, std=0.05)
     e, y = torch.rand(3, *in_shape, dtype=torch.float64), torch.randn(3, 10, dtype=torch.float64)
     net = net.double()
-    fast, ref = net(e, y), _unet_reference(net, e, y)
-    assert torch.allclose(fast, ref, atol=1e-12, rtol=1e-10)
-    g_fast = torch.autograd.grad(fast.square().sum(), list(net.parameters()) + [], retain_graph=False)
-    g_ref = torch.autograd.grad(_unet_reference(net, e, y).square().sum(), list(net.parameters()))
-    for a, b in zip(g_fast, g_ref):
-        assert torch.allclose(a, b, atol=1e-10, rtol=1e-8)
+    e.requires_grad_(True)
+    ref = _unet_reference(net, e, y)
+    g_ref = torch.autograd.grad(ref.square().sum(), list(net.parameters()) + [e])
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        net.to(memory_format=fmt)
+        ef = e.detach().contiguous(memory_format=fmt).requires_grad_(True)
+        fast = net(ef, y)
+        assert torch.allclose(fast, ref, atol=1e-12, rtol=1e-10)
+        g_fast = torch.autograd.grad(fast.square().sum(), list(net.parameters()) + [ef])
+        for a, b in zip(g_fast, g_ref):
+            assert torch.allclose(a, b, atol=1e-10, rtol=1e-8)

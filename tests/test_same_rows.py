@@ -3,9 +3,12 @@ a search and its held-out report) make exactly the rows recorded before issue 27
 into gnime_ray/study/ (tests/rows_before_issue27.json: every numeric column of every row, keyed by
 study, cell and attack seed; the matrix's rows are also those of commit f3d2e2c, before issue 27's
 first change). On the machine kind they were recorded on (CPU model and vector flags, torch
-version) the numbers must be equal; on another CPU float rounding differs (other SIMD kernels, and
+version) the numbers must be equal up to float rounding (relative 1e-5: they were bit-equal until
+issue 28 computed the U-Net's last conv over [decoder, skip] as two convs, models/unet.py, which moved
+them by about 1e-7 relative); on another CPU float rounding differs more (other SIMD kernels, and
 GNIME's minimax amplifies rounding), so there the rows' keys and integers must be equal and the
-floats within a loose tolerance. The memory format is set, so the speed probe decides nothing."""
+floats within a loose tolerance. The memory format is set, and a smoke GNIME is too short for a
+compile to repay (decided eager without measuring), so no probe decides anything."""
 
 import json
 import math
@@ -51,13 +54,15 @@ def _assert_same(made: dict[str, dict], recorded: dict[str, dict]) -> None:
     for key, before in recorded.items():
         for column, old in before.items():
             new = made[key].get(column)
-            if isinstance(old, int) or old is None or exact:
+            if isinstance(old, int) or old is None:
                 ok = new == old
+            elif exact:
+                ok = new is not None and math.isclose(new, old, rel_tol=1e-5, abs_tol=1e-9)
             else:
                 ok = new is not None and math.isclose(new, old, rel_tol=0.05, abs_tol=0.02)
             if not ok:
                 differ.append(f"{key} {column}: {old!r} before, {new!r} now")
-    assert not differ, f"{len(differ)} values differ ({'exactly' if exact else 'beyond the tolerance'}):\n" + \
+    assert not differ, f"{len(differ)} values differ ({'beyond float rounding' if exact else 'beyond the tolerance'}):\n" + \
         "\n".join(differ[:20])
 
 

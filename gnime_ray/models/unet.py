@@ -22,6 +22,14 @@ followed by summing the kernel taps that fall inside the grid at each position
 (``_conv_of_constant``), instead of a conv over 16 copies of the vector. That removes about a
 tenth of the GNIME step's FLOPs, in its least efficient convolution; tests compare it with the
 plain conv, values and gradients.
+
+The last conv, at the output resolution, runs over [decoder, skip]; when it has few output channels
+(at most 4: the map's or image's channels, always so here) it is computed as the sum of two convs, one
+per half of its kernel, so the concatenation is never built: oneDNN's one-output-channel conv
+runs at a tenth of its usual rate on a CPU, and the concatenation and its backward copies cost as
+much again. On a 2-core AVX2 EPYC that made the GNIME step 7-10% faster in both memory formats
+(benchmarks/profile_gnime_step.py; docs/performance.md). Same function, float rounding aside
+(tests compare values and gradients with the plain conv over the concatenation).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ from torch import nn
 from .initialisation import default_generator, keras_init_, on_meta, scaled
 
 B = 2048
+# the last conv with at most this many output channels runs as two convs (module docstring)
+FEW_CHANNELS = 4
 
 
 def _pow2(n: int) -> bool:
@@ -99,9 +109,13 @@ class UNet(nn.Module):
         if h.ndim == 2:  # a 4x4 output: no decoder conv ran
             h = h[:, :, None, None].expand(-1, -1, 4, 4)
         r = int(h.shape[-1])
-        if r in skips:
-            h = torch.cat([h, skips[r]], dim=1)
-        return self.out(h)
+        if r not in skips:
+            return self.out(h)
+        if self.out.out_channels <= FEW_CHANNELS:  # [h, skip] never built (module docstring)
+            c = h.shape[1]
+            return (F.conv2d(h, self.out.weight[:, :c], self.out.bias, padding=1)
+                    + F.conv2d(skips[r], self.out.weight[:, c:], None, padding=1))
+        return self.out(torch.cat([h, skips[r]], dim=1))
 
 
 def _conv_of_constant(conv: nn.Conv2d, z: torch.Tensor, size: int) -> torch.Tensor:
