@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """The CelebA study on one GPU, measured (numbers, no pass/fail; for a machine with a GPU, never CI).
 
-Runs the synthetic full-size CelebA (30,000 aligned JPEGs, benchmarks/bench_scale.py's data) through
+First the CUDA checklist (benchmarks/cuda_checklist.py: pinned copies, a stream per attack-pool
+thread, the memory cap of a GPU fraction, channels_last and bf16, the compiled step, the study's
+speed decision, each against the figure expected; ``--checklist-only`` stops after it). Then it
+runs the synthetic full-size CelebA (30,000 aligned JPEGs, benchmarks/bench_scale.py's data) through
 the real study engine on a private local Ray: prepare with the paper preset (its classifier
 epochs bounded), then one trial (the paper's CelebA lambda 500, width 1) at the default GPU
 fractions (0.25 per attacker: the trial's bundle plus an attack pool of one attacker, so two
@@ -57,7 +60,14 @@ def main() -> int:
     p.add_argument("--attack-epochs", type=int, default=3, help="epochs of each attacker (early stopping: 50-300)")
     p.add_argument("--classifier-epochs", type=int, default=3, help="epochs of f and f_E (the paper: up to 100)")
     p.add_argument("--work", default=None, help="where the synthetic data is kept (default: a folder under the cache)")
+    p.add_argument("--checklist-only", action="store_true",
+                   help="print the CUDA checklist (benchmarks/cuda_checklist.py) and stop")
     args = p.parse_args()
+    from cuda_checklist import run_checklist
+
+    run_checklist()
+    if args.checklist_only:
+        return 0
     import ray
     import torch
 

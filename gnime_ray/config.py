@@ -32,14 +32,20 @@ from . import GnimeRayError
 
 # preset fields added after studies were recorded, which cannot have changed a number of a study recorded
 # without them (study/record.py check_identity accepts such a record): Captum's settings (no study before
-# them computed a Captum map)
+# them computed a Captum map), and compile (a study recorded before it trained eager, which a resume keeps:
+# study/opening.py recall_study)
 LATER_PRESET_FIELDS = ("ig_steps", "attribution_baseline", "smoothgrad_samples", "smoothgrad_noise", "gradshap_samples",
-                       "gradshap_noise")
+                       "gradshap_noise", "compile")
 
 
 def check_field(cond: bool, field: str, expected: str, value: Any) -> None:
     if not cond:
         raise ValueError(f"{field} must be {expected}, got {value!r}")
+
+
+def _compile_setting(value: Any) -> bool:
+    return isinstance(value, str) and (value in ("auto", "never", "always")
+                                       or (value.startswith("images>=") and value[8:].isdigit()))
 
 
 def is_number(value: Any) -> bool:
@@ -119,6 +125,10 @@ class Preset:
     # memory format of the networks and batches in training: auto (the fastest, measured per machine in
     # gnime_ray/models/training_format.py), channels_last or contiguous; it changes float rounding only
     memory_format: str = "auto"
+    # torch.compile for the U-Nets a study trains (GNIME's NG and INV, the attackers): auto (decided once
+    # per study by measurement, gnime_ray/models/training_format.py), never, always, or images>=N (the decision:
+    # compiled where a network's training budget reaches N images); it changes float rounding only
+    compile: str = "auto"
     # CelebA's balanced subset (official layout): identities with at least this many images, this
     # many identities, the seed of the selection rule (gnime_ray/data/celeba.py)
     celeba_identities: int = 1000
@@ -157,6 +167,8 @@ class Preset:
                "gnime_steps_per_epoch", "none (N // batch, the release) or an integer >= 1", self.gnime_steps_per_epoch)
         check_field(self.memory_format in ("auto", "channels_last", "contiguous"), "memory_format",
                "auto, channels_last or contiguous", self.memory_format)
+        check_field(_compile_setting(self.compile), "compile", "auto, never, always or images>=N (N an integer)",
+                    self.compile)
         check_field(isinstance(self.celeba_selection_seed, int) and self.celeba_selection_seed >= 0,
                "celeba_selection_seed", "an integer >= 0", self.celeba_selection_seed)
         check_field(is_number(self.val_fraction) and 0 < self.val_fraction < 0.5, "val_fraction", "in (0, 0.5)", self.val_fraction)

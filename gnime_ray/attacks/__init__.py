@@ -79,6 +79,7 @@ def train_attacker(name: str, model: nn.Module, maps, logits, images, val_maps, 
     stopper = EarlyStopping(patience, mode="min")
     hist = {"train_mse": [], "val_mse": []}
     n = len(x)
+    forward = speed.compile(model)  # training's forward (compiled when the speed says so); model keeps the weights
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
@@ -86,7 +87,7 @@ def train_attacker(name: str, model: nn.Module, maps, logits, images, val_maps, 
         total = 0.0
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
-            loss = F.mse_loss(model(*(speed.batch(r.to(device, idx)) for r in train)), speed.batch(x.to(device, idx)))
+            loss = F.mse_loss(forward(*(speed.batch(r.to(device, idx)) for r in train)), speed.batch(x.to(device, idx)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -44,7 +44,7 @@ import copy
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import torch
@@ -262,12 +262,14 @@ def train_gnime(maps: torch.Tensor | HostRows, logits: torch.Tensor | HostRows, 
     n = len(maps)
     b = min(cfg.batch_size, n)
     steps = cfg.steps_per_epoch or max(1, n // b)
+    # the step runs NG and INV compiled when the speed says so; ``model`` keeps the modules themselves
+    stepper = replace(model, ng=speed.compile(model.ng), inv=speed.compile(model.inv)) if speed.compiled else model
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs + 1):
         totals = dict.fromkeys(model.history, 0.0)
         for _ in range(steps):
             idx = torch.randperm(n, generator=gen)[:b]
-            losses = gnime_step(model, opt_ng, opt_inv, speed.batch(model.standardise(maps.to(device, idx))),
+            losses = gnime_step(stepper, opt_ng, opt_inv, speed.batch(model.standardise(maps.to(device, idx))),
                                 logits.to(device, idx), speed.batch(images.to(device, idx)))
             if not all(math.isfinite(v) for v in losses.values()):
                 raise TrainingDiverged(f"GNIME diverged at epoch {epoch}/{cfg.epochs} (lambda {cfg.lam!r}, NG width "

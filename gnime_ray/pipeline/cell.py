@@ -49,7 +49,7 @@ from ..models.training_format import Speed, choose
 from ..store.rows import FIGURE_SAMPLE, SPLIT_METRICS
 from .attributes import attribute_models_for, reconstruction_f1
 from .cache import remove_array
-from .defend import fit_defense, gnime_ref, release_rows, released_file
+from .defend import fit_defense, gnime_ref, gnime_speed, release_rows, released_file
 from .device import pick_device
 from .prepare import Prepared, prepare, prepare_aux
 
@@ -119,7 +119,8 @@ def _attack_and_measure(spec: CellSpec, preset: Preset, prep: Prepared, x: dict,
     attacker = build_attacker(spec.attack, map_shape, prep.dataset.image_shape, prep.dataset.num_classes,
                               width=preset.net_width, generator=torch.Generator().manual_seed(attack_seed))
     speed = choose(dev, preset.memory_format, False, shape=map_shape or prep.dataset.image_shape,
-                   width=preset.net_width, cache_dir=cache_dir)
+                   width=preset.net_width, cache_dir=cache_dir, compile=preset.compile,
+                   images=preset.attack_epochs * len(x["attack_train"]))
     log(f"cell {spec.key()} seed {spec.seed}: training {spec.attack} on {len(x['attack_train'])} released maps "
         f"({speed.describe()})")
     betas, batch_size = attack_settings(preset.attack_optimiser, spec.defense, preset.attack_batch_size)
@@ -216,16 +217,17 @@ def cell_config(spec: CellSpec, preset: Preset, prep: Prepared, device: torch.de
     """The row's ``config`` column: everything needed to run the cell again (``gnime-ray
     reproduce``) as JSON: the cell, every preset field and which of them ``--set`` changed, the
     data's identity, prepare's key, the device, the torch thread count, the memory format and
-    precision the attacker trained in (gnime_ray/models/training_format.py), the precision GNIME trained in (its
-    preset's ``bf16``), the versions and the code's commit (provenance.py)."""
+    precision the attacker trained in and whether compiled (gnime_ray/models/training_format.py), the precision
+    GNIME trained in (its preset's ``bf16``) and whether compiled (``gnime_speed``: the study's rule at its budget), the versions and the code's commit (provenance.py)."""
     return json.dumps({
         "cell": spec.to_dict(), "preset": preset.to_dict(), "overrides": preset_overrides(preset, spec.dataset),
         "data": {"dataset": spec.dataset, "images": len(prep.dataset), "fingerprint": prep.dataset.fingerprint(),
                  "prepare_key": prep.key, "eval_images": {"select": int(prep.split.select.numel()),
                                                           "test": int(prep.split.test.numel())}},
         "runtime": {"device": str(device), "threads": torch.get_num_threads(), "memory_format": speed.name,
-                    "precision": "bf16 autocast" if speed.bf16 else "fp32",
+                    "precision": "bf16 autocast" if speed.bf16 else "fp32", "compiled": speed.compiled,
                     "gnime_precision": ("bf16 autocast" if preset.bf16 else "fp32") if spec.defense == "gnime" else None,
+                    "gnime_compiled": gnime_speed(prep, spec, preset, device).compiled if spec.defense == "gnime" else None,
                     "code_version": __version__, "code_commit": code_commit(),
                     "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
     }, sort_keys=True)

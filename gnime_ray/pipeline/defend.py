@@ -87,6 +87,22 @@ def save_trained_gnime(prep: Prepared, spec: CellSpec, preset: Preset, state: di
         prep.artifacts.publish(path)
 
 
+def _gnime_batches(cfg: GnimeConfig, n: int) -> tuple[int, int]:
+    """(batch size, steps per epoch) of a GNIME training on ``n`` target-half images."""
+    b = min(cfg.batch_size, n)
+    return b, cfg.steps_per_epoch or max(1, n // b)
+
+
+def gnime_speed(prep: Prepared, spec: CellSpec, preset: Preset, device: torch.device) -> Speed:
+    """The settings ``spec``'s GNIME trains with: the study's memory format and precision, compiled
+    when its training budget (epochs x steps x batch) reaches the study's compile threshold."""
+    cfg = gnime_config(spec, preset)
+    b, steps = _gnime_batches(cfg, prep.split.target.numel())
+    return choose(device, preset.memory_format, cfg.bf16, shape=prep.map_shape(spec.explainer, spec.variant),
+                  width=preset.net_width, cache_dir=str(prep.cache_root), compile=preset.compile,
+                  images=cfg.epochs * steps * b)
+
+
 def train_or_load_gnime(prep: Prepared, spec: CellSpec, preset: Preset, device: torch.device | str,
                         log: Log = echo, *, on_epoch: Optional[Callable[[int, dict, Callable[[], dict]], None]] = None,
                         resume: Optional[dict[str, Any]] = None, speed: Optional[Speed] = None) -> GnimeModel:
@@ -103,14 +119,11 @@ def train_or_load_gnime(prep: Prepared, spec: CellSpec, preset: Preset, device: 
         return GnimeModel.from_state(state, device)
     cfg = gnime_config(spec, preset)
     t = prep.split.target
-    b = min(cfg.batch_size, t.numel())
-    steps = cfg.steps_per_epoch or max(1, t.numel() // b)
+    b, steps = _gnime_batches(cfg, t.numel())
     log(f"gnime: no trained GNIME for exactly lambda {cfg.lam!r}, NG width {spec.width!r} (cache or artifacts): "
         f"training on {t.numel()} target-half images ({spec.explainer}, variant {cfg.variant}, {cfg.epochs} epochs of "
         f"{steps} steps of {b})")
-    if speed is None:
-        speed = choose(device, preset.memory_format, cfg.bf16, shape=prep.map_shape(spec.explainer, spec.variant),
-                       width=preset.net_width, cache_dir=str(prep.cache_root))
+    speed = speed or gnime_speed(prep, spec, preset, device)
     log(f"gnime: speed settings {speed.describe()}")
     model = train_gnime(prep.map_rows((spec.explainer, spec.variant), t), prep.logit_rows(t), prep.image_rows(t), cfg,
                         device=device, log=log, log_every=max(1, cfg.epochs // 10), on_epoch=on_epoch, resume=resume,

@@ -22,22 +22,42 @@ import torch
 from .. import echo
 from ..config import Preset
 from ..data import IMAGE_SHAPES
-from ..models.training_format import choose, cpu_info
+from ..models.training_format import choose, cpu_info, decide_compile
 from .record import check_identity, read_record, record_study
 
 Log = Callable[[str], None]
 
 
-def decide_speed(device: torch.device | str, memory_format: str, bf16: bool, *, shape: Sequence[int], width: float,
-                 cache_dir: Optional[str] = None) -> dict[str, str]:
+def gnime_images(preset: Preset) -> int:
+    """The images one GNIME training of ``preset`` steps through, at least (epochs x steps x batch;
+    with the release's N // batch steps per epoch, N unknown before prepare, one step counted)."""
+    return preset.gnime_epochs * (preset.gnime_steps_per_epoch or 1) * preset.gnime_batch_size
+
+
+def decide_speed(device: torch.device | str, preset: Preset, *, shape: Sequence[int], cache_dir: Optional[str] = None
+                 ) -> dict[str, str]:
     """A study's one speed decision (models/training_format.py), as its record keeps it: the memory format
-    (``auto`` resolved on this process's device and CPU), the precision and why. Measured in the
-    driver by the local engine, in a Ray task on a trial node by the Ray engine (tune/tasks.py)."""
-    speed = choose(device, memory_format, bf16, shape=shape, width=width, cache_dir=cache_dir)
-    reason = "set for the study (--set memory_format, or the search it reports on)" if memory_format != "auto" \
+    (``auto`` resolved on this process's device and CPU), the precision, compiled or eager (``compile``:
+    ``auto`` resolved by measurement, ``decide_compile``) and why. Measured in the driver by the local
+    engine, in a Ray task on a trial node by the Ray engine (tune/tasks.py). ``shape``: the dataset's
+    image shape; the networks' width is the preset's."""
+    speed = choose(device, preset.memory_format, preset.bf16, shape=shape, width=preset.net_width, cache_dir=cache_dir)
+    reason = "set for the study (--set memory_format, or the search it reports on)" if preset.memory_format != "auto" \
         else speed.reason
-    return {"memory_format": speed.name, "precision": "bf16 autocast" if bf16 else "fp32", "reason": reason,
+    compile_setting, compile_reason = decide_compile(device, preset.compile, shape=shape, width=preset.net_width,
+                                                     channels_last=speed.channels_last,
+                                                     gnime_images=gnime_images(preset), cache_dir=cache_dir)
+    return {"memory_format": speed.name, "precision": "bf16 autocast" if preset.bf16 else "fp32", "reason": reason,
+            "compile": compile_setting, "compile_reason": compile_reason,
             "device": torch.device(device).type, "cpu": cpu_info()[0]}
+
+
+def describe_speed(speed: dict[str, Any]) -> str:
+    """A recorded decision in words."""
+    compiled = speed.get("compile", "never")
+    how = "eager" if compiled == "never" else "compiled" if compiled == "always" else f"compiled from {compiled[8:]} training images"
+    return (f"{speed['memory_format']}, {speed['precision']} ({speed['reason']}); {how}"
+            f"{' (' + speed['compile_reason'] + ')' if speed.get('compile_reason') else ''}")
 
 
 def recall_study(out: str, study: str, preset: Preset, identity_of: Callable[[Preset], dict[str, Any]],
@@ -51,6 +71,8 @@ def recall_study(out: str, study: str, preset: Preset, identity_of: Callable[[Pr
     if recorded is not None and preset.memory_format == "auto":
         decided = recorded.get("identity", {}).get("preset", {}).get("memory_format", "auto")
         preset = preset.replace(memory_format=decided)
+    if recorded is not None and preset.compile == "auto":  # a study recorded before compile existed ran eager
+        preset = preset.replace(compile=recorded.get("identity", {}).get("preset", {}).get("compile", "never"))
     check_identity(out, study, identity_of(preset), flag=flag)
     return preset, recorded
 
@@ -66,7 +88,7 @@ def settle_speed(out: str, study: str, kind: str, preset: Preset, recorded: Opti
     if recorded is not None and recorded.get("speed"):
         return preset, recorded["speed"]
     speed = measure(preset)
-    preset = preset.replace(memory_format=speed["memory_format"])
+    preset = preset.replace(memory_format=speed["memory_format"], compile=speed.get("compile", "never"))
     record_study(out, study, kind, identity_of(preset), speed)
     return preset, speed
 
@@ -81,10 +103,9 @@ def begin_study(out: str, study: str, kind: str, dataset: str, preset: Preset, d
         return {"preset": p.to_dict(), **identity}
 
     def decide_here(p: Preset) -> dict[str, Any]:
-        return decide_speed(device, p.memory_format, p.bf16, shape=IMAGE_SHAPES[dataset], width=p.net_width,
-                      cache_dir=cache_dir)
+        return decide_speed(device, p, shape=IMAGE_SHAPES[dataset], cache_dir=cache_dir)
 
     preset, recorded = recall_study(out, study, preset, identity_of)
     preset, speed = settle_speed(out, study, kind, preset, recorded, identity_of, decide_here)
-    log(f"study {study}: speed {speed['memory_format']}, {speed['precision']} for every training ({speed['reason']})")
+    log(f"study {study}: speed for every training: {describe_speed(speed)}")
     return preset

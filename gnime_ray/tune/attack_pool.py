@@ -17,7 +17,7 @@ attacks too, so no bundle idles while the attackers run.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ray
 import torch
@@ -78,10 +78,16 @@ class AttackPool:
         torch.set_num_threads(self.threads)
         if self.device != "cuda":
             return attack_cell(cell, self.study, self.check, trial, self.device)
-        with torch.cuda.stream(torch.cuda.Stream()):  # this attacker's kernels overlap the others'
-            result = attack_cell(cell, self.study, self.check, trial, self.device)
-            torch.cuda.current_stream().synchronize()
-        return result
+        return on_own_stream(lambda: attack_cell(cell, self.study, self.check, trial, self.device))
+
+
+def on_own_stream(work: Callable[[], Any]) -> Any:
+    """``work()`` on a CUDA stream of its own (an attack pool's thread: its kernels overlap the other
+    threads'), synchronised before it returns."""
+    with torch.cuda.stream(torch.cuda.Stream()):
+        result = work()
+        torch.cuda.current_stream().synchronize()
+    return result
 
 
 def start_pool(study: StudySpec, placement: Placement, check: Optional[NodeCheck], size: int, bundle: int):

@@ -60,7 +60,7 @@ from ..data import IMAGE_SHAPES
 from ..store.root import canonical_out, probe_out, write_csv
 from ..store.rows import read_rows
 from ..study.objective import pareto_flags
-from ..study.opening import decide_speed, recall_study, settle_speed
+from ..study.opening import decide_speed, describe_speed, recall_study, settle_speed
 from ..study.record import read_record
 from ..study.spec import StudySpec, identity
 from .attack_pool import attack_batch
@@ -279,12 +279,13 @@ def _speed_decider(spec: StudySpec, placement: Placement, check: NodeCheck) -> C
     else a task measures it on a node where the trials run (tasks.py ``speed_task``)."""
     def measure(preset: Preset) -> dict:
         searched = read_record(spec.out, spec.report_of.split("/")[0]) if spec.report_of else None
-        if searched is not None and searched.get("speed", {}).get("memory_format") == preset.memory_format:
+        if searched is not None and searched.get("speed", {}).get("memory_format") == preset.memory_format \
+                and searched["speed"].get("compile", "never") == preset.compile:
             return {**searched["speed"], "reason": f"the decision of the search {spec.report_of.split('/')[0]}: "
                                                    f"{searched['speed']['reason']}"}
-        if preset.memory_format != "auto" or placement.use_gpu:
-            return decide_speed("cuda" if placement.use_gpu else "cpu", preset.memory_format, preset.bf16,
-                                shape=IMAGE_SHAPES[spec.dataset], width=preset.net_width, cache_dir=spec.cache_dir)
+        if (preset.memory_format != "auto" and preset.compile != "auto") or placement.use_gpu:
+            return decide_speed("cuda" if placement.use_gpu else "cpu", preset, shape=IMAGE_SHAPES[spec.dataset],
+                                cache_dir=spec.cache_dir)
         return ray.get(ray.remote(speed_task).options(num_cpus=placement.cpus_per_task)
                        .remote(dataclasses.replace(spec, preset=preset), check))
     return measure
@@ -323,8 +324,8 @@ def run_study(spec: StudySpec, placement: Optional[Placement] = None, log: Log =
     preset, speed = settle_speed(spec.out, spec.name, spec.kind, spec.preset, recorded, identity_of,
                                  _speed_decider(spec, placement, check))
     spec = dataclasses.replace(spec, preset=preset)
-    log(f"speed: {speed['memory_format']}, {speed['precision']} for every trial and attacker of the study "
-        f"({speed['reason']}{', on ' + speed['node'] if speed.get('node') else ''})")
+    log(f"speed for every trial and attacker of the study: {describe_speed(speed)}"
+        f"{' (on ' + speed['node'] + ')' if speed.get('node') else ''}")
 
     log(f"prepare: f, f_E and the {', '.join(spec.explainers)} maps, from the cache or made now (minutes on a few "
         f"CPUs; its progress follows)")

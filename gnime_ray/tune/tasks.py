@@ -66,6 +66,5 @@ def speed_task(study: StudySpec, check: NodeCheck) -> dict:
     with the torch threads a trial's task has there, at the dataset's image shape and the networks'
     width; the driver records it and every process of the study follows it."""
     ensure_node(check)
-    decision = decide_speed("cpu", study.preset.memory_format, study.preset.bf16, shape=IMAGE_SHAPES[study.dataset],
-                            width=study.preset.net_width, cache_dir=study.cache_dir)
+    decision = decide_speed("cpu", study.preset, shape=IMAGE_SHAPES[study.dataset], cache_dir=study.cache_dir)
     return {**decision, "node": node_name()}

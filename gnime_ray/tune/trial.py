@@ -24,8 +24,7 @@ import torch
 from ray import tune
 
 from .. import TrainingDiverged
-from ..pipeline.defend import gnime_config, train_or_load_gnime
-from ..models.training_format import choose
+from ..pipeline.defend import gnime_config, gnime_speed, train_or_load_gnime
 from .attack_pool import run_attackers
 from .nodes import NodeCheck, ensure_node, node_name
 from .placement import Placement
@@ -47,8 +46,7 @@ def gnime_trial(config: dict, study: Optional[StudySpec] = None, placement: Opti
     prep = prepared(study, device)
     cfg = gnime_config(base, study.preset)
     pending = {**worst_result(study), "final": False}
-    speed = choose(device, study.preset.memory_format, cfg.bf16, shape=prep.map_shape(base.explainer, base.variant),
-                   width=study.preset.net_width, cache_dir=study.cache_dir)
+    speed = gnime_speed(prep, base, study.preset, device)
     common = {"gamma": -1.0 if gammas[0] is None else gammas[0], "node": node_name(), "speed": speed.describe()}
 
     def on_epoch(epoch: int, losses: dict, state: Callable[[], dict]) -> None:
