@@ -26,9 +26,9 @@ recorded one.
 
 Compiled or eager (the preset field ``compile``: ``auto``, ``never``, ``always``, or the decided
 ``images>=N``): ``torch.compile`` (inductor) traces and compiles a network's training step once per
-process, which took 27 s (the issue's AVX-512 EPYC) to 51 s (this project's 2-core AVX2 EPYC) for
-the release's U-Net at width 1, and it can be faster or slower per step (``bench --compare
---compile``: 1.13x eager on the AVX-512 EPYC, 0.96x on the AVX2 one). So ``auto`` is decided once
+process, which took 27 s (the issue's AVX-512 EPYC) to 30-51 s (this project's 2-core AVX2 EPYC)
+for the release's U-Net at width 1, and it can be faster or slower per step (``bench --compare
+--compile``: 1.13x eager on the AVX-512 EPYC, 0.80-0.96x on the AVX2 one). So ``auto`` is decided once
 per study (``decide_compile``) from a measurement on the study's machine (``compile_probe``: the
 U-Net's training step at the run's shape, width and memory format, eager and compiled, and the
 compile time, kept under ``CACHE/speed/`` like the format probe): compiling repays after N training
