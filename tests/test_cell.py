@@ -51,6 +51,8 @@ def test_gnime_cell_row_matches_schema_and_round_trips(smoke_prep, tmp_path):
     assert config["runtime"]["code_commit"] == row["code_commit"] == code_commit() and row["code_version"] == __version__
     assert config["runtime"]["precision"] == config["runtime"]["gnime_precision"] == "fp32"
     assert config["runtime"]["memory_format"] in ("contiguous", "channels_last")
+    # outside a study compile stays 'auto', undecided: the attacker and GNIME trained eager, as recorded
+    assert config["runtime"]["compiled"] is False and config["runtime"]["gnime_compiled"] is False
     assert 0 < row["utility_deepsim"] <= 1
     write_rows([row], str(tmp_path / "out"))
     table = read_rows(str(tmp_path / "out"))

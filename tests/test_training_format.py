@@ -182,3 +182,24 @@ def test_compiled_and_eager_training_give_the_same_losses():
                                     speed=s))
     assert hists[0]["train_mse"] == pytest.approx(hists[1]["train_mse"], rel=1e-4)
     assert hists[0]["val_mse"] == pytest.approx(hists[1]["val_mse"], rel=1e-4)
+
+
+def test_a_study_records_its_compile_decision_and_a_resume_keeps_it(tmp_path, compile_timed):
+    from gnime_ray.config import get_preset
+    from gnime_ray.study.opening import begin_study
+    from gnime_ray.study.record import read_record
+
+    calls = compile_timed(eager=1e-3, compiled=0.5e-3, compile_s=40.0)
+    out, cache = str(tmp_path / "out"), str(tmp_path / "cache")
+    long_gnime = get_preset("smoke", gnime_epochs=4000, gnime_batch_size=64)  # 3 x 256,000 images x 1 ms: measured
+    preset = begin_study(out, "s", "matrix", "digits", long_gnime, torch.device("cpu"), cache, log=lambda _: None)
+    speed = read_record(out, "s")["speed"]
+    assert preset.compile == speed["compile"] == "images>=80000" and "repaid after 80000" in speed["compile_reason"]
+    assert len(calls) == 1
+    # a resume follows the record (and measures nothing), even where the machine would now decide otherwise
+    compile_timed(eager=1e-3, compiled=0.99e-3, compile_s=40.0)
+    again = begin_study(out, "s", "matrix", "digits", long_gnime, torch.device("cpu"), cache, log=lambda _: None)
+    assert again.compile == "images>=80000" and len(calls) == 1
+    # a smoke GNIME is too short for any compile: eager, nothing measured
+    short = begin_study(out, "t", "matrix", "digits", get_preset("smoke"), torch.device("cpu"), cache, log=lambda _: None)
+    assert short.compile == "never" and len(calls) == 1
