@@ -1,7 +1,7 @@
 # The entry points of the README: `make demo` (the quickstart on real MNIST digits, under nine minutes on 2 cores),
 # `make test` (what CI runs), `make test-fast` (the suite without its slow tests), `make matrix` and
-# `make frontier` (the real-MNIST results of docs/results.md, without Ray), `make demo-full` (the quickstart at
-# the quick budget). Each creates .venv when it is missing and installs the project into it, every package at
+# `make frontier` (the real-MNIST results of docs/results.md, without Ray), `make leakage` (every explainer's
+# leakage on real MNIST, docs/explainers.md), `make demo-full` (the quickstart at the quick budget). Each creates .venv when it is missing and installs the project into it, every package at
 # the version of .ci/constraints.txt (the versions the tests ran on).
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +11,7 @@ PIP    := $(PY) -m pip install -q -c .ci/constraints.txt
 # (on the project machines pip takes them from local disk).
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup setup-dev demo demo-full figures matrix frontier test test-fast constraints clean
+.PHONY: setup setup-dev demo demo-full figures matrix frontier leakage test test-fast constraints clean
 
 # what the studies need; the tests' tools (pytest, scikit-image, moto, ...) come with setup-dev, so that
 # `make demo` does not wait for them (about 30 s of its eight and a half minutes)
@@ -53,6 +53,15 @@ matrix: setup
 frontier: setup
 	$(VENV)/bin/gnime-ray matrix --dataset mnist5k --preset quick --attack-seeds 1 --gnime-seeds 2 \
 	    --match perturbation,utility,utility-topk --study frontier-mnist5k
+
+# which explainers leak on real MNIST, and whether GNIME's protection carries over (docs/explainers.md): the
+# matrix over the paper's three and Captum's six, two GNIMEs and two attack seeds each, IG at 8 steps and
+# SmoothGrad at 8 samples (benchmarks/captum_settings.py); its last table ranks the explainers. Not yet run:
+# estimated at about 4 hours on 2 cores (make matrix took 81 minutes for three explainers)
+leakage: setup
+	$(VENV)/bin/gnime-ray matrix --dataset mnist5k --preset quick --attack-seeds 2 --gnime-seeds 2 \
+	    --explainers grad,gradcam,lrp,ig,smoothgrad,gxi,deeplift,gradshap,guidedbp \
+	    --set ig_steps=8 --set smoothgrad_samples=8 --study leakage-mnist5k
 
 # the test suite, with the coverage report of the lines the test process ran
 test: setup-dev

@@ -316,6 +316,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         if args.aux_dataset == "same":
             print()
             print(operating_points(pa.Table.from_pylist(at), args.dataset, explainers))
+            _print_leakage(pa.Table.from_pylist(at), args.dataset, explainers)
     if args.aux_dataset == "same":  # every defence line with its interval (and, with --match, at matched utility)
         _print_frontier(args.out, study, rows, args.study_seed)
     print()
@@ -353,6 +354,17 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_leakage(table, dataset: str, explainers: list[str]) -> None:
+    """The explainers ranked by leakage (report/leakage.py), or one line saying why there is none."""
+    from .report.leakage import leakage_table
+
+    print()
+    try:
+        print(leakage_table(table, dataset, explainers))
+    except GnimeRayError as exc:
+        print(f"(no leakage table: {exc})")
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
@@ -382,6 +394,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     if args.aux_dataset == "same" and any(r["defense"] == "gnime" for r in rows):
         print()
         print(operating_points(pa.Table.from_pylist(rows), args.dataset, explainers))
+    if args.aux_dataset == "same":
+        _print_leakage(pa.Table.from_pylist(rows), args.dataset, explainers)
     print()
     try:
         print(paper_table(args.dataset, explainers, aux=args.aux_dataset))
