@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from .. import GnimeRayError
 from ..statistics import Interval, paired_bootstrap
-from .tables import _gnime_seed, _markdown, base_cell, require_held_out
+from .tables import _gnime_seed, _markdown, table_columns
 
 
 def _seeds(rows: list[dict]) -> np.ndarray:
@@ -51,16 +51,8 @@ def _verdict(i: Optional[Interval], above: str, below: str) -> str:
 
 def leakage_table(table: pa.Table, dataset: str, explainers: Sequence[str], seed: int = 0) -> str:
     """Markdown: the explainers of ``dataset``'s rows ranked by leakage (module docstring);
-    GnimeRayError when there is no PredMI or a column mixes configurations."""
-    rows = [r for r in table.to_pylist() if r["dataset"] == dataset and r.get("aux_dataset", "same") == "same"
-            and (r.get("matched_on") or "perturbation") == "perturbation"]
-    require_held_out(rows)
-    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[(r["attack"], r["explainer"], r["defense"])].append(r)
-    for key, group in groups.items():
-        if len({base_cell(r["cell"]) for r in group}) > 1:
-            raise GnimeRayError(f"column {key} mixes configurations; select one study or config first")
+    GnimeRayError when there is no PredMI or a column is not one configuration's (``table_columns``)."""
+    rows, groups = table_columns(table, dataset)
     predmi = groups.get(("predmi", "none", "none"))
     if not predmi:
         raise GnimeRayError(f"no PredMI rows for {dataset}: the leakage table compares every explainer with it")

@@ -110,11 +110,11 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def table1(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "lrp"),
-           aux: str = "same") -> str:
-    """Markdown Table 1 for ``dataset`` from result rows (one configuration per column); with an
-    auxiliary attacker dataset ``aux``, Table 2's columns from the rows of that attacker. Rows of
-    several trained GNIMEs of one configuration form one column with two spreads (module docstring)."""
+def table_columns(table: pa.Table, dataset: str, aux: str = "same"
+                  ) -> tuple[list[dict], dict[tuple[str, str, str], list[dict]]]:
+    """(rows, rows by (attack, explainer, defence)): ``dataset``'s held-out rows of attackers trained on
+    ``aux``, RND and OND matched to GNIME's perturbation, as a table's columns read them; GnimeRayError
+    when a column mixes configurations or holds an attack seed twice (rows of several studies)."""
     rows = [r for r in table.to_pylist() if r["dataset"] == dataset and r.get("aux_dataset", "same") == aux
             and (r.get("matched_on") or "perturbation") == "perturbation"]
     require_held_out(rows)
@@ -130,6 +130,15 @@ def table1(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "
             studies = sorted({r["study"] for r in group})
             raise GnimeRayError(f"column {key} holds the same attack seed more than once (studies {', '.join(studies)}); "
                                 f"select one study first")
+    return rows, groups
+
+
+def table1(table: pa.Table, dataset: str, explainers: Sequence[str] = ("grad", "gradcam", "lrp"),
+           aux: str = "same") -> str:
+    """Markdown Table 1 for ``dataset`` from result rows (one configuration per column); with an
+    auxiliary attacker dataset ``aux``, Table 2's columns from the rows of that attacker. Rows of
+    several trained GNIMEs of one configuration form one column with two spreads (module docstring)."""
+    rows, groups = table_columns(table, dataset, aux)
     cols = _columns(explainers, aux)
     gnimes = sorted({_gnime_seed(r) for r in rows if r["defense"] in ("gnime", "rnd", "ond")})
 
